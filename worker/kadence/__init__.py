@@ -1,1 +1,6 @@
-"""placeholder"""
+"""Kadence SDK and worker runtime: the run protocol, the publish/consume client, tasks and storage.
+
+This package is what task authors and worker pods import. It depends on nats-py, minio and
+pydantic, and never on the operator (``kadence_operator``); only the Lease lock module talks to
+Kubernetes.
+"""

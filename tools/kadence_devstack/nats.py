@@ -1,0 +1,104 @@
+"""nats-server with JetStream on loopback: one node, or a 3-node cluster for replication tests."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kadence_devstack import binaries
+from kadence_devstack.procs import ManagedProcess, free_ports
+
+# The monitoring endpoint answers /healthz?js-enabled-only=true once JetStream is up.
+_HEALTH = "/healthz?js-enabled-only=true"
+
+
+def _ready(monitor_port: int) -> bool:
+    import requests
+
+    return requests.get(f"http://127.0.0.1:{monitor_port}{_HEALTH}", timeout=1).ok
+
+
+@dataclass
+class NatsNode:
+    name: str
+    port: int
+    monitor_port: int
+    cluster_port: int
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+@dataclass
+class NatsServer:
+    """One nats-server (``cluster_size=1``) or a JetStream cluster of 3 or 5 nodes."""
+
+    workdir: Path
+    cluster_size: int = 1
+    nodes: list[NatsNode] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """All node URLs, comma-separated (nats-py accepts the list form too)."""
+        return ",".join(n.url for n in self.nodes)
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def start(self, *, timeout: float = 30.0) -> None:
+        binary = binaries.venv_binary("nats-server")
+        ports = free_ports(3 * self.cluster_size)
+        specs = [
+            (f"n{i}", ports[3 * i], ports[3 * i + 1], ports[3 * i + 2])
+            for i in range(self.cluster_size)
+        ]
+        routes = ",".join(f"nats-route://127.0.0.1:{cp}" for _, _, _, cp in specs)
+        for name, port, monitor, cluster_port in specs:
+            argv = [
+                str(binary),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-m",
+                str(monitor),
+                "-js",
+                "-sd",
+                str(self.workdir / name),
+                "-n",
+                name,
+            ]
+            if self.cluster_size > 1:
+                argv += [
+                    "--cluster_name",
+                    "kadence",
+                    "--cluster",
+                    f"nats://127.0.0.1:{cluster_port}",
+                    "--routes",
+                    routes,
+                ]
+            proc = ManagedProcess(
+                name=f"nats-server {name}", argv=argv, log_path=self.workdir / f"{name}.log"
+            )
+            self.nodes.append(NatsNode(name, port, monitor, cluster_port, proc))
+        # Cluster nodes only report healthy once they see a quorum, so start all, then wait.
+        for node in self.nodes:
+            node.process.launch()
+        for node in self.nodes:
+            node.process.wait_ready(
+                ready=functools.partial(_ready, node.monitor_port), timeout=timeout
+            )
+
+    def restart_node(self, index: int, *, timeout: float = 30.0) -> None:
+        """Start a stopped or killed node again with the same ports and data."""
+        node = self.nodes[index]
+        monitor = node.monitor_port
+        node.process.start(ready=lambda: _ready(monitor), timeout=timeout)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.process.stop()
