@@ -1,0 +1,204 @@
+"""The wire protocol between the scheduler, the workers and the result folder.
+
+This is a purely computational module with no side-effects. Messages are immutable, versioned
+pydantic models encoded as JSON. :func:`decode_run` and :func:`decode_result` raise
+:class:`DecodeError` — never anything else — for bad input, with a message that names the problem,
+so a consumer can dead-letter the message with that reason and go on.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+#: Largest payload a run request may carry (the Job API enforces the same limit).
+MAX_PAYLOAD_BYTES = 64 * 1024
+#: Largest encoded run request a worker accepts; anything bigger is dead-lettered as oversize.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class DecodeError(ValueError):
+    """A message could not be decoded; ``str(error)`` says why (used as the DLQ reason)."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class JobRef(_Message):
+    """Which Job a run belongs to (absent for ad-hoc ``enqueue`` runs)."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+class ObjectRef(_Message):
+    """An object in S3 to read as a run's input."""
+
+    bucket: str
+    key: str
+
+
+class OutputLocation(_Message):
+    """Where a run writes its outputs: ``s3://<bucket>/<prefix>``."""
+
+    bucket: str
+    prefix: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+class Backoff(_Message):
+    initial_seconds: float = 1.0
+    factor: float = 2.0
+    max_seconds: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """Delay before attempt ``attempt + 1`` after attempt ``attempt`` (1-based) failed."""
+        return float(min(self.max_seconds, self.initial_seconds * self.factor ** (attempt - 1)))
+
+
+class RetryPolicy(_Message):
+    max_attempts: int = 3
+    backoff: Backoff = Field(default_factory=Backoff)
+    non_retryable_errors: tuple[str, ...] = ()
+
+
+class ConcurrencyPolicy(enum.StrEnum):
+    """What happens when a slot fires while an earlier run is still active."""
+
+    #: Runs may overlap; no lock is taken.
+    ALLOW = "Allow"
+    #: A new run is skipped while one is active; workers hold the Job's Lease.
+    FORBID = "Forbid"
+    #: At most one run waits for the active one; workers hold the Job's Lease.
+    BUFFER_ONE = "BufferOne"
+    #: The active run is cancelled for the new one; workers hold the Job's Lease.
+    REPLACE = "Replace"
+
+    @property
+    def needs_lock(self) -> bool:
+        return self is not ConcurrencyPolicy.ALLOW
+
+
+class RunRequest(_Message):
+    """One attempt-able run of a task, published to a Queue partition.
+
+    ``run_id`` is deterministic (Job uid + slot, or trigger value) and is also the message's
+    ``Nats-Msg-Id``, so the same run is enqueued at most once.
+    """
+
+    version: Literal[1] = 1
+    run_id: str = Field(min_length=1, max_length=128)
+    task: str = Field(min_length=1, max_length=253)
+    payload: Any = None
+    job: JobRef | None = None
+    input: ObjectRef | None = None
+    output: OutputLocation | None = None
+    scheduled_at: datetime | None = None
+    #: Per-attempt time limit in seconds (the Job's ``timeout``).
+    timeout_seconds: float | None = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    #: The Queue's ack wait, so workers send in-progress acks often enough.
+    ack_wait_seconds: float = 30.0
+    #: Where workers copy messages they dead-letter themselves (poison, unknown task, …).
+    dlq_subject: str | None = None
+    partition_key: str | None = None
+
+
+class RunState(enum.StrEnum):
+    """The outcome of one attempt, as reported by a worker."""
+
+    #: The handler returned; outputs are written.
+    SUCCEEDED = "Succeeded"
+    #: The handler failed and will not be retried (no attempts left, or non-retryable).
+    FAILED = "Failed"
+    #: The handler raised and the run will be attempted again after a backoff.
+    RETRYING = "Retrying"
+    #: The attempt exceeded the Job's timeout (retried like a failure while attempts remain).
+    TIMED_OUT = "TimedOut"
+    #: The attempt was cancelled (Replace policy) or the worker shut down.
+    CANCELLED = "Cancelled"
+    #: The message was dead-lettered (poison, unknown task, undecodable).
+    DEAD_LETTERED = "DeadLettered"
+    #: The attempt started (sent so the operator can show it as active).
+    RUNNING = "Running"
+
+
+class OutputObject(_Message):
+    uri: str
+    size: int
+    etag: str
+
+
+class RunError(_Message):
+    type: str
+    message: str
+    retryable: bool = False
+
+
+class RunResult(_Message):
+    """What a worker reports about one attempt, published to the results stream."""
+
+    version: Literal[1] = 1
+    run_id: str
+    attempt: int = Field(ge=1)
+    job: JobRef | None = None
+    state: RunState
+    scheduled_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outputs: tuple[OutputObject, ...] = ()
+    error: RunError | None = None
+    #: The Job Lease's ``leaseTransitions`` when the attempt took the lock; a larger value recorded
+    #: in status means this report comes from a stale holder.
+    fencing_token: int | None = None
+    worker: str = ""
+
+    @property
+    def dedupe_id(self) -> str:
+        """``Nats-Msg-Id`` of the result: one report per run, attempt and state."""
+        return f"{self.run_id}:{self.attempt}:{self.state.value}"
+
+
+def _decode(model: type[_Message], data: bytes, what: str) -> Any:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise DecodeError(f"{what} is {len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        if first["type"] == "json_invalid":
+            raise DecodeError(f"{what} is not valid JSON: {first['msg']}") from None
+        raise DecodeError(f"{what} field {where!r}: {first['msg']}") from None
+
+
+def encode(message: _Message) -> bytes:
+    return message.model_dump_json(exclude_none=True).encode()
+
+
+def decode_run(data: bytes) -> RunRequest:
+    """Decode a run request; :class:`DecodeError` names what is wrong."""
+    request: RunRequest = _decode(RunRequest, data, "run request")
+    if request.payload is not None:
+        size = len(json.dumps(request.payload, separators=(",", ":")).encode())
+        if size > MAX_PAYLOAD_BYTES:
+            raise DecodeError(
+                f"run request payload is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit"
+            )
+    return request
+
+
+def decode_result(data: bytes) -> RunResult:
+    """Decode a run result; :class:`DecodeError` names what is wrong."""
+    result: RunResult = _decode(RunResult, data, "run result")
+    return result
