@@ -1,0 +1,1 @@
+"""Shared test data (manifests used by unit tests and by the API-server tests)."""
