@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 _LIVE: list[ManagedProcess] = []
 
 
-def _started(processes: list[ManagedProcess]) -> None:
+def track(processes: list[ManagedProcess]) -> None:
+    """Include these processes' logs in the report of any failing test."""
     _LIVE.extend(processes)
 
 
@@ -41,7 +42,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeControlPlane]
     except (SetupError, StartError) as error:
         plane.stop()
         _fail_setup(error)
-    _started(plane.processes)
+    track(plane.processes)
     yield plane
     plane.stop()
 
@@ -55,7 +56,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     except (SetupError, StartError) as error:
         server.stop()
         _fail_setup(error)
-    _started([n.process for n in server.nodes])
+    track([n.process for n in server.nodes])
     yield server
     server.stop()
 
@@ -70,7 +71,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         server.stop()
         _fail_setup(error)
     assert server.process is not None
-    _started([server.process])
+    track([server.process])
     yield server
     server.stop()
 

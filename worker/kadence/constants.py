@@ -7,6 +7,8 @@ each other or with the fixed streams below.
 
 from __future__ import annotations
 
+import hashlib
+
 #: Version of the wire protocol in :mod:`kadence.protocol`; carried in every message.
 PROTOCOL_VERSION = 1
 
@@ -61,3 +63,55 @@ def consumer_name(partition: int) -> str:
 
 def results_subject(namespace: str, job: str) -> str:
     return f"{RESULTS_SUBJECT_PREFIX}.{namespace}.{job}"
+
+
+#: Subjects of the results stream (one subject per Job: ``kadence-results.<namespace>.<job>``).
+RESULTS_SUBJECTS = f"{RESULTS_SUBJECT_PREFIX}.>"
+
+#: Stream metadata key holding a Queue's partition count: the stream's subject is a wildcard, so
+#: publishers read the count from here (falling back to counting the partition consumers).
+PARTITIONS_METADATA_KEY = "kadence.io/partitions"
+
+#: Stands in for the Job name of ad-hoc runs (``kadence enqueue``) in result subjects and output
+#: prefixes. It can never clash with a real Job: Kubernetes names cannot contain ``_``.
+ADHOC_JOB = "_adhoc"
+
+#: Bucket that run outputs go to unless the run request or ``KADENCE_OUTPUT_BUCKET`` says otherwise.
+DEFAULT_OUTPUT_BUCKET = "kadence-outputs"
+
+#: Object names of a task's return value under the run's output prefix.
+RESULT_JSON_OBJECT = "result.json"
+RESULT_BINARY_OBJECT = "result.bin"
+
+#: Prefix of the per-Job Lease (``coordination.k8s.io/v1``) workers hold for locking policies.
+LEASE_PREFIX = "kadence-job-"
+#: Labels put on the Leases, so the operator can find and clean them up.
+LEASE_JOB_LABEL = "kadence.io/job"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kadence"
+#: Annotation a worker sets on a held Lease to ask its holder to stop (concurrencyPolicy Replace).
+LEASE_PREEMPT_ANNOTATION = "kadence.io/preempted-by"
+
+#: Largest Kubernetes object name.
+_MAX_NAME = 253
+
+
+def lease_name(job: str) -> str:
+    """The Lease of Job ``job``: ``kadence-job-<job>`` (hashed down if the name is too long)."""
+    name = f"{LEASE_PREFIX}{job}"
+    if len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha256(job.encode()).hexdigest()[:10]
+    return f"{name[: _MAX_NAME - 11].rstrip('-.')}-{digest}"
+
+
+def partition_of_subject(subject: str) -> int | None:
+    """The partition number at the end of a Queue subject, or None if it has none."""
+    last = subject.rsplit(".", 1)[-1]
+    return int(last) if last.isdigit() else None
+
+
+def cancel_subject(namespace: str, job: str) -> str:
+    """Core-NATS subject on which the operator asks workers to cancel a Job's running attempt
+    (``concurrencyPolicy: Replace``); the payload is the Job's uid."""
+    return f"kadence-cancel.{namespace}.{job}"

@@ -25,6 +25,25 @@ class DecodeError(ValueError):
     """A message could not be decoded; ``str(error)`` says why (used as the DLQ reason)."""
 
 
+class OversizeError(DecodeError):
+    """The message or its payload is over the size limit (a :class:`DecodeError` too)."""
+
+
+class DeadLetterReason(enum.StrEnum):
+    """Why a worker dead-lettered a message: the value of the ``Kadence-Dead-Reason`` header."""
+
+    #: The message is not a valid run request (bad JSON, wrong version, missing fields).
+    DECODE_ERROR = "DecodeError"
+    #: The message or its payload is over the size limit.
+    OVERSIZE = "Oversize"
+    #: No task of that name is registered in the worker's App.
+    UNKNOWN_TASK = "UnknownTask"
+    #: The task failed with a non-retryable error (``kadence.Fail`` or a listed error type).
+    NON_RETRYABLE = "NonRetryable"
+    #: The task failed on its last allowed attempt.
+    MAX_ATTEMPTS = "MaxAttempts"
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -164,6 +183,20 @@ class RunResult(_Message):
     worker: str = ""
 
     @property
+    def is_final(self) -> bool:
+        """True when no further attempt of the run follows this report.
+
+        ``Running`` and ``Retrying`` are never final. ``TimedOut`` and ``Cancelled`` are final
+        unless ``error.retryable`` says the run goes on (a timeout with attempts left is reported
+        as ``Retrying``; a worker shutdown or a lost Lease as a retryable ``Cancelled``).
+        """
+        if self.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.DEAD_LETTERED):
+            return True
+        if self.state in (RunState.TIMED_OUT, RunState.CANCELLED):
+            return not (self.error is not None and self.error.retryable)
+        return False
+
+    @property
     def dedupe_id(self) -> str:
         """``Nats-Msg-Id`` of the result: one report per run, attempt and state."""
         return f"{self.run_id}:{self.attempt}:{self.state.value}"
@@ -171,7 +204,7 @@ class RunResult(_Message):
 
 def _decode(model: type[_Message], data: bytes, what: str) -> Any:
     if len(data) > MAX_MESSAGE_BYTES:
-        raise DecodeError(f"{what} is {len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
+        raise OversizeError(f"{what} is {len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
     try:
         return model.model_validate_json(data)
     except ValidationError as error:
@@ -192,7 +225,7 @@ def decode_run(data: bytes) -> RunRequest:
     if request.payload is not None:
         size = len(json.dumps(request.payload, separators=(",", ":")).encode())
         if size > MAX_PAYLOAD_BYTES:
-            raise DecodeError(
+            raise OversizeError(
                 f"run request payload is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit"
             )
     return request
@@ -202,3 +235,27 @@ def decode_result(data: bytes) -> RunResult:
     """Decode a run result; :class:`DecodeError` names what is wrong."""
     result: RunResult = _decode(RunResult, data, "run result")
     return result
+
+
+def salvage_ids(data: bytes) -> tuple[str | None, JobRef | None]:
+    """Best effort: the ``run_id`` and Job of a message that failed to decode.
+
+    A worker dead-letters such a message and still reports it to the Job when it can tell which
+    run it was, so an oversize payload shows up in status rather than vanishing. Never raises.
+    """
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError):
+        return None, None
+    if not isinstance(raw, dict):
+        return None, None
+    run_id = raw.get("run_id")
+    if not (isinstance(run_id, str) and 0 < len(run_id) <= 128):
+        run_id = None
+    job: JobRef | None = None
+    if raw.get("job") is not None:
+        try:
+            job = JobRef.model_validate(raw["job"])
+        except ValidationError:
+            job = None
+    return run_id, job

@@ -1,0 +1,230 @@
+"""A Queue's JetStream objects: the desired configuration (pure) and applying it.
+
+One work-queue stream per Queue (``constants.stream_name``) over the subjects
+``kadence.<namespace>.<queue>.<partition>``, one durable pull consumer per partition with explicit
+ack, and a dead-letter stream. Mutable settings are updated in place; changes JetStream cannot make
+in place (storage type, fewer partitions) are refused with :class:`ImmutableChange`, never applied
+by deleting messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js import api as jsapi
+from nats.js.errors import NotFoundError
+
+from kadence import constants
+from kadence_operator.api import QueueSpec, parse_duration
+
+
+class ImmutableChange(ValueError):
+    """The spec asks for a change JetStream cannot make in place; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class QueueRef:
+    namespace: str
+    name: str
+
+    @property
+    def stream(self) -> str:
+        return constants.stream_name(self.namespace, self.name)
+
+    @property
+    def dlq_stream(self) -> str:
+        return constants.dlq_stream_name(self.namespace, self.name)
+
+
+def _seconds(duration: str | None) -> float | None:
+    return parse_duration(duration).total_seconds() if duration else None
+
+
+def desired_stream(
+    ref: QueueRef, spec: QueueSpec, *, duplicate_window: float
+) -> jsapi.StreamConfig:
+    retention = spec.retention
+    return jsapi.StreamConfig(
+        name=ref.stream,
+        description=f"Kadence Queue {ref.namespace}/{ref.name}",
+        subjects=[constants.subjects_wildcard(ref.namespace, ref.name)],
+        retention=jsapi.RetentionPolicy.WORK_QUEUE,
+        storage=jsapi.StorageType(spec.storage),
+        num_replicas=spec.replicas,
+        max_age=_seconds(retention.max_age) or 0,
+        max_msgs=retention.max_messages if retention.max_messages is not None else -1,
+        max_bytes=retention.max_bytes if retention.max_bytes is not None else -1,
+        discard=jsapi.DiscardPolicy(retention.discard),
+        duplicate_window=duplicate_window,
+    )
+
+
+def desired_dlq(ref: QueueRef, spec: QueueSpec) -> jsapi.StreamConfig | None:
+    if not spec.dead_letter.enabled:
+        return None
+    return jsapi.StreamConfig(
+        name=ref.dlq_stream,
+        description=f"Dead letters of Kadence Queue {ref.namespace}/{ref.name}",
+        subjects=[constants.dlq_subject(ref.namespace, ref.name)],
+        retention=jsapi.RetentionPolicy.LIMITS,
+        storage=jsapi.StorageType(spec.storage),
+        num_replicas=spec.replicas,
+        max_age=_seconds(spec.dead_letter.max_age) or 0,
+    )
+
+
+def desired_consumers(ref: QueueRef, spec: QueueSpec) -> list[jsapi.ConsumerConfig]:
+    delivery = spec.delivery
+    backoff = [s for d in delivery.backoff if (s := _seconds(d)) is not None] or None
+    return [
+        jsapi.ConsumerConfig(
+            durable_name=constants.consumer_name(p),
+            name=constants.consumer_name(p),
+            description=f"partition {p} of {ref.namespace}/{ref.name}",
+            filter_subject=constants.subject(ref.namespace, ref.name, p),
+            ack_policy=jsapi.AckPolicy.EXPLICIT,
+            deliver_policy=jsapi.DeliverPolicy.ALL,
+            ack_wait=_seconds(delivery.ack_wait),
+            max_deliver=delivery.max_deliver,
+            backoff=backoff,
+            max_ack_pending=delivery.max_ack_pending,
+            num_replicas=spec.replicas,
+        )
+        for p in range(spec.partitions)
+    ]
+
+
+def immutable_changes(
+    *,
+    current: jsapi.StreamConfig,
+    desired: jsapi.StreamConfig,
+    current_partitions: int,
+    spec: QueueSpec,
+) -> list[str]:
+    """Changes JetStream cannot apply in place, each with what to do instead."""
+    problems = []
+    have, want = _plain(current.storage), _plain(desired.storage)
+    if have is not None and have != want:
+        problems.append(
+            f"spec.storage: cannot change from {have} to {want} in place; create a new Queue "
+            f"and move the Jobs to it, or set it back to {have}"
+        )
+    if spec.partitions < current_partitions:
+        problems.append(
+            f"spec.partitions: cannot shrink from {current_partitions} to {spec.partitions} "
+            f"without losing the messages of the removed partitions; create a new Queue, or set it "
+            f"back to {current_partitions}"
+        )
+    return problems
+
+
+async def current_partitions(js: JetStreamContext, ref: QueueRef) -> int:
+    """Partitions that exist now (highest partition consumer + 1)."""
+    count = 0
+    for info in await js.consumers_info(ref.stream):
+        name = info.name or ""
+        prefix = constants.consumer_name(0)[:-1]
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            count = max(count, int(name[len(prefix) :]) + 1)
+    return count
+
+
+async def apply(
+    js: JetStreamContext, ref: QueueRef, spec: QueueSpec, *, duplicate_window: float
+) -> list[str]:
+    """Create or update the stream, consumers and DLQ. Returns what was created or restored.
+
+    Raises :class:`ImmutableChange` and changes nothing when the spec cannot be applied in place.
+    """
+    changes: list[str] = []
+    desired = desired_stream(ref, spec, duplicate_window=duplicate_window)
+    try:
+        info = await js.stream_info(ref.stream)
+    except NotFoundError:
+        await js.add_stream(config=desired)
+        changes.append(f"created stream {ref.stream}")
+    else:
+        partitions = await current_partitions(js, ref)
+        problems = immutable_changes(
+            current=info.config, desired=desired, current_partitions=partitions, spec=spec
+        )
+        if problems:
+            raise ImmutableChange("; ".join(problems))
+        if _differs(info.config, desired):
+            await js.update_stream(config=desired)
+            changes.append(f"updated stream {ref.stream}")
+    existing = {c.name: c for c in await js.consumers_info(ref.stream)}
+    for consumer in desired_consumers(ref, spec):
+        name = consumer.durable_name or ""
+        have = existing.get(name)
+        if have is None:
+            await js.add_consumer(ref.stream, config=consumer)
+            changes.append(f"created consumer {name}")
+        elif _consumer_differs(have.config, consumer):
+            await js.add_consumer(ref.stream, config=consumer)
+            changes.append(f"updated consumer {name}")
+    dlq = desired_dlq(ref, spec)
+    if dlq is not None:
+        try:
+            dlq_info = await js.stream_info(ref.dlq_stream)
+        except NotFoundError:
+            await js.add_stream(config=dlq)
+            changes.append(f"created stream {ref.dlq_stream}")
+        else:
+            if _differs(dlq_info.config, dlq):
+                await js.update_stream(config=dlq)
+    return changes
+
+
+_STREAM_FIELDS = (
+    "subjects",
+    "num_replicas",
+    "max_age",
+    "max_msgs",
+    "max_bytes",
+    "discard",
+    "duplicate_window",
+)
+_CONSUMER_FIELDS: tuple[str, ...] = (
+    "ack_wait",
+    "max_deliver",
+    "backoff",
+    "max_ack_pending",
+    "filter_subject",
+)
+
+
+def _plain(value: object) -> object:
+    """Enums and strings compare alike (the server's answers come back as plain strings)."""
+    return getattr(value, "value", value)
+
+
+def _same(current: object, desired: object) -> bool:
+    # A field left unset in the desired config takes the server's default: not a difference.
+    return desired is None or _plain(current) == _plain(desired)
+
+
+def _differs(current: jsapi.StreamConfig, desired: jsapi.StreamConfig) -> bool:
+    return not all(_same(getattr(current, f), getattr(desired, f)) for f in _STREAM_FIELDS)
+
+
+def _consumer_differs(current: jsapi.ConsumerConfig, desired: jsapi.ConsumerConfig) -> bool:
+    fields = _CONSUMER_FIELDS
+    if desired.backoff:
+        # With a backoff list JetStream uses its first step as the ack wait of the first delivery
+        # and reports that as ack_wait; the spec's ackWait is not what it echoes back.
+        fields = tuple(f for f in fields if f != "ack_wait")
+    return not all(_same(getattr(current, f), getattr(desired, f)) for f in fields)
+
+
+async def delete(js: JetStreamContext, ref: QueueRef) -> list[str]:
+    """Remove the stream (its consumers go with it) and the DLQ."""
+    removed = []
+    for name in (ref.stream, ref.dlq_stream):
+        try:
+            await js.delete_stream(name)
+            removed.append(name)
+        except NotFoundError:
+            pass
+    return removed

@@ -1,0 +1,147 @@
+"""Consume the results stream and fold each result into its Job's status.
+
+A durable pull consumer on ``KADENCE_RESULTS``; each result becomes a status mutation (the pure
+fold) submitted to the coalesced status writer, and the message is acknowledged only after the
+mutation is persisted — an operator crash between arrival and write loses nothing, the result is
+redelivered and the fold, being idempotent, records it once. Results for a Job that no longer
+exists are acknowledged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as jsapi
+from nats.js.errors import NotFoundError
+
+from kadence import constants
+from kadence.protocol import DecodeError, RunResult, RunState, decode_result
+from kadence_operator.results import fold
+from kadence_operator.statuswriter import ObjectGone, Status, StatusWriter
+
+logger = logging.getLogger(__name__)
+
+#: Results wait in the status writer up to one status interval before they are acknowledged.
+RESULTS_ACK_WAIT = 120.0
+
+Limits = Callable[[str, str], tuple[int, int] | None]
+Notify = Callable[[RunResult], Awaitable[None]]
+
+
+async def ensure_results_stream(js: JetStreamContext, *, duplicate_window: float) -> None:
+    config = jsapi.StreamConfig(
+        name=constants.RESULTS_STREAM,
+        description="Kadence run results, folded into Job status by the operator",
+        subjects=[f"{constants.RESULTS_SUBJECT_PREFIX}.>"],
+        retention=jsapi.RetentionPolicy.LIMITS,
+        max_age=7 * 24 * 3600,
+        duplicate_window=duplicate_window,
+    )
+    try:
+        await js.stream_info(constants.RESULTS_STREAM)
+    except NotFoundError:
+        await js.add_stream(config=config)
+    await js.add_consumer(
+        constants.RESULTS_STREAM,
+        config=jsapi.ConsumerConfig(
+            durable_name=constants.RESULTS_CONSUMER,
+            ack_policy=jsapi.AckPolicy.EXPLICIT,
+            ack_wait=RESULTS_ACK_WAIT,
+            max_ack_pending=20_000,
+            deliver_policy=jsapi.DeliverPolicy.ALL,
+        ),
+    )
+
+
+def _mutation(
+    result: RunResult, limits: tuple[int, int], generation: int | None, status: Status
+) -> Status:
+    outcome = fold.fold_result(
+        status, result, limits=limits, generation=generation, now=datetime.now(UTC)
+    )
+    if not outcome.accepted:
+        logger.info("result %s#%d rejected: %s", result.run_id, result.attempt, outcome.reason)
+    return outcome.status
+
+
+class ResultsConsumer:
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        writer: StatusWriter,
+        limits: Limits,
+        on_final: Notify | None = None,
+    ) -> None:
+        self._js = js
+        self._writer = writer
+        self._limits = limits
+        self._on_final = on_final
+        self.folded = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = await self._js.pull_subscribe_bind(
+            constants.RESULTS_CONSUMER, stream=constants.RESULTS_STREAM
+        )
+        while not stop.is_set():
+            try:
+                msgs: list[Msg] = await sub.fetch(256, timeout=1)
+            except TimeoutError:
+                continue
+            except Exception as error:
+                logger.warning("results fetch failed: %s", error)
+                await asyncio.sleep(1)
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            result = decode_result(msg.data)
+        except DecodeError as error:
+            logger.warning("dropping undecodable result: %s", error)
+            await msg.term()
+            return
+        if result.job is None:
+            await msg.ack()  # an ad-hoc run: nothing to fold
+            return
+        job = result.job
+        limits = self._limits(job.namespace, job.name) or (3, 3)
+        future = self._writer.submit(
+            job.namespace,
+            job.name,
+            functools.partial(_mutation, result, limits, None),
+            uid=job.uid,
+        )
+        future.add_done_callback(functools.partial(self._done, msg, result))
+
+    def _done(self, msg: Msg, result: RunResult, future: asyncio.Future[None]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is not None and not isinstance(error, ObjectGone):
+            # Not persisted: let JetStream redeliver it after ack_wait.
+            logger.warning("result %s not persisted: %s", result.run_id, error)
+            return
+        self.folded += 1
+        self._spawn(msg.ack())
+        if (
+            error is None
+            and self._on_final is not None
+            and result.state
+            not in (
+                RunState.RUNNING,
+                RunState.RETRYING,
+            )
+        ):
+            self._spawn(self._on_final(result))

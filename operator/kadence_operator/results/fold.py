@@ -1,0 +1,209 @@
+"""Fold run events into a Job's status (pure).
+
+This is a purely computational module with no side-effects. Every function takes the status as a
+plain dict (the camelCase body the API server stores) and returns a new dict; the status writer
+applies them in order and sends one PATCH. The fold is idempotent — the same result twice gives
+the same status — and it rejects results from the past: an attempt older than one already recorded,
+a fencing token smaller than the largest seen for the run (a stale Lease holder's late report), or
+anything for a run already finished.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kadence.protocol import RunResult, RunState
+from kadence_operator.results.conditions import set_condition
+
+Status = dict[str, Any]
+
+#: Run states that end a run.
+FINAL_STATES = frozenset(
+    {"Succeeded", "Failed", "TimedOut", "Cancelled", "Skipped", "DeadLettered"}
+)
+_FAILED_LIKE = frozenset({"Failed", "TimedOut", "Cancelled", "DeadLettered"})
+
+
+def _ts(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else None
+
+
+def _counters(status: Status) -> dict[str, int]:
+    counters: dict[str, int] = status.setdefault("counters", {})
+    for key in ("dispatched", "succeeded", "failed", "skipped", "missed", "deadLettered"):
+        counters.setdefault(key, 0)
+    return counters
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)  # RFC 3339 UTC strings of one format order like the instants
+
+
+def trim_runs(runs: list[dict[str, Any]], *, succeeded: int, failed: int) -> list[dict[str, Any]]:
+    """Keep unfinished runs, the newest ``succeeded`` successes and ``failed`` other endings."""
+    kept: list[dict[str, Any]] = []
+    wins = losses = 0
+    for run in runs:  # newest first
+        state = run.get("state")
+        if state == "Succeeded":
+            wins += 1
+            if wins > succeeded:
+                continue
+        elif state in FINAL_STATES:
+            losses += 1
+            if losses > failed:
+                continue
+        kept.append(run)
+    return kept
+
+
+def _sort_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(runs, key=lambda r: (r.get("scheduledAt") or "", r["runId"]), reverse=True)
+
+
+def record_dispatch(
+    status: Status,
+    *,
+    run_id: str,
+    scheduled_at: datetime,
+    trigger: str,
+    limits: tuple[int, int],
+) -> Status:
+    """A run was acknowledged by JetStream: it is Pending and active. Idempotent per ``run_id``."""
+    new = copy.deepcopy(status)
+    runs: list[dict[str, Any]] = new.setdefault("runs", [])
+    if any(r.get("runId") == run_id for r in runs):
+        return new
+    slot = _ts(scheduled_at)
+    runs.append(
+        {
+            "runId": run_id,
+            "trigger": trigger,
+            "scheduledAt": slot,
+            "attempts": 0,
+            "state": "Pending",
+        }
+    )
+    new["runs"] = trim_runs(_sort_runs(runs), succeeded=limits[0], failed=limits[1])
+    active: list[dict[str, Any]] = new.setdefault("active", [])
+    if not any(a.get("runId") == run_id for a in active):
+        active.append({"runId": run_id, "attempt": 1, "scheduledAt": slot})
+    _counters(new)["dispatched"] += 1
+    if trigger in ("Schedule", "CatchUp", "Backfill"):
+        new["lastScheduleTime"] = _later(new.get("lastScheduleTime"), slot)
+    return new
+
+
+def record_skipped(status: Status, *, skipped: int = 0, missed: int = 0) -> Status:
+    new = copy.deepcopy(status)
+    counters = _counters(new)
+    counters["skipped"] += skipped
+    counters["missed"] += missed
+    return new
+
+
+@dataclass(frozen=True)
+class FoldOutcome:
+    status: Status
+    accepted: bool
+    reason: str = ""
+
+
+def fold_result(
+    status: Status,
+    result: RunResult,
+    *,
+    limits: tuple[int, int],
+    generation: int | None,
+    now: datetime,
+) -> FoldOutcome:
+    """Apply one worker result. Returns the new status and whether the result was accepted."""
+    new = copy.deepcopy(status)
+    runs: list[dict[str, Any]] = new.setdefault("runs", [])
+    run = next((r for r in runs if r.get("runId") == result.run_id), None)
+    if run is None:
+        # A run this status never saw dispatched (trimmed already, or ad-hoc): record it.
+        run = {
+            "runId": result.run_id,
+            "scheduledAt": _ts(result.scheduled_at),
+            "attempts": 0,
+            "state": "Pending",
+        }
+        runs.append(run)
+    if run.get("state") in FINAL_STATES:
+        return FoldOutcome(status, False, f"run {result.run_id} already {run['state']}")
+    if result.attempt < run.get("attempts", 0):
+        return FoldOutcome(
+            status, False, f"attempt {result.attempt} is older than {run['attempts']}"
+        )
+    best = run.get("fencingToken")
+    if result.fencing_token is not None and best is not None and result.fencing_token < best:
+        return FoldOutcome(
+            status,
+            False,
+            f"stale fencing token {result.fencing_token} < {best} (a newer holder ran it)",
+        )
+    if result.fencing_token is not None:
+        run["fencingToken"] = max(result.fencing_token, best or 0)
+    run["attempts"] = max(run.get("attempts", 0), result.attempt)
+    if result.started_at is not None and not run.get("startedAt"):
+        run["startedAt"] = _ts(result.started_at)
+    active: list[dict[str, Any]] = new.setdefault("active", [])
+    entry = next((a for a in active if a.get("runId") == result.run_id), None)
+    state = result.state
+    if state in (RunState.RUNNING, RunState.RETRYING):
+        run["state"] = "Running" if state is RunState.RUNNING else "Pending"
+        if result.error is not None:
+            run["error"] = f"{result.error.type}: {result.error.message}"[:4000]
+        if entry is None:
+            entry = {"runId": result.run_id, "scheduledAt": run.get("scheduledAt")}
+            active.append(entry)
+        entry["attempt"] = result.attempt
+        if state is RunState.RUNNING:
+            if result.started_at is not None:
+                entry["startedAt"] = _ts(result.started_at)
+            if result.worker:
+                entry["worker"] = result.worker
+    else:
+        final = state.value
+        run["state"] = final
+        run["finishedAt"] = _ts(result.finished_at or now)
+        run["output"] = [{"uri": o.uri, "size": o.size, "etag": o.etag} for o in result.outputs]
+        if result.error is not None:
+            run["error"] = f"{result.error.type}: {result.error.message}"[:4000]
+        elif final == "Succeeded":
+            run.pop("error", None)
+        new["active"] = [a for a in active if a.get("runId") != result.run_id]
+        counters = _counters(new)
+        finished = run["finishedAt"]
+        new["lastCompletionTime"] = _later(new.get("lastCompletionTime"), finished)
+        new["lastResult"] = final
+        if final == "Succeeded":
+            counters["succeeded"] += 1
+            new["lastSuccessfulTime"] = _later(new.get("lastSuccessfulTime"), finished)
+        elif final in _FAILED_LIKE:
+            counters["failed"] += 1
+            if final == "DeadLettered":
+                counters["deadLettered"] += 1
+        new["conditions"] = set_condition(
+            new.get("conditions", []),
+            type_="LastRunSucceeded",
+            status=final == "Succeeded",
+            reason=final,
+            message=(
+                f"run {result.run_id} succeeded"
+                if final == "Succeeded"
+                else f"run {result.run_id} {final.lower()}: {run.get('error', 'no error reported')}"
+            )[:1000],
+            now=now,
+            generation=generation,
+        )
+    new["runs"] = trim_runs(_sort_runs(runs), succeeded=limits[0], failed=limits[1])
+    return FoldOutcome(new, True)

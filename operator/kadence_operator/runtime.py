@@ -1,0 +1,141 @@
+"""The operator's long-lived parts, created at start-up and stopped at clean-up.
+
+One NATS connection, one Kubernetes client, the coalesced status writers, the shard Leases, the
+scheduler, the results consumer and the dead-letter mover, each an asyncio task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from kubernetes import client
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from kadence.config import Settings as ConnectionSettings
+from kadence.protocol import RunResult, RunState
+from kadence_operator import events, kube
+from kadence_operator.api import GROUP, VERSION
+from kadence_operator.jobs.runs import QueueInfo
+from kadence_operator.jobs.scheduler import Scheduler
+from kadence_operator.queues import deadletter
+from kadence_operator.results.consumer import ResultsConsumer, ensure_results_stream
+from kadence_operator.settings import OperatorSettings
+from kadence_operator.shards import ShardLeases
+from kadence_operator.statuswriter import StatusWriter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: OperatorSettings
+    connection: ConnectionSettings
+    api: client.ApiClient
+    nc: NATS
+    js: JetStreamContext
+    job_writer: StatusWriter
+    queue_writer: StatusWriter
+    queues: dict[tuple[str, str], QueueInfo]
+    scheduler: Scheduler
+    shards: ShardLeases
+    results: ResultsConsumer
+    job_bodies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def owns(self, uid: str) -> bool:
+        from kadence_operator import scheduling
+
+        return scheduling.shard_for(uid, self.settings.shards) in self.shards.owned()
+
+
+async def start(settings: OperatorSettings) -> Runtime:
+    connection = ConnectionSettings.from_env(worker_name=settings.operator_id)
+    api = kube.api_client()
+    options = connection.nats_options()
+    options["name"] = f"kadence-operator {settings.operator_id}"
+    nc = await nats.connect(**options)
+    js = nc.jetstream()
+    await ensure_results_stream(js, duplicate_window=settings.duplicate_window)
+    await deadletter.ensure_advisory_stream(js)
+    job_writer = StatusWriter(
+        api=api, group=GROUP, version=VERSION, plural="jobs", interval=settings.status_interval
+    )
+    queue_writer = StatusWriter(
+        api=api, group=GROUP, version=VERSION, plural="queues", interval=settings.status_interval
+    )
+    queues: dict[tuple[str, str], QueueInfo] = {}
+    job_bodies: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def job_event(key: tuple[str, str], reason: str, message: str) -> None:
+        body = job_bodies.get(key)
+        if body is not None:
+            await events.post(api, obj=body, reason=reason, message=message)
+
+    scheduler = Scheduler(
+        js=js, writer=job_writer, settings=settings, queues=queues, post_event=job_event
+    )
+    shards = ShardLeases(api=api, settings=settings, on_change=scheduler.on_shards)
+
+    def limits(namespace: str, name: str) -> tuple[int, int] | None:
+        body = job_bodies.get((namespace, name))
+        if body is None:
+            return None
+        history = (body.get("spec") or {}).get("historyLimits") or {}
+        return (int(history.get("succeeded", 3)), int(history.get("failed", 3)))
+
+    async def on_final(result: RunResult) -> None:
+        if result.job is None:
+            return
+        scheduler.note_finished(result.job.namespace, result.job.name)
+        if result.state in (RunState.FAILED, RunState.TIMED_OUT, RunState.DEAD_LETTERED):
+            error = f": {result.error.type}: {result.error.message}" if result.error else ""
+            await job_event(
+                (result.job.namespace, result.job.name),
+                f"Run{result.state.value}",
+                f"run {result.run_id} attempt {result.attempt} {result.state.value}{error}",
+            )
+
+    results = ResultsConsumer(js=js, writer=job_writer, limits=limits, on_final=on_final)
+    runtime = Runtime(
+        settings=settings,
+        connection=connection,
+        api=api,
+        nc=nc,
+        js=js,
+        job_writer=job_writer,
+        queue_writer=queue_writer,
+        queues=queues,
+        scheduler=scheduler,
+        shards=shards,
+        results=results,
+        job_bodies=job_bodies,
+    )
+    for coro in (
+        job_writer.run(runtime.stop),
+        queue_writer.run(runtime.stop),
+        shards.run(runtime.stop),
+        scheduler.run(runtime.stop),
+        results.run(runtime.stop),
+        deadletter.run_mover(js, runtime.stop),
+    ):
+        runtime.tasks.append(asyncio.create_task(coro))
+    return runtime
+
+
+async def shutdown(runtime: Runtime) -> None:
+    runtime.stop.set()
+    done, pending = await asyncio.wait(runtime.tasks, timeout=15)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("background task ended with %s", task.exception())
+    with contextlib.suppress(Exception):
+        await runtime.nc.drain()

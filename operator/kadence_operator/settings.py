@@ -1,0 +1,80 @@
+"""Operator settings, read once from the environment (the Helm chart sets these variables).
+
+Connection settings for NATS and S3 are the SDK's (:mod:`kadence.config`); this module holds what
+only the operator needs: who it is, where its shard Leases live, and how often it does things.
+Secrets never pass through here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SettingsError(ValueError):
+    """An environment variable has a bad value; the message names it."""
+
+
+class OperatorSettings(BaseModel):
+    """Every knob of the operator. Environment variable names are ``KADENCE_`` + upper-case name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Namespace of the operator's own shard Leases (the pod's namespace in a cluster).
+    operator_namespace: str = "default"
+    #: This replica's identity in Lease holders (the pod name in a cluster).
+    operator_id: str = Field(default_factory=socket.gethostname)
+    #: Number of scheduler shards (each one a Lease); Jobs hash onto them by uid.
+    shards: int = Field(default=32, ge=1, le=1024)
+    #: Shard Lease duration, renew period and retry period in seconds.
+    lease_duration: float = Field(default=15.0, gt=0)
+    lease_renew: float = Field(default=10.0, gt=0)
+    lease_retry: float = Field(default=2.0, gt=0)
+    #: At most one status PATCH per Job per this many seconds.
+    status_interval: float = Field(default=5.0, ge=0)
+    #: How often each Queue's status is refreshed from JetStream.
+    queue_status_interval: float = Field(default=10.0, gt=0)
+    #: How often each Queue's stream and consumers are checked for drift and restored.
+    drift_interval: float = Field(default=30.0, gt=0)
+    #: Default bucket for Job outputs when a Job does not name one.
+    output_bucket: str = "kadence-outputs"
+    #: JetStream duplicate window for run requests, seconds; at least 2 x lease_duration.
+    duplicate_window: float = Field(default=120.0, gt=0)
+    #: Prometheus metrics port (0 = off).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _check_timings(self) -> OperatorSettings:
+        if self.lease_renew >= self.lease_duration:
+            raise ValueError(
+                f"KADENCE_LEASE_RENEW ({self.lease_renew}) must be shorter than "
+                f"KADENCE_LEASE_DURATION ({self.lease_duration})"
+            )
+        if self.duplicate_window < 2 * self.lease_duration:
+            raise ValueError(
+                f"KADENCE_DUPLICATE_WINDOW ({self.duplicate_window}) must be at least twice "
+                f"KADENCE_LEASE_DURATION ({self.lease_duration}) so a failover cannot publish a "
+                f"slot twice"
+            )
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
+        env = os.environ if env is None else env
+        values: dict[str, str] = {}
+        for name in cls.model_fields:
+            key = f"KADENCE_{name.upper()}"
+            if key in env and env[key] != "":
+                values[name] = env[key]
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            problems = []
+            for item in error.errors():
+                loc = item["loc"]
+                where = f"KADENCE_{str(loc[0]).upper()}" if loc else "settings"
+                problems.append(f"{where}: {item['msg']}")
+            raise SettingsError("; ".join(problems)) from None

@@ -1,0 +1,142 @@
+"""Settings of workers and clients, read from ``KADENCE_*`` environment variables.
+
+The operator's worker Deployment and users' shells configure Kadence the same way: through the
+environment. :meth:`Settings.from_env` reads it once into an immutable model; secrets are
+:class:`~pydantic.SecretStr`, so neither ``repr`` nor logs ever show them.
+
+===========================  =================================================================
+variable                     meaning
+===========================  =================================================================
+``KADENCE_NATS_URL``         NATS server URL(s), comma-separated (default nats://127.0.0.1:4222)
+``KADENCE_NATS_USER``        user name (with ``KADENCE_NATS_PASSWORD``)
+``KADENCE_NATS_PASSWORD``    password
+``KADENCE_NATS_TOKEN``       token authentication
+``KADENCE_NATS_CREDS``       path of a ``.creds`` file (JWT + NKey)
+``KADENCE_NATS_CA``          path of a CA bundle; enables TLS
+``KADENCE_S3_ENDPOINT``      ``host:port`` of the S3 service; unset: no output storage
+``KADENCE_S3_ACCESS_KEY``    access key
+``KADENCE_S3_SECRET_KEY``    secret key
+``KADENCE_S3_SECURE``        use HTTPS (default true)
+``KADENCE_OUTPUT_BUCKET``    bucket for run outputs (default ``kadence-outputs``)
+``KADENCE_NAMESPACE``        namespace of the Queue served or published to (default ``default``)
+``KADENCE_WORKER_NAME``      identity in results and Leases (default ``<hostname>-<pid>``)
+``KUBECONFIG``               kubeconfig for Leases; unset: in-cluster service account
+===========================  =================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from kadence.constants import DEFAULT_OUTPUT_BUCKET
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def default_worker_name() -> str:
+    """``<hostname>-<pid>``: the pod name in Kubernetes, unique among processes of one host."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+class Settings(BaseModel):
+    """Connection settings for NATS, S3 and Kubernetes, and the worker's identity."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_creds: str | None = None
+    nats_ca: str | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_secure: bool = True
+    output_bucket: str = DEFAULT_OUTPUT_BUCKET
+    namespace: str = "default"
+    kubeconfig: str | None = None
+    worker_name: str = Field(default_factory=default_worker_name)
+
+    @field_validator("nats_urls")
+    @classmethod
+    def _some_url(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(u.strip() for u in urls if u.strip())
+        if not cleaned:
+            raise ValueError("at least one NATS URL is required")
+        return cleaned
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``); keyword overrides win."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value not in (None, "") else None
+
+        values: dict[str, Any] = {}
+        if (urls := get("KADENCE_NATS_URL")) is not None:
+            values["nats_urls"] = tuple(urls.split(","))
+        plain = {
+            "nats_user": "KADENCE_NATS_USER",
+            "nats_password": "KADENCE_NATS_PASSWORD",
+            "nats_token": "KADENCE_NATS_TOKEN",
+            "nats_creds": "KADENCE_NATS_CREDS",
+            "nats_ca": "KADENCE_NATS_CA",
+            "s3_endpoint": "KADENCE_S3_ENDPOINT",
+            "s3_access_key": "KADENCE_S3_ACCESS_KEY",
+            "s3_secret_key": "KADENCE_S3_SECRET_KEY",
+            "output_bucket": "KADENCE_OUTPUT_BUCKET",
+            "namespace": "KADENCE_NAMESPACE",
+            "worker_name": "KADENCE_WORKER_NAME",
+            "kubeconfig": "KUBECONFIG",
+        }
+        for field, variable in plain.items():
+            if (value := get(variable)) is not None:
+                values[field] = value
+        if (secure := get("KADENCE_S3_SECURE")) is not None:
+            values["s3_secure"] = _parse_bool("KADENCE_S3_SECURE", secure)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+    @property
+    def storage_configured(self) -> bool:
+        return self.s3_endpoint is not None
+
+    def nats_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect``: servers, credentials, TLS, reconnects."""
+        options: dict[str, Any] = {
+            "servers": list(self.nats_urls),
+            "name": f"kadence {self.worker_name}",
+            # A worker must outlive NATS restarts and rolling upgrades: never give up reconnecting.
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 1,
+        }
+        if self.nats_user is not None:
+            options["user"] = self.nats_user
+        if self.nats_password is not None:
+            options["password"] = self.nats_password.get_secret_value()
+        if self.nats_token is not None:
+            options["token"] = self.nats_token.get_secret_value()
+        if self.nats_creds is not None:
+            options["user_credentials"] = self.nats_creds
+        if self.nats_ca is not None:
+            options["tls"] = ssl.create_default_context(cafile=self.nats_ca)
+        return options
