@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 tools: venv
-	$(BIN)/kadence-devstack build
+	$(BIN)/kadence-devstack build --helm
 
 lint: venv
 	$(BIN)/ruff check .
@@ -44,6 +44,7 @@ format: venv
 
 crds: venv
 	$(PY) -m kadence_operator.crdgen --out crds
+	$(PY) tools/sync_chart_crds.py
 
 unit: venv
 	$(BIN)/pytest tests/unit

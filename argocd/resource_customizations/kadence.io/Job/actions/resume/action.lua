@@ -1,0 +1,3 @@
+-- Resume the Job's schedule.
+obj.spec.suspend = false
+return obj
