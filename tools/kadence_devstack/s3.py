@@ -87,6 +87,16 @@ class S3Server:
             ready=lambda: requests.get(self.url, timeout=1).status_code == 403, timeout=timeout
         )
 
+    def restart(self, *, timeout: float = 60.0) -> None:
+        """Start a stopped server again: same ports, data and keys (for outage tests)."""
+        import requests
+
+        if self.process is None:
+            raise RuntimeError("the S3 server was never started")
+        self.process.start(
+            ready=lambda: requests.get(self.url, timeout=1).status_code == 403, timeout=timeout
+        )
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()

@@ -4,3 +4,9 @@ This package is what task authors and worker pods import. It depends on nats-py,
 pydantic, and never on the operator (``kadence_operator``); only the Lease lock module talks to
 Kubernetes.
 """
+
+from kadence.app import App, Context, Fail, Retry
+from kadence.client import KadenceClient
+from kadence.storage import Cancelled
+
+__all__ = ["App", "Cancelled", "Context", "Fail", "KadenceClient", "Retry"]

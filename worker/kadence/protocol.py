@@ -184,17 +184,13 @@ class RunResult(_Message):
 
     @property
     def is_final(self) -> bool:
-        """True when no further attempt of the run follows this report.
+        """True when this report ends the run: every state but ``Running`` and ``Retrying``.
 
-        ``Running`` and ``Retrying`` are never final. ``TimedOut`` and ``Cancelled`` are final
-        unless ``error.retryable`` says the run goes on (a timeout with attempts left is reported
-        as ``Retrying``; a worker shutdown or a lost Lease as a retryable ``Cancelled``).
+        Workers report anything after which the run goes on as ``Retrying`` — a failure or a
+        timeout with attempts left, a worker shutdown, a lost Lease — so that ``TimedOut`` and
+        ``Cancelled`` are always final.
         """
-        if self.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.DEAD_LETTERED):
-            return True
-        if self.state in (RunState.TIMED_OUT, RunState.CANCELLED):
-            return not (self.error is not None and self.error.retryable)
-        return False
+        return self.state not in (RunState.RUNNING, RunState.RETRYING)
 
     @property
     def dedupe_id(self) -> str:

@@ -1,0 +1,321 @@
+"""KadenceClient and the stream set-up functions against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
+
+from kadence import constants
+from kadence.client import (
+    KadenceClient,
+    Slots,
+    ensure_dlq_stream,
+    ensure_queue_stream,
+    ensure_results_stream,
+    queue_partitions,
+)
+from kadence.partitioning import partition_for
+from kadence.protocol import (
+    MAX_PAYLOAD_BYTES,
+    DecodeError,
+    RunError,
+    RunResult,
+    RunState,
+    decode_run,
+)
+from kadence_devstack.nats import NatsServer
+from tests.integration.test_worker_support import connected, fresh_queue, unique
+
+pytestmark = pytest.mark.integration
+
+
+async def test_ensure_queue_stream_creates_then_updates(nats_server: NatsServer) -> None:
+    async with connected(nats_server, namespace="team-a") as client:
+        queue = unique("q")
+        try:
+            for _ in range(2):  # idempotent
+                await ensure_queue_stream(
+                    client.js,
+                    namespace="team-a",
+                    queue=queue,
+                    partitions=2,
+                    ack_wait=30,
+                    max_deliver=5,
+                )
+            info = await ensure_queue_stream(
+                client.js,
+                namespace="team-a",
+                queue=queue,
+                partitions=3,
+                ack_wait=12,
+                max_deliver=7,
+                backoff=[1, 5],
+                max_ack_pending=50,
+                duplicate_window=60,
+            )
+            config = info.config
+            assert config.name == f"KADENCE_team-a_{queue}"
+            assert config.subjects == [f"kadence.team-a.{queue}.*"]
+            assert config.retention == RetentionPolicy.WORK_QUEUE
+            assert config.duplicate_window == 60
+            assert (config.metadata or {})[constants.PARTITIONS_METADATA_KEY] == "3"
+            consumers = {c.name: c.config for c in await client.js.consumers_info(config.name)}
+            assert sorted(consumers) == ["partition-0", "partition-1", "partition-2"]
+            for p in range(3):
+                consumer = consumers[f"partition-{p}"]
+                assert consumer.durable_name == f"partition-{p}"
+                assert consumer.filter_subject == f"kadence.team-a.{queue}.{p}"
+                assert consumer.ack_policy == AckPolicy.EXPLICIT
+                assert consumer.max_deliver == 7
+                assert consumer.max_ack_pending == 50
+                assert consumer.backoff == [1, 5]
+            assert await queue_partitions(client.js, namespace="team-a", queue=queue) == [0, 1, 2]
+            assert (await client.queue_info(queue)).partition_count == 3
+        finally:
+            await client.js.delete_stream(constants.stream_name("team-a", queue))
+
+
+async def test_backoff_must_be_shorter_than_max_deliver(nats_server: NatsServer) -> None:
+    async with connected(nats_server) as client:
+        with pytest.raises(ValueError, match="fewer entries than max_deliver"):
+            await ensure_queue_stream(
+                client.js, namespace="default", queue="never", max_deliver=2, backoff=[1, 2]
+            )
+        with pytest.raises(ValueError, match="partitions"):
+            await ensure_queue_stream(client.js, namespace="default", queue="never", partitions=0)
+
+
+async def test_dlq_and_results_streams(nats_server: NatsServer) -> None:
+    async with connected(nats_server) as client:
+        queue = unique("q")
+        try:
+            for _ in range(2):
+                dlq = await ensure_dlq_stream(
+                    client.js, namespace="default", queue=queue, max_age=3600
+                )
+                results = await ensure_results_stream(client.js)
+            assert dlq.config.subjects == [f"kadence-dlq.default.{queue}"]
+            assert dlq.config.retention == RetentionPolicy.LIMITS
+            assert dlq.config.max_age == 3600
+            assert results.config.name == constants.RESULTS_STREAM
+            assert results.config.subjects == ["kadence-results.>"]
+            assert results.config.retention == RetentionPolicy.LIMITS
+            assert results.config.duplicate_window == 120
+        finally:
+            await client.js.delete_stream(constants.dlq_stream_name("default", queue))
+
+
+async def test_partitions_from_consumers_when_metadata_is_missing(nats_server: NatsServer) -> None:
+    async with connected(nats_server) as client:
+        queue = unique("q")
+        stream = constants.stream_name("default", queue)
+        await client.js.add_stream(
+            StreamConfig(
+                name=stream,
+                subjects=[constants.subjects_wildcard("default", queue)],
+                retention=RetentionPolicy.WORK_QUEUE,
+            )
+        )
+        try:
+            assert await queue_partitions(client.js, namespace="default", queue=queue) == [0]
+            for p in (0, 1, 3):
+                await client.js.add_consumer(
+                    stream,
+                    durable_name=f"partition-{p}",
+                    name=f"partition-{p}",
+                    filter_subject=constants.subject("default", queue, p),
+                )
+            # Not a partition consumer: ignored.
+            await client.js.add_consumer(
+                stream,
+                durable_name="audit",
+                name="audit",
+                filter_subject=constants.subject("default", queue, 2),
+            )
+            assert await queue_partitions(client.js, namespace="default", queue=queue) == [0, 1, 3]
+        finally:
+            await client.js.delete_stream(stream)
+
+
+async def test_publish_routes_by_key_and_deduplicates(nats_server: NatsServer) -> None:
+    async with connected(nats_server) as client, fresh_queue(client, partitions=4) as queue:
+        keys = [f"customer-{i}" for i in range(20)]
+        for key in keys:
+            ack = await client.publish(queue.name, key.encode(), key=key)
+            assert ack.stream == queue.stream
+        first = await client.publish(queue.name, b"once", msg_id="m-1")
+        again = await client.publish(queue.name, b"once", msg_id="m-1")
+        assert not first.duplicate
+        assert again.duplicate
+        explicit = await client.publish(queue.name, b"p2", partition=2, partitions=4)
+        assert not explicit.duplicate
+        seen: dict[str, int | None] = {}
+        stream = client.consume(queue.name, batch=8, fetch_timeout=1)
+        try:
+            while len(seen) < len(keys) + 2:
+                message = await asyncio.wait_for(anext(stream), 10)
+                seen[message.data.decode()] = message.partition
+                await message.ack_sync()
+        finally:
+            await stream.aclose()
+        for key in keys:
+            assert seen[key] == partition_for(key, 4)
+        assert seen["once"] == partition_for("m-1", 4)  # no key: routed by msg id
+        assert seen["p2"] == 2
+        assert (await client.js.stream_info(queue.stream)).state.messages == 0
+
+
+async def test_consume_nak_term_and_in_progress(nats_server: NatsServer) -> None:
+    async with connected(nats_server) as client, fresh_queue(client, ack_wait=2) as queue:
+        for body in (b"nak-me", b"term-me", b"slow"):
+            await client.publish(queue.name, body, partition=0)
+        stream = client.consume(queue.name, batch=3, fetch_timeout=1)
+        try:
+            got = {}
+            for _ in range(3):
+                message = await asyncio.wait_for(anext(stream), 10)
+                got[message.data] = message
+            assert all(m.num_delivered == 1 for m in got.values())
+            naked = time.monotonic()
+            await got[b"nak-me"].nak(delay=0.5)
+            await got[b"term-me"].term()
+            # Keep "slow" well past its ack wait (2 s) with in-progress acks: only the nak'ed
+            # message comes back meanwhile, after its delay.
+            back = []
+            while time.monotonic() - naked < 3.5:
+                await got[b"slow"].in_progress()
+                try:
+                    message = await asyncio.wait_for(anext(stream), 0.5)
+                except TimeoutError:
+                    continue
+                back.append((message, time.monotonic() - naked))
+                await message.ack_sync()
+            assert [(m.data, m.num_delivered) for m, _ in back] == [(b"nak-me", 2)]
+            assert back[0][1] >= 0.5
+            await got[b"slow"].ack_sync()
+        finally:
+            await stream.aclose()
+        assert (await client.js.stream_info(queue.stream)).state.messages == 0
+
+
+async def test_closing_consume_puts_unread_messages_back(nats_server: NatsServer) -> None:
+    async with connected(nats_server) as client, fresh_queue(client, ack_wait=30) as queue:
+        for i in range(5):
+            await client.publish(queue.name, f"m{i}".encode(), partition=0)
+        stream = client.consume(queue.name, batch=5, fetch_timeout=1)
+        first = await asyncio.wait_for(anext(stream), 10)
+        await first.ack_sync()
+        await stream.aclose()  # the other four were fetched into the buffer, never yielded
+        again = client.consume(queue.name, batch=5, fetch_timeout=1)
+        try:
+            rest = [await asyncio.wait_for(anext(again), 5) for _ in range(4)]  # not 30 s later
+        finally:
+            await again.aclose()
+        assert sorted(m.data for m in rest) == [b"m1", b"m2", b"m3", b"m4"]
+
+
+async def test_enqueue_builds_a_run_request(nats_server: NatsServer) -> None:
+    async with (
+        connected(nats_server, namespace="default") as client,
+        fresh_queue(client, ack_wait=17) as queue,
+    ):
+        request = await client.enqueue(
+            "reports.build", {"day": "2024-05-01"}, queue=queue.name, run_id="adhoc-1", key="k"
+        )
+        duplicate = await client.enqueue("reports.build", {}, queue=queue.name, run_id="adhoc-1")
+        assert duplicate.run_id == request.run_id
+        assert (await client.js.stream_info(queue.stream)).state.messages == 1
+        stream = client.consume(queue.name)
+        try:
+            message = await asyncio.wait_for(anext(stream), 10)
+            await message.ack_sync()
+        finally:
+            await stream.aclose()
+        decoded = decode_run(message.data)
+        assert decoded == request
+        assert message.headers[constants.MSG_ID_HEADER] == "adhoc-1"
+        assert decoded.job is None
+        assert decoded.ack_wait_seconds == 17
+        assert decoded.dlq_subject == constants.dlq_subject("default", queue.name)
+        assert decoded.partition_key == "k"
+        with pytest.raises(DecodeError, match="payload"):
+            await client.enqueue("t", "x" * MAX_PAYLOAD_BYTES, queue=queue.name)
+        assert (await client.js.stream_info(queue.stream)).state.messages == 0
+
+
+async def test_results_publish_dedupe_and_wait(nats_server: NatsServer) -> None:
+    async with connected(nats_server, namespace=unique("ns-")) as client:
+        await ensure_results_stream(client.js)
+        run_id = unique("run-")
+        running = RunResult(run_id=run_id, attempt=1, state=RunState.RUNNING, worker="w")
+        assert not (await client.publish_result(running)).duplicate
+        assert (await client.publish_result(running)).duplicate  # same run, attempt and state
+
+        async def finish_later() -> None:
+            await asyncio.sleep(0.5)
+            await client.publish_result(
+                RunResult(
+                    run_id=run_id,
+                    attempt=1,
+                    state=RunState.RETRYING,
+                    error=RunError(type="E", message="m", retryable=True),
+                )
+            )
+            await client.publish_result(
+                RunResult(run_id=run_id, attempt=2, state=RunState.SUCCEEDED)
+            )
+
+        task = asyncio.create_task(finish_later())
+        result = await client.wait_result(run_id, wait=10)
+        await task
+        assert (result.attempt, result.state) == (2, RunState.SUCCEEDED)
+        stored = await client.results()
+        assert [(r.attempt, r.state) for r in stored] == [
+            (1, RunState.RUNNING),
+            (1, RunState.RETRYING),
+            (2, RunState.SUCCEEDED),
+        ]
+        with pytest.raises(TimeoutError):
+            await client.wait_result("never", wait=0.5)
+
+
+async def test_connect_uses_settings(nats_server: NatsServer) -> None:
+    from kadence.config import Settings
+
+    settings = Settings(nats_urls=tuple(nats_server.urls), namespace="elsewhere")
+    async with await KadenceClient.connect(settings) as client:
+        assert client.namespace == "elsewhere"
+        assert client.nc.is_connected
+    assert client.nc.is_closed
+
+
+async def test_slots_hand_out_permits_fairly() -> None:
+    slots = Slots(3)
+    assert await slots.take(2) == 2
+    assert await slots.take(5) == 1  # only one left
+    order: list[str] = []
+
+    async def waiter(name: str, most: int) -> int:
+        got = await slots.take(most)
+        order.append(name)
+        return got
+
+    a = asyncio.create_task(waiter("a", 4))
+    b = asyncio.create_task(waiter("b", 1))
+    await asyncio.sleep(0)
+    assert slots.waiting == 2
+    slots.give(1)  # the longest waiter gets it, even if the releaser would take again
+    assert await a == 1
+    slots.give(2)
+    assert await b == 1
+    assert order == ["a", "b"]
+    assert slots.free == 1
+    assert await slots.take(3) == 1
+    c = asyncio.create_task(slots.take())
+    await asyncio.sleep(0)
+    slots.close()
+    assert await c == 0
+    assert await slots.take() == 0

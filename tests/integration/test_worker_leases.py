@@ -1,0 +1,365 @@
+"""Job Leases on a real API server: no overlap, fencing tokens, stale holders, preemption.
+
+Workers act as a ServiceAccount allowed only ``get``/``create``/``update`` on Leases, as a worker
+pod would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import CollectorRegistry
+
+from kadence import App, Context
+from kadence.constants import LEASE_JOB_LABEL, lease_name
+from kadence.leases import LeaseClient, LeaseHeld, LeaseLost, LeaseRecord
+from kadence.metrics import WorkerMetrics
+from kadence.protocol import ConcurrencyPolicy, JobRef, RunRequest, RunState, encode
+from kadence_devstack.kube import KubeControlPlane
+from kadence_devstack.nats import NatsServer
+from tests.integration.test_worker_support import (
+    WorkerProcess,
+    connected,
+    final,
+    fresh_queue,
+    running_worker,
+    unique,
+    wait_results,
+    worker_processes,
+)
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "default"
+
+
+@pytest.fixture(scope="module")
+def worker_kubeconfig(kube: KubeControlPlane) -> Iterator[Path]:
+    """A kubeconfig for a ServiceAccount that may only get, create and update Leases."""
+    admin = LeaseClient.from_kubeconfig(str(kube.kubeconfig)).api.api_client
+    core, rbac = k8s.CoreV1Api(admin), k8s.RbacAuthorizationV1Api(admin)
+    name = unique("kadence-worker-")
+    core.create_namespaced_service_account(
+        NAMESPACE, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=name))
+    )
+    meta = k8s.V1ObjectMeta(name=name)
+    rbac.create_namespaced_role(
+        NAMESPACE,
+        k8s.V1Role(
+            metadata=meta,
+            rules=[
+                k8s.V1PolicyRule(
+                    api_groups=["coordination.k8s.io"],
+                    resources=["leases"],
+                    verbs=["get", "create", "update"],
+                )
+            ],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        NAMESPACE,
+        k8s.V1RoleBinding(
+            metadata=meta,
+            role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=name),
+            subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name=name, namespace=NAMESPACE)],
+        ),
+    )
+    # RBAC is enforced by the API server's authorizer cache: wait until the binding is in effect.
+    path = kube.kubeconfig_for_service_account(NAMESPACE, name)
+    probe = LeaseClient.from_kubeconfig(str(path))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            probe.read(NAMESPACE, "kadence-rbac-probe")
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        yield path
+    finally:
+        rbac.delete_namespaced_role_binding(name, NAMESPACE)
+        rbac.delete_namespaced_role(name, NAMESPACE)
+        core.delete_namespaced_service_account(name, NAMESPACE)
+
+
+def read_lease(kube: KubeControlPlane, job: str) -> LeaseRecord | None:
+    return LeaseClient.from_kubeconfig(str(kube.kubeconfig)).read(NAMESPACE, lease_name(job))
+
+
+def a_job() -> JobRef:
+    return JobRef(namespace=NAMESPACE, name=unique("job-"), uid=unique("uid-"))
+
+
+def test_lock_protocol(worker_kubeconfig: Path, kube: KubeControlPlane) -> None:
+    leases = LeaseClient.from_kubeconfig(str(worker_kubeconfig))
+    job = unique("job-")
+    first = leases.lock(namespace=NAMESPACE, job=job, holder="w1/r1/1", duration=2)
+    second = leases.lock(namespace=NAMESPACE, job=job, holder="w2/r2/1", duration=2)
+    assert first.acquire() == 0  # created
+    record = read_lease(kube, job)
+    assert record is not None
+    assert (record.holder, record.duration, record.transitions) == ("w1/r1/1", 2, 0)
+    assert record.labels[LEASE_JOB_LABEL] == job
+    with pytest.raises(LeaseHeld) as held:
+        second.acquire()
+    assert held.value.holder == "w1/r1/1"
+    assert 0 < held.value.remaining <= 2
+    first.renew()
+    first.release()
+    assert second.acquire() == 1  # released: taken at once, one more transition
+    time.sleep(2.2)  # second stops renewing: its claim expires
+    assert first.acquire() == 2  # taken over from the expired holder
+    with pytest.raises(LeaseLost):
+        second.renew()
+    second.release()  # not the holder any more: leaves the Lease alone
+    record = read_lease(kube, job)
+    assert record is not None
+    assert (record.holder, record.transitions) == ("w1/r1/1", 2)
+    # The worker's ServiceAccount can do nothing else, e.g. delete the Lease.
+    with pytest.raises(ApiException) as denied:
+        leases.api.delete_namespaced_lease(lease_name(job), NAMESPACE)
+    assert denied.value.status == 403
+
+
+app = App("leases")
+intervals: list[tuple[str, float, float]] = []
+
+
+@app.task("jobs.exclusive")
+async def exclusive(seconds: float, ctx: Context) -> int | None:
+    start = time.monotonic()
+    await asyncio.sleep(seconds)
+    intervals.append((ctx.run_id, start, time.monotonic()))
+    return ctx.fencing_token
+
+
+async def test_forbid_never_runs_two_attempts_of_a_job_at_once(
+    nats_server: NatsServer, kube: KubeControlPlane, worker_kubeconfig: Path
+) -> None:
+    intervals.clear()
+    job = a_job()
+    metrics = [WorkerMetrics(CollectorRegistry()) for _ in range(2)]
+    async with connected(nats_server) as client, fresh_queue(client, ack_wait=10) as queue:
+        leases = [LeaseClient.from_kubeconfig(str(worker_kubeconfig)) for _ in range(2)]
+        async with (
+            running_worker(
+                app,
+                nats_server,
+                queue=queue,
+                leases=leases[0],
+                lease_duration=3,
+                metrics=metrics[0],
+                name="w1",
+            ) as w1,
+            running_worker(
+                app,
+                nats_server,
+                queue=queue,
+                leases=leases[1],
+                lease_duration=3,
+                metrics=metrics[1],
+                name="w2",
+            ) as w2,
+        ):
+            runs = [
+                RunRequest(
+                    run_id=unique("run-"),
+                    task="jobs.exclusive",
+                    payload=2.0,
+                    job=job,
+                    concurrency_policy=ConcurrencyPolicy.FORBID,
+                    ack_wait_seconds=10,
+                )
+                for _ in range(2)
+            ]
+            await client.publish(queue.name, encode(runs[0]), msg_id=runs[0].run_id)
+            first = await wait_results(
+                client, lambda rs: len(rs) >= 1, job=job.name, run_id=runs[0].run_id
+            )
+            holder = first[0].worker
+            # While the first attempt runs, the Lease names it.
+            lease = read_lease(kube, job.name)
+            assert lease is not None
+            assert lease.holder == f"{holder}/{runs[0].run_id}/1"
+            assert lease.live()
+            assert lease.transitions == first[0].fencing_token
+            # The second run goes to the idle worker, which finds the Lease held and waits.
+            await client.publish(queue.name, encode(runs[1]), msg_id=runs[1].run_id)
+            done = [
+                await wait_results(client, final, job=job.name, run_id=r.run_id, within=25)
+                for r in runs
+            ]
+            waits = sum(
+                m.registry.get_sample_value("kadence_lease_waits_total", {"task": "jobs.exclusive"})
+                or 0
+                for m in metrics
+            )
+        assert {w1.name, w2.name} == {"w1", "w2"}
+        assert w2 is not w1
+        assert [d[-1].state for d in done] == [RunState.SUCCEEDED, RunState.SUCCEEDED]
+        assert waits >= 1  # the second run was put back at least once
+        (_, _, first_end), (_, second_start, _) = sorted(intervals, key=lambda i: i[1])
+        assert first_end <= second_start, "two attempts of a Forbid Job overlapped"
+        tokens = [d[-1].fencing_token for d in done]
+        assert tokens[0] is not None
+        assert tokens[1] is not None
+        assert tokens[1] > tokens[0]
+        lease = read_lease(kube, job.name)
+        assert lease is not None
+        assert lease.holder is None  # released after the run
+
+
+async def test_replace_preempts_the_running_attempt(
+    nats_server: NatsServer, kube: KubeControlPlane, worker_kubeconfig: Path
+) -> None:
+    job = a_job()
+    async with connected(nats_server) as client, fresh_queue(client, ack_wait=10) as queue:
+        async with (
+            running_worker(
+                app,
+                nats_server,
+                queue=queue,
+                name="old",
+                lease_duration=3,
+                leases=LeaseClient.from_kubeconfig(str(worker_kubeconfig)),
+            ),
+            running_worker(
+                app,
+                nats_server,
+                queue=queue,
+                name="new",
+                lease_duration=3,
+                leases=LeaseClient.from_kubeconfig(str(worker_kubeconfig)),
+            ),
+        ):
+            old, new = (
+                RunRequest(
+                    run_id=unique("run-"),
+                    task="jobs.exclusive",
+                    payload=seconds,
+                    job=job,
+                    concurrency_policy=ConcurrencyPolicy.REPLACE,
+                    ack_wait_seconds=10,
+                )
+                for seconds in (60.0, 0.5)
+            )
+            await client.publish(queue.name, encode(old), msg_id=old.run_id)
+            await wait_results(client, lambda rs: len(rs) >= 1, job=job.name, run_id=old.run_id)
+            await client.publish(queue.name, encode(new), msg_id=new.run_id)
+            replaced = await wait_results(client, final, job=job.name, run_id=old.run_id)
+            succeeded = await wait_results(client, final, job=job.name, run_id=new.run_id)
+        assert replaced[-1].state is RunState.CANCELLED
+        assert replaced[-1].error is not None
+        assert replaced[-1].error.type == "Replaced"
+        assert replaced[-1].is_final
+        assert succeeded[-1].state is RunState.SUCCEEDED
+        assert succeeded[-1].finished_at is not None
+        assert replaced[-1].finished_at is not None
+        assert replaced[-1].finished_at <= succeeded[-1].finished_at
+        assert await client.js.stream_info(queue.stream) is not None
+
+
+APP = """
+import asyncio
+
+import kadence
+
+app = kadence.App("stale")
+
+
+@app.task("jobs.slow")
+async def slow(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "done"
+"""
+
+
+async def test_a_frozen_holder_reports_with_a_stale_fencing_token(
+    nats_server: NatsServer, kube: KubeControlPlane, worker_kubeconfig: Path, tmp_path: Path
+) -> None:
+    job = a_job()
+    env = {"KUBECONFIG": str(worker_kubeconfig)}
+    args = ["--lease-duration", "3", "--grace-period", "1"]
+    async with connected(nats_server) as client, fresh_queue(client, ack_wait=2) as queue:
+        with worker_processes() as procs:
+            first = WorkerProcess(
+                tmp_path,
+                app_source=APP,
+                queue=queue,
+                nats=nats_server,
+                name="frozen",
+                env=env,
+                args=args,
+            )
+            procs.append(first)
+            await first.start()
+            request = RunRequest(
+                run_id=unique("run-"),
+                task="jobs.slow",
+                payload=4.0,
+                job=job,
+                concurrency_policy=ConcurrencyPolicy.FORBID,
+                ack_wait_seconds=2,
+            )
+            await client.publish(queue.name, encode(request), msg_id=request.run_id)
+            (running,) = await wait_results(
+                client, lambda rs: len(rs) >= 1, job=job.name, run_id=request.run_id
+            )
+            # Freeze the holder past its Lease (3 s) and the ack wait (2 s).
+            first.process.signal(signal.SIGSTOP)
+            await asyncio.sleep(3.5)
+            second = WorkerProcess(
+                tmp_path,
+                app_source=APP,
+                queue=queue,
+                nats=nats_server,
+                name="fresh",
+                env=env,
+                args=args,
+            )
+            procs.append(second)
+            await second.start()
+            await wait_results(
+                client,
+                lambda rs: any(r.worker == "fresh" for r in rs),
+                job=job.name,
+                run_id=request.run_id,
+            )
+            first.process.signal(signal.SIGCONT)
+            results = await wait_results(
+                client,
+                lambda rs: (
+                    any(r.worker == "frozen" and r.state != "Running" for r in rs)
+                    and any(r.state == "Succeeded" for r in rs)
+                ),
+                job=job.name,
+                run_id=request.run_id,
+                within=20,
+            )
+        by_worker = {(r.worker, r.state): r for r in results}
+        assert running.worker == "frozen"
+        assert running.fencing_token is not None
+        fresh = by_worker[("fresh", RunState.SUCCEEDED)]
+        assert fresh.attempt == 2
+        assert fresh.fencing_token is not None
+        late = [r for r in results if r.worker == "frozen" and r.state != RunState.RUNNING]
+        assert [r.state for r in late] == [RunState.RETRYING]  # not final: "fresh" has it
+        assert late[0].error is not None
+        assert late[0].error.type == "LeaseLost"
+        # The stale holder's late report carries the older, smaller token: the operator can
+        # tell it apart from the current holder's report.
+        assert late[0].fencing_token == running.fencing_token
+        assert late[0].fencing_token < fresh.fencing_token
+        assert not any(r.state is RunState.SUCCEEDED for r in results if r.worker == "frozen")
+        lease = read_lease(kube, job.name)
+        assert lease is not None
+        assert lease.holder is None

@@ -1,0 +1,795 @@
+"""The JetStream side of Kadence: stream set-up, publishing, consuming and ad-hoc runs.
+
+:class:`KadenceClient` is what applications use to put work on a Queue (``publish``, ``enqueue``)
+and to read it (``consume``); the worker runtime is built on it too. The ``ensure_*`` functions
+create or update the streams and consumers of a Queue, the dead-letter stream and the results
+stream. In production the operator calls them (it may import :mod:`kadence`); tests and ad-hoc
+set-ups call them directly. They are idempotent: calling them again with new settings updates the
+stream and consumers in place.
+
+Names come from :mod:`kadence.constants`: a Queue ``ns/q`` is the work-queue stream
+``KADENCE_ns_q`` with subjects ``kadence.ns.q.<partition>`` and one durable pull consumer
+``partition-<n>`` per partition, shared by all workers of the Queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
+
+from kadence import constants
+from kadence.config import Settings
+from kadence.partitioning import partition_for
+from kadence.protocol import (
+    ConcurrencyPolicy,
+    DeadLetterReason,
+    JobRef,
+    ObjectRef,
+    OutputLocation,
+    RetryPolicy,
+    RunRequest,
+    RunResult,
+    decode_result,
+    decode_run,
+    encode,
+)
+
+log = logging.getLogger("kadence.client")
+
+#: How long a learned partition count / ack wait is trusted before asking the server again.
+_QUEUE_INFO_TTL = 30.0
+_PARTITION_CONSUMER = re.compile(r"partition-(\d+)")
+#: Header values are single lines; long errors are cut to keep messages small.
+_MAX_HEADER_VALUE = 2048
+
+
+# ------------------------------------------------------------------------------------------------
+# Streams and consumers
+# ------------------------------------------------------------------------------------------------
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
+    """Create the stream, or update it to ``config`` if it exists."""
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except nats.js.errors.NotFoundError:
+        try:
+            return await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            pass  # created concurrently by someone else: update below
+    return await js.update_stream(config)
+
+
+async def ensure_queue_stream(
+    js: JetStreamContext,
+    *,
+    namespace: str,
+    queue: str,
+    partitions: int = 1,
+    ack_wait: float = 30.0,
+    max_deliver: int = 5,
+    backoff: Sequence[float] = (),
+    max_ack_pending: int | None = None,
+    replicas: int = 1,
+    duplicate_window: float = 120.0,
+    max_age: float | None = None,
+    max_msgs: int | None = None,
+    max_bytes: int | None = None,
+    discard: Literal["old", "new"] = "old",
+    memory: bool = False,
+) -> StreamInfo:
+    """Create or update the work stream of Queue ``namespace/queue`` and its partition consumers.
+
+    The stream has work-queue retention (a message is gone once acknowledged), subjects
+    ``kadence.<ns>.<q>.*``, a de-duplication window for ``Nats-Msg-Id`` (the run id), and the
+    partition count in its metadata. Each partition gets a durable pull consumer with explicit
+    acks filtered to its subject. Consumers of partitions beyond ``partitions`` are left alone:
+    they may still hold messages (removing them is the operator's decision).
+
+    ``backoff`` (seconds) are JetStream's redelivery delays; the server then uses ``backoff[0]``
+    as the ack wait, and it must have fewer entries than ``max_deliver``.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    if backoff and len(backoff) >= max_deliver:
+        raise ValueError("backoff must have fewer entries than max_deliver")
+    stream = constants.stream_name(namespace, queue)
+    info = await _ensure_stream(
+        js,
+        StreamConfig(
+            name=stream,
+            description=f"Kadence Queue {namespace}/{queue}",
+            subjects=[constants.subjects_wildcard(namespace, queue)],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.MEMORY if memory else StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=duplicate_window,
+            max_age=max_age,
+            max_msgs=max_msgs,
+            max_bytes=max_bytes,
+            discard=DiscardPolicy(discard),
+            metadata={constants.PARTITIONS_METADATA_KEY: str(partitions)},
+        ),
+    )
+    for partition in range(partitions):
+        name = constants.consumer_name(partition)
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                name=name,
+                durable_name=name,
+                description=f"partition {partition} of Kadence Queue {namespace}/{queue}",
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ack_wait,
+                max_deliver=max_deliver,
+                backoff=list(backoff) or None,
+                max_ack_pending=max_ack_pending,
+                filter_subject=constants.subject(namespace, queue, partition),
+                num_replicas=replicas,
+            ),
+        )
+    return info
+
+
+async def ensure_dlq_stream(
+    js: JetStreamContext,
+    *,
+    namespace: str,
+    queue: str,
+    replicas: int = 1,
+    max_age: float | None = None,
+    duplicate_window: float = 120.0,
+) -> StreamInfo:
+    """Create or update the dead-letter stream of a Queue (limits retention, kept for replay)."""
+    return await _ensure_stream(
+        js,
+        StreamConfig(
+            name=constants.dlq_stream_name(namespace, queue),
+            description=f"dead letters of Kadence Queue {namespace}/{queue}",
+            subjects=[constants.dlq_subject(namespace, queue)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=max_age,
+            duplicate_window=duplicate_window,
+        ),
+    )
+
+
+async def ensure_results_stream(
+    js: JetStreamContext,
+    *,
+    replicas: int = 1,
+    max_age: float | None = 7 * 24 * 3600.0,
+    duplicate_window: float = 120.0,
+) -> StreamInfo:
+    """Create or update the stream of run results (``kadence-results.>``, limits retention).
+
+    The de-duplication window drops repeated reports (``Nats-Msg-Id`` = ``runId:attempt:state``).
+    """
+    return await _ensure_stream(
+        js,
+        StreamConfig(
+            name=constants.RESULTS_STREAM,
+            description="Kadence run results",
+            subjects=[constants.RESULTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=max_age,
+            duplicate_window=duplicate_window,
+        ),
+    )
+
+
+def partition_consumers(names: Sequence[str]) -> list[int]:
+    """The partition numbers of the ``partition-<n>`` consumers among ``names``, sorted."""
+    return sorted(int(m.group(1)) for n in names if (m := _PARTITION_CONSUMER.fullmatch(n)))
+
+
+async def queue_partitions(js: JetStreamContext, *, namespace: str, queue: str) -> list[int]:
+    """The partitions of a Queue: ``range(n)`` from the stream metadata, else its consumers."""
+    stream = constants.stream_name(namespace, queue)
+    info = await js.stream_info(stream)
+    count = (info.config.metadata or {}).get(constants.PARTITIONS_METADATA_KEY)
+    if count is not None and count.isdigit() and int(count) > 0:
+        return list(range(int(count)))
+    consumers = await js.consumers_info(stream)
+    found = partition_consumers([c.name for c in consumers if c.name])
+    return found or [0]
+
+
+def dlq_headers(
+    *,
+    reason: DeadLetterReason | str,
+    subject: str,
+    deliveries: int,
+    error: str,
+    stream: str,
+    stream_sequence: int,
+    original: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Headers of a dead-lettered copy: why, from where, after how many deliveries.
+
+    ``Nats-Msg-Id`` is the original stream and sequence, so copying the same message twice (a
+    worker that crashed between copying and terminating it) keeps one copy.
+    """
+    headers = {k: v for k, v in (original or {}).items() if not k.lower().startswith("nats-")}
+    headers.update(
+        {
+            constants.DLQ_REASON_HEADER: str(reason),
+            constants.DLQ_SUBJECT_HEADER: subject,
+            constants.DLQ_DELIVERIES_HEADER: str(deliveries),
+            constants.DLQ_ERROR_HEADER: header_value(error),
+            constants.DLQ_STREAM_SEQ_HEADER: str(stream_sequence),
+            constants.MSG_ID_HEADER: f"dlq:{stream}:{stream_sequence}",
+        }
+    )
+    return headers
+
+
+def header_value(text: str) -> str:
+    """``text`` as a safe NATS header value: one line, bounded length."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _MAX_HEADER_VALUE else flat[: _MAX_HEADER_VALUE - 3] + "..."
+
+
+def new_run_id() -> str:
+    """A fresh id for an ad-hoc run."""
+    return f"adhoc-{uuid.uuid4().hex}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Fetch slots
+# ------------------------------------------------------------------------------------------------
+
+
+class Slots:
+    """A counting semaphore that hands out several permits at once, first come first served.
+
+    Fetch loops take as many permits as there are free slots (at least one) and fetch that many
+    messages, so a worker never holds more messages than it can run. A released permit goes to
+    the longest waiter first, so one partition cannot starve the others.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.free = capacity
+        self.closed = False
+        self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for f in self._waiters if not f.done())
+
+    @property
+    def in_use(self) -> int:
+        return self.capacity - self.free
+
+    async def take(self, most: int = 1) -> int:
+        """Wait for at least one permit; take up to ``most``. 0 once closed."""
+        if self.closed:
+            return 0
+        if self.free > 0 and not self.waiting:
+            got = min(most, self.free)
+            self.free -= got
+            return got
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            got = await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.result() > 0:
+                self.give(future.result())  # handed a permit just as we were cancelled
+            raise
+        if got == 0:
+            return 0
+        extra = max(0, min(most - got, self.free))
+        self.free -= extra
+        return got + extra
+
+    def give(self, count: int = 1) -> None:
+        self.free += count
+        while self.free > 0 and self._waiters:
+            future = self._waiters.popleft()
+            if future.done():
+                continue
+            self.free -= 1
+            future.set_result(1)
+
+    def close(self) -> None:
+        """Wake every waiter with 0 permits; later ``take`` calls return 0."""
+        self.closed = True
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Client
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """What a publisher needs to know about a Queue, learned from the server."""
+
+    namespace: str
+    queue: str
+    partitions: list[int]
+    ack_wait: float
+    fetched_at: float
+
+    @property
+    def stream(self) -> str:
+        return constants.stream_name(self.namespace, self.queue)
+
+    @property
+    def partition_count(self) -> int:
+        return max(self.partitions) + 1 if self.partitions else 1
+
+
+class QueueMessage:
+    """A message consumed from a Queue partition, with its acknowledgement methods."""
+
+    def __init__(self, msg: Msg) -> None:
+        self.msg = msg
+
+    def __repr__(self) -> str:
+        return f"QueueMessage(subject={self.subject!r}, deliveries={self.num_delivered})"
+
+    @property
+    def data(self) -> bytes:
+        return self.msg.data
+
+    @property
+    def subject(self) -> str:
+        return self.msg.subject
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.msg.headers or {})
+
+    @property
+    def partition(self) -> int | None:
+        return constants.partition_of_subject(self.msg.subject)
+
+    @property
+    def num_delivered(self) -> int:
+        return int(self.msg.metadata.num_delivered)
+
+    @property
+    def stream(self) -> str:
+        return str(self.msg.metadata.stream)
+
+    @property
+    def stream_sequence(self) -> int:
+        return int(self.msg.metadata.sequence.stream)
+
+    def json(self) -> Any:
+        return json.loads(self.msg.data)
+
+    async def ack(self) -> None:
+        await self.msg.ack()
+
+    async def ack_sync(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- NATS request timeout
+        """Ack and wait for the server to confirm it (a "double ack")."""
+        await self.msg.ack_sync(timeout=timeout)
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Redeliver, after ``delay`` seconds if given."""
+        await self.msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        """Never redeliver."""
+        await self.msg.term()
+
+    async def in_progress(self) -> None:
+        """Reset the ack wait: still working on it."""
+        await self.msg.in_progress()
+
+
+class QueueConsumer:
+    """Reads a Queue's partitions in the background; see :meth:`KadenceClient.consume`."""
+
+    def __init__(
+        self,
+        client: KadenceClient,
+        queue: str,
+        *,
+        partitions: Sequence[int] | None,
+        batch: int,
+        fetch_timeout: float,
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.stream = constants.stream_name(client.namespace, queue)
+        self._partitions = list(partitions) if partitions is not None else None
+        self._batch = batch
+        self._fetch_timeout = fetch_timeout
+        # Credits bound the messages fetched but not yet taken; a fetch that returns more than
+        # asked (leftovers of an earlier timed-out pull) drives them below zero for a while.
+        self._credits = Slots(batch)
+        self._buffer: asyncio.Queue[Msg] = asyncio.Queue()
+        self._subs: list[JetStreamContext.PullSubscription] = []
+        self._fetchers: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closed = False
+
+    async def _start(self) -> None:
+        self._started = True
+        parts = self._partitions
+        if parts is None:
+            parts = (await self.client.queue_info(self.queue)).partitions
+        for partition in parts:
+            sub = await self.client.js.pull_subscribe_bind(
+                consumer=constants.consumer_name(partition), stream=self.stream
+            )
+            self._subs.append(sub)
+            self._fetchers.append(asyncio.create_task(self._fetch(sub)))
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> None:
+        while True:
+            wanted = await self._credits.take(self._batch)
+            if wanted == 0:
+                return
+            try:
+                msgs = await sub.fetch(wanted, timeout=self._fetch_timeout)
+            except TimeoutError:
+                msgs = []
+            except nats.errors.Error as error:
+                log.warning("fetch from %s failed: %s", self.stream, error)
+                msgs = []
+                await asyncio.sleep(1.0)
+            self._credits.give(wanted - len(msgs))
+            for msg in msgs:
+                self._buffer.put_nowait(msg)
+
+    def __aiter__(self) -> QueueConsumer:
+        return self
+
+    async def __anext__(self) -> QueueMessage:
+        if self._closed:
+            raise StopAsyncIteration
+        if not self._started:
+            await self._start()
+        msg = await self._buffer.get()
+        self._credits.give(1)
+        return QueueMessage(msg)
+
+    async def aclose(self) -> None:
+        """Stop fetching, put back what was fetched but not taken, unsubscribe."""
+        if self._closed:
+            return
+        self._closed = True
+        self._credits.close()
+        for task in self._fetchers:
+            task.cancel()
+        await asyncio.gather(*self._fetchers, return_exceptions=True)
+        while not self._buffer.empty():
+            leftover = self._buffer.get_nowait()
+            with contextlib.suppress(nats.errors.Error):
+                await leftover.nak()
+        for sub in self._subs:
+            with contextlib.suppress(nats.errors.Error, ValueError):
+                await sub.unsubscribe()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class KadenceClient:
+    """Publish to and consume from Kadence Queues of one namespace over NATS JetStream."""
+
+    def __init__(
+        self, nc: NATS, *, namespace: str = "default", settings: Settings | None = None
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.namespace = namespace
+        self.settings = settings
+        self._queues: dict[str, QueueInfo] = {}
+
+    def __repr__(self) -> str:
+        return f"KadenceClient(namespace={self.namespace!r}, connected={self.nc.is_connected})"
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: Settings | None = None,
+        *,
+        namespace: str | None = None,
+        **options: Any,
+    ) -> KadenceClient:
+        """Connect with ``settings`` (default: from the environment); ``options`` go to NATS."""
+        settings = settings or Settings.from_env()
+        nc = NATS()
+
+        async def on_error(error: Exception) -> None:
+            log.warning("NATS: %s", error)
+
+        async def on_disconnect() -> None:
+            if not (nc.is_closed or nc.is_draining):  # not when we close it ourselves
+                log.warning("disconnected from NATS; reconnecting")
+
+        async def on_reconnect() -> None:
+            log.info("reconnected to NATS")
+
+        connect_options: dict[str, Any] = settings.nats_options()
+        connect_options.update(
+            error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect
+        )
+        connect_options.update(options)
+        await nc.connect(**connect_options)
+        return cls(nc, namespace=namespace or settings.namespace, settings=settings)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- queues -----------------------------------------------------------------------------
+
+    async def queue_info(self, queue: str, *, refresh: bool = False) -> QueueInfo:
+        """Partitions and ack wait of ``queue`` (cached for 30 s)."""
+        cached = self._queues.get(queue)
+        if (
+            cached is not None
+            and not refresh
+            and time.monotonic() - cached.fetched_at < _QUEUE_INFO_TTL
+        ):
+            return cached
+        partitions = await queue_partitions(self.js, namespace=self.namespace, queue=queue)
+        stream = constants.stream_name(self.namespace, queue)
+        ack_wait = 30.0
+        try:
+            consumer = await self.js.consumer_info(stream, constants.consumer_name(partitions[0]))
+            ack_wait = float(consumer.config.ack_wait or ack_wait)
+        except nats.js.errors.NotFoundError:
+            pass
+        info = QueueInfo(self.namespace, queue, partitions, ack_wait, time.monotonic())
+        self._queues[queue] = info
+        return info
+
+    async def publish(
+        self,
+        queue: str,
+        data: bytes | str,
+        *,
+        key: str | None = None,
+        msg_id: str | None = None,
+        partition: int | None = None,
+        partitions: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> PubAck:
+        """Publish ``data`` to ``queue`` and wait for JetStream to store it.
+
+        The partition is ``partition`` if given, else ``partition_for(key)`` over the Queue's
+        partitions (``partitions``, or learned from the server), keyed by ``key`` or else
+        ``msg_id``; a message with neither goes to a random partition. ``msg_id`` becomes the
+        ``Nats-Msg-Id``: the same id within the stream's duplicate window is stored once.
+        """
+        if partition is None:
+            count = partitions or (await self.queue_info(queue)).partition_count
+            routing = key if key is not None else msg_id
+            partition = (
+                partition_for(routing, count) if routing is not None else random.randrange(count)
+            )
+        elif partition < 0:
+            raise ValueError(f"partition must be >= 0, got {partition}")
+        hdrs = dict(headers or {})
+        if msg_id is not None:
+            hdrs[constants.MSG_ID_HEADER] = msg_id
+        payload = data.encode() if isinstance(data, str) else data
+        return await self.js.publish(
+            constants.subject(self.namespace, queue, partition),
+            payload,
+            timeout=timeout,
+            stream=constants.stream_name(self.namespace, queue),
+            headers=hdrs or None,
+        )
+
+    def consume(
+        self,
+        queue: str,
+        *,
+        partitions: Sequence[int] | None = None,
+        batch: int = 10,
+        fetch_timeout: float = 5.0,
+    ) -> QueueConsumer:
+        """Messages from the Queue's partition consumers: ``async for message in ...``.
+
+        At most ``batch`` fetched messages wait to be taken; the caller acknowledges each
+        (``ack``/``nak``/``term``). Close it (``aclose()`` or ``async with``) to put the fetched
+        but untaken messages back at once. A timeout around ``anext()`` (``asyncio.wait_for``)
+        leaves the consumer usable.
+        """
+        return QueueConsumer(
+            self, queue, partitions=partitions, batch=batch, fetch_timeout=fetch_timeout
+        )
+
+    async def enqueue(
+        self,
+        task: str,
+        payload: Any = None,
+        *,
+        queue: str,
+        key: str | None = None,
+        run_id: str | None = None,
+        timeout_seconds: float | None = None,
+        retry: RetryPolicy | None = None,
+        input: ObjectRef | None = None,
+        output: OutputLocation | None = None,
+        scheduled_at: datetime | None = None,
+        job: JobRef | None = None,
+        concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW,
+    ) -> RunRequest:
+        """Run ``task`` once with ``payload`` on ``queue`` (an ad-hoc run unless ``job``).
+
+        Returns the published request; its ``run_id`` (fresh unless given) is also the
+        ``Nats-Msg-Id``, so enqueueing the same ``run_id`` twice runs it once. Raises
+        :class:`~kadence.protocol.DecodeError` if a worker would refuse the request (too big).
+        """
+        info = await self.queue_info(queue)
+        request = RunRequest(
+            run_id=run_id or new_run_id(),
+            task=task,
+            payload=payload,
+            job=job,
+            input=input,
+            output=output,
+            scheduled_at=scheduled_at,
+            timeout_seconds=timeout_seconds,
+            retry=retry or RetryPolicy(),
+            concurrency_policy=concurrency_policy,
+            ack_wait_seconds=info.ack_wait,
+            dlq_subject=constants.dlq_subject(self.namespace, queue),
+            partition_key=key,
+        )
+        data = encode(request)
+        decode_run(data)  # the same checks a worker makes: fail here, not in the DLQ
+        await self.publish(queue, data, key=key or request.run_id, msg_id=request.run_id)
+        return request
+
+    # -- results ----------------------------------------------------------------------------
+
+    async def publish_result(
+        self,
+        result: RunResult,
+        *,
+        namespace: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> PubAck:
+        """Publish a run result to ``kadence-results.<ns>.<job>`` (de-duplicated)."""
+        ns = result.job.namespace if result.job is not None else (namespace or self.namespace)
+        job = result.job.name if result.job is not None else constants.ADHOC_JOB
+        return await self.js.publish(
+            constants.results_subject(ns, job),
+            encode(result),
+            timeout=timeout,
+            stream=constants.RESULTS_STREAM,
+            headers={constants.MSG_ID_HEADER: result.dedupe_id},
+        )
+
+    async def results(
+        self, *, job: str | None = None, namespace: str | None = None, idle: float = 1.0
+    ) -> list[RunResult]:
+        """Every stored result of ``job`` (ad-hoc runs when None), oldest first.
+
+        Reads until no new result arrives for ``idle`` seconds.
+        """
+        found: list[RunResult] = []
+        async for result in self._read_results(job=job, namespace=namespace, idle=idle):
+            found.append(result)
+        return found
+
+    async def wait_result(
+        self,
+        run_id: str,
+        *,
+        job: str | None = None,
+        namespace: str | None = None,
+        wait: float = 60.0,
+    ) -> RunResult:
+        """Wait up to ``wait`` seconds for the final result of ``run_id`` (see ``is_final``)."""
+        deadline = time.monotonic() + wait
+        async for result in self._read_results(job=job, namespace=namespace, deadline=deadline):
+            if result.run_id == run_id and result.is_final:
+                return result
+        raise TimeoutError(f"no final result for run {run_id} within {wait:.0f}s")
+
+    async def _read_results(
+        self,
+        *,
+        job: str | None,
+        namespace: str | None,
+        idle: float | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[RunResult]:
+        """Results of one Job from the start; stops after ``idle`` s of silence or ``deadline``."""
+        subject = constants.results_subject(namespace or self.namespace, job or constants.ADHOC_JOB)
+        sub = await self.js.pull_subscribe(
+            subject,
+            stream=constants.RESULTS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.NONE,
+                deliver_policy=DeliverPolicy.ALL,
+                # A throwaway reader: the server deletes it soon after we stop fetching.
+                inactive_threshold=5.0,
+            ),
+        )
+        try:
+            while True:
+                wait = idle if idle is not None else 2.0
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        return
+                try:
+                    msgs = await sub.fetch(100, timeout=max(wait, 0.05))
+                except TimeoutError:
+                    if idle is not None:
+                        return
+                    continue
+                for msg in msgs:
+                    try:
+                        yield decode_result(msg.data)
+                    except ValueError:
+                        log.warning("skipping an undecodable result on %s", msg.subject)
+        finally:
+            with contextlib.suppress(nats.errors.Error, ValueError):
+                await sub.unsubscribe()

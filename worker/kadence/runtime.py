@@ -1,0 +1,967 @@
+"""The worker: pulls run requests from a Queue, runs their tasks and reports the outcomes.
+
+One :class:`Worker` serves one Queue. It binds to the Queue's partition consumers and long-polls
+each with batched fetches, asking only for as many messages as it has free slots
+(``concurrency``), so no message waits in a worker that cannot run it. Async tasks run on the event
+loop, sync tasks in a thread pool.
+
+For each message:
+
+1. decode it; undecodable, oversize or unknown-task messages are copied to the dead-letter stream
+   and terminated (and reported ``DeadLettered`` when the run is known);
+2. for locking concurrency policies, take the Job's Lease (:mod:`kadence.leases`); if another
+   attempt holds it, put the message back with a delay;
+3. report ``Running``, then run the handler while sending in-progress acks every third of the
+   ack wait, renewing the Lease, and enforcing the attempt's timeout;
+4. on success write the return value, publish ``Succeeded`` with the outputs, then ack and wait
+   for the server to confirm (outputs → result → ack, so a reported output always exists and an
+   acked run always has a report); on failure retry with the Job's backoff (``Retrying`` + nak)
+   or, when no attempts are left or the error is not retryable, copy the message to the
+   dead-letter stream, report ``Failed``/``TimedOut`` and terminate it.
+
+Attempts are numbered by JetStream's delivery count, so a crash or a kill mid-task counts as an
+attempt and the redelivery continues the count. On SIGTERM the worker stops fetching, gives
+running tasks ``grace_period`` seconds, then cancels the rest and puts their messages back.
+
+:func:`run_attempt` (handler + timeout + lease watch + outcome) is shared with
+:mod:`kadence.testing`, so unit tests of task code see the same semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import enum
+import functools
+import logging
+import math
+import threading
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import nats.errors
+import nats.js.errors
+import pydantic_core
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from kadence import constants
+from kadence.app import App, Context, Fail, Retry, TaskSpec
+from kadence.client import KadenceClient, QueueMessage, Slots, dlq_headers, partition_consumers
+from kadence.config import default_worker_name
+from kadence.metrics import WorkerMetrics
+from kadence.protocol import (
+    DeadLetterReason,
+    DecodeError,
+    JobRef,
+    OutputObject,
+    OversizeError,
+    RunError,
+    RunRequest,
+    RunResult,
+    RunState,
+    decode_run,
+    salvage_ids,
+)
+from kadence.storage import ObjectStore, OutputWriter, StorageError, output_location
+
+if TYPE_CHECKING:  # leases imports the Kubernetes client: only load it when a run needs a lock
+    from kadence.leases import JobLock, LeaseClient
+
+log = logging.getLogger("kadence.worker")
+
+#: Seconds a cancelled async handler gets to unwind before it is abandoned.
+_HANDLER_CLEANUP = 5.0
+#: Publishing a report or confirming an ack is retried this often before giving up.
+_PUBLISH_TRIES = 4
+_MAX_ERROR_MESSAGE = 4000
+
+
+class Disposition(enum.StrEnum):
+    """What happens to the run message after an attempt."""
+
+    ACK = "ack"  # done: remove it from the Queue
+    NAK = "nak"  # attempt again (after ``Outcome.delay``)
+    TERM = "term"  # never again (dead-lettered or replaced)
+    NONE = "none"  # another worker owns the delivery now (lost Lease): leave it alone
+
+
+@dataclass
+class Outcome:
+    """The result of one attempt, before it is reported."""
+
+    state: RunState
+    disposition: Disposition
+    error: RunError | None = None
+    outputs: tuple[OutputObject, ...] = ()
+    value: Any = None
+    #: Seconds before the next attempt (``Retrying``).
+    delay: float | None = None
+    #: Copy the message to the dead-letter stream with this reason before reporting.
+    dead_letter: DeadLetterReason | None = None
+    duration: float = 0.0
+    #: A sync handler that timed out or was cancelled and is still running in its thread.
+    abandoned: concurrent.futures.Future[Any] | None = field(default=None, repr=False)
+
+    @property
+    def error_text(self) -> str:
+        return f"{self.error.type}: {self.error.message}" if self.error else ""
+
+
+def _error_names(error: BaseException) -> set[str]:
+    names: set[str] = set()
+    for cls in type(error).__mro__:
+        names.add(cls.__name__)
+        names.add(f"{cls.__module__}.{cls.__qualname__}")
+    return names
+
+
+def _message(error: BaseException) -> str:
+    text = str(error) or repr(error)
+    return text if len(text) <= _MAX_ERROR_MESSAGE else text[: _MAX_ERROR_MESSAGE - 3] + "..."
+
+
+def failure(
+    request: RunRequest,
+    attempt: int,
+    *,
+    error_type: str,
+    message: str,
+    retryable: bool,
+    delay: float | None = None,
+    timed_out: bool = False,
+) -> Outcome:
+    """Retry with backoff while attempts remain, else fail for good (and dead-letter)."""
+    if retryable and attempt < request.retry.max_attempts:
+        return Outcome(
+            state=RunState.RETRYING,
+            disposition=Disposition.NAK,
+            error=RunError(type=error_type, message=message, retryable=True),
+            delay=delay if delay is not None else request.retry.backoff.delay(attempt),
+        )
+    return Outcome(
+        state=RunState.TIMED_OUT if timed_out else RunState.FAILED,
+        disposition=Disposition.TERM,
+        error=RunError(type=error_type, message=message, retryable=False),
+        dead_letter=DeadLetterReason.MAX_ATTEMPTS if retryable else DeadLetterReason.NON_RETRYABLE,
+    )
+
+
+def classify(error: BaseException, *, request: RunRequest, attempt: int) -> Outcome:
+    """The outcome of a handler that raised ``error``."""
+    if isinstance(error, Retry):
+        return failure(
+            request,
+            attempt,
+            error_type="Retry",
+            message=error.message,
+            retryable=True,
+            delay=error.delay,
+        )
+    if isinstance(error, Fail):
+        return failure(
+            request,
+            attempt,
+            error_type=error.error_type or type(error).__name__,
+            message=error.message,
+            retryable=False,
+        )
+    non_retryable = bool(_error_names(error) & set(request.retry.non_retryable_errors))
+    return failure(
+        request,
+        attempt,
+        error_type=type(error).__name__,
+        message=_message(error),
+        retryable=not non_retryable,
+    )
+
+
+def store_value(value: Any, output: OutputWriter) -> None:
+    """Write a task's return value: ``result.bin`` for bytes, else ``result.json``."""
+    if value is None:
+        return
+    if isinstance(value, bytes | bytearray | memoryview):
+        output.put(
+            constants.RESULT_BINARY_OBJECT, bytes(value), content_type="application/octet-stream"
+        )
+        return
+    try:
+        data = pydantic_core.to_json(value)
+    except pydantic_core.PydanticSerializationError as error:
+        raise Fail(
+            f"the return value cannot be stored as JSON: {error}",
+            error_type="ResultNotSerializable",
+        ) from None
+    output.put(constants.RESULT_JSON_OBJECT, data, content_type="application/json")
+
+
+async def _stop_handler(handler: asyncio.Future[Any]) -> None:
+    handler.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(asyncio.shield(handler), _HANDLER_CLEANUP)
+
+
+async def run_attempt(
+    spec: TaskSpec,
+    ctx: Context,
+    *,
+    executor: Executor | None,
+    cancel_event: threading.Event,
+    store: ObjectStore | None,
+    lock: JobLock | None = None,
+    abort: asyncio.Event | None = None,
+) -> Outcome:
+    """Run one attempt of ``spec`` to an :class:`Outcome`; never raises for task errors.
+
+    The handler is stopped by the attempt's timeout, by the loss of the Lease (``lock``) or by
+    ``abort`` (worker shutdown). An async handler is cancelled; a sync one cannot be interrupted,
+    so ``cancel_event`` is set (SDK calls then raise ``Cancelled``) and its future is returned as
+    ``abandoned``.
+    """
+    request, attempt = ctx.request, ctx.attempt
+    started = time.monotonic()
+
+    def done(outcome: Outcome) -> Outcome:
+        outcome.duration = time.monotonic() - started
+        return outcome
+
+    try:
+        args, kwargs = spec.call_arguments(request.payload, ctx)
+    except Exception as error:  # an invalid payload or an unresolvable annotation: never retried
+        return done(
+            failure(
+                request,
+                attempt,
+                error_type=getattr(error, "error_type", None) or type(error).__name__,
+                message=_message(error),
+                retryable=False,
+            )
+        )
+
+    thread_future: concurrent.futures.Future[Any] | None = None
+    if spec.is_async:
+        handler: asyncio.Future[Any] = asyncio.ensure_future(spec.fn(*args, **kwargs))
+    else:
+        if executor is None:
+            raise RuntimeError("sync tasks need an executor")
+        call = functools.partial(contextvars.copy_context().run, spec.fn, *args, **kwargs)
+        thread_future = executor.submit(call)
+        handler = asyncio.wrap_future(thread_future)
+
+    watchers: dict[asyncio.Future[Any], str] = {}
+    if lock is not None:
+        watchers[asyncio.ensure_future(lock.keep())] = "lease"
+    if abort is not None:
+        watchers[asyncio.ensure_future(abort.wait())] = "shutdown"
+    try:
+        finished, _ = await asyncio.wait(
+            {handler, *watchers},
+            timeout=request.timeout_seconds,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    except asyncio.CancelledError:
+        cancel_event.set()
+        handler.cancel()
+        raise
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+    if handler not in finished:
+        cancel_event.set()
+        fired = next((w for w in watchers if w in finished), None)
+        if spec.is_async:
+            await _stop_handler(handler)
+        abandoned = (
+            thread_future if thread_future is not None and not thread_future.done() else None
+        )
+        outcome = _interrupted(
+            request, attempt=attempt, why=watchers.get(fired) if fired else None, watcher=fired
+        )
+        outcome.abandoned = abandoned
+        return done(outcome)
+
+    if handler.cancelled():
+        return done(
+            failure(
+                request,
+                attempt,
+                error_type="Cancelled",
+                message="the handler was cancelled",
+                retryable=True,
+            )
+        )
+    if (raised := handler.exception()) is not None:
+        if not isinstance(raised, Retry | Fail):
+            ctx.logger.warning(
+                "task %s raised %s", spec.name, type(raised).__name__, exc_info=raised
+            )
+        return done(classify(raised, request=request, attempt=attempt))
+
+    value = handler.result()
+    if lock is not None:
+        from kadence.leases import LeaseError, LeaseLost
+
+        try:
+            # A holder paused past its lease (GC, SIGSTOP, partition) may have been replaced:
+            # check before writing anything that the newer holder might also write.
+            await lock.averify()
+        except LeaseLost as error:
+            return done(_lease_lost(str(error)))
+        except LeaseError as error:
+            log.warning("could not verify lease %s before reporting: %s", lock.name, error)
+    try:
+        if store is not None:
+            await asyncio.to_thread(store_value, value, ctx.output)
+    except Fail as error:
+        return done(classify(error, request=request, attempt=attempt))
+    except StorageError as error:
+        return done(
+            failure(
+                request,
+                attempt,
+                error_type=type(error).__name__,
+                message=_message(error),
+                retryable=True,
+            )
+        )
+    return done(
+        Outcome(
+            state=RunState.SUCCEEDED,
+            disposition=Disposition.ACK,
+            outputs=ctx.output.objects,
+            value=value,
+        )
+    )
+
+
+def _lease_lost(message: str) -> Outcome:
+    # Not final: the newer holder runs it. The report carries this holder's (stale) fencing
+    # token and the message is left to that holder, neither acked nor nak'ed.
+    return Outcome(
+        state=RunState.RETRYING,
+        disposition=Disposition.NONE,
+        error=RunError(type="LeaseLost", message=message, retryable=True),
+    )
+
+
+def _interrupted(
+    request: RunRequest, *, attempt: int, why: str | None, watcher: asyncio.Future[Any] | None
+) -> Outcome:
+    if why is None:
+        return failure(
+            request,
+            attempt,
+            error_type="TimedOut",
+            message=f"the attempt exceeded its {request.timeout_seconds:g}s timeout",
+            retryable=True,
+            timed_out=True,
+        )
+    if why == "shutdown":
+        # Reported as Retrying, not Cancelled (which ends a run): another worker picks it up.
+        return Outcome(
+            state=RunState.RETRYING,
+            disposition=Disposition.NAK,
+            error=RunError(type="WorkerShutdown", message="the worker shut down", retryable=True),
+        )
+    from kadence.leases import LeasePreempted
+
+    error = watcher.exception() if watcher is not None and not watcher.cancelled() else None
+    if isinstance(error, LeasePreempted):
+        return Outcome(
+            state=RunState.CANCELLED,
+            disposition=Disposition.TERM,
+            error=RunError(
+                type="Replaced", message=f"replaced by a newer run ({error.by})", retryable=False
+            ),
+        )
+    return _lease_lost(str(error) if error else "the lease was lost")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Worker:
+    """Serves one Queue: fetches its run requests and runs them with an :class:`App`."""
+
+    def __init__(
+        self,
+        app: App,
+        client: KadenceClient,
+        *,
+        queue: str,
+        concurrency: int = 1,
+        storage: ObjectStore | None = None,
+        output_bucket: str = constants.DEFAULT_OUTPUT_BUCKET,
+        leases: LeaseClient | None = None,
+        lease_duration: int = 15,
+        metrics: WorkerMetrics | None = None,
+        name: str | None = None,
+        grace_period: float = 30.0,
+        fetch_timeout: float = 5.0,
+        max_batch: int = 64,
+        partition_refresh: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.app = app
+        self.client = client
+        self.queue = queue
+        self.namespace = client.namespace
+        self.concurrency = concurrency
+        self.storage = storage
+        self.output_bucket = output_bucket
+        self.leases = leases
+        self.lease_duration = lease_duration
+        self.metrics = metrics or WorkerMetrics()
+        self.name = name or default_worker_name()
+        self.grace_period = grace_period
+        self.fetch_timeout = fetch_timeout
+        self.max_batch = max_batch
+        self.partition_refresh = partition_refresh
+        #: Set once the worker is bound to the Queue's partitions and fetching.
+        self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._abort = asyncio.Event()
+        self._slots = Slots(concurrency)
+        self._loops: dict[int, asyncio.Task[None]] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        #: The shortest redelivery deadline of each partition consumer (ack wait or backoff).
+        self._ack_waits: dict[int, float] = {}
+        self.abandoned = 0
+
+    def __repr__(self) -> str:
+        return f"Worker({self.namespace}/{self.queue}, name={self.name!r})"
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.client.js
+
+    @property
+    def stream(self) -> str:
+        return constants.stream_name(self.namespace, self.queue)
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._loops)
+
+    def stop(self) -> None:
+        """Ask the worker to shut down gracefully (safe to call from a signal handler)."""
+        self._stopping.set()
+
+    # -- main loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the Queue until :meth:`stop`; then drain within the grace period."""
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix=f"kadence-{self.queue}"
+        )
+        log.info(
+            "worker %s serving %s/%s (concurrency %d, tasks: %s)",
+            self.name,
+            self.namespace,
+            self.queue,
+            self.concurrency,
+            ", ".join(sorted(self.app.tasks)),
+        )
+        refresher = asyncio.create_task(self._refresh_partitions())
+        try:
+            await self._stopping.wait()
+        finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+            await self._shutdown()
+
+    async def _refresh_partitions(self) -> None:
+        """Bind to the Queue's partition consumers, and to new ones as the Queue grows."""
+        waited = 0.0
+        while not self._stopping.is_set():
+            try:
+                consumers = await self.js.consumers_info(self.stream)
+                found = partition_consumers([c.name for c in consumers if c.name])
+            except nats.js.errors.NotFoundError:
+                found = []
+            except (nats.errors.Error, TimeoutError) as error:
+                log.warning("listing consumers of %s failed: %s", self.stream, error)
+                found = []
+            new = [p for p in found if p not in self._loops]
+            for partition in new:
+                self._loops[partition] = asyncio.create_task(self._fetch_loop(partition))
+            if new:
+                log.info("fetching from %s partition(s) %s", self.stream, new)
+            if self._loops:
+                self.ready.set()
+                delay = self.partition_refresh
+            else:
+                if waited % 30 == 0:
+                    log.info("waiting for stream %s and its partition consumers", self.stream)
+                delay = 1.0
+                waited += delay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _fetch_loop(self, partition: int) -> None:
+        consumer = constants.consumer_name(partition)
+        sub = await self.js.pull_subscribe_bind(consumer=consumer, stream=self.stream)
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            # Heartbeats must beat the consumer's real deadline, which a backoff list shortens,
+            # whatever the run request claims.
+            config = (await self.js.consumer_info(self.stream, consumer)).config
+            self._ack_waits[partition] = min([config.ack_wait or 30.0, *(config.backoff or [])])
+        try:
+            while not self._stopping.is_set():
+                wanted = await self._slots.take(self.max_batch)
+                if wanted == 0:
+                    break
+                # With other partitions waiting for a slot, poll briefly and hand the slot on;
+                # otherwise long-poll so an idle worker costs one request per fetch_timeout.
+                timeout = (
+                    min(1.0, self.fetch_timeout) if self._slots.waiting else self.fetch_timeout
+                )
+                try:
+                    msgs = await sub.fetch(wanted, timeout=timeout)
+                except TimeoutError:
+                    msgs = []
+                except nats.js.errors.NotFoundError:
+                    log.warning(
+                        "consumer %s of %s is gone; stopping its loop", consumer, self.stream
+                    )
+                    self._slots.give(wanted)
+                    self._loops.pop(partition, None)
+                    return
+                except (nats.errors.Error, ValueError) as error:
+                    log.warning("fetching from %s/%s failed: %s", self.stream, consumer, error)
+                    msgs = []
+                    await asyncio.sleep(1.0)
+                except asyncio.CancelledError:
+                    self._slots.give(wanted)
+                    raise
+                # A fetch may also return messages left from an earlier, timed-out pull.
+                accepted, extra = msgs[:wanted], msgs[wanted:]
+                self._slots.give(wanted - len(accepted))
+                for msg in extra:
+                    await self._put_back(msg)
+                for msg in accepted:
+                    if self._stopping.is_set():
+                        await self._put_back(msg)
+                        self._slots.give(1)
+                        continue
+                    task = asyncio.create_task(self._handle(msg))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+        finally:
+            with contextlib.suppress(nats.errors.Error, ValueError):
+                await sub.unsubscribe()
+
+    async def _put_back(self, msg: Msg) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await msg.nak()
+
+    async def _shutdown(self) -> None:
+        log.info("worker %s stopping: %d task(s) running", self.name, len(self._inflight))
+        self._slots.close()
+        loops = list(self._loops.values())
+        # Fetches in flight end within fetch_timeout; what they bring back is put back.
+        _, pending = (
+            await asyncio.wait(loops, timeout=self.fetch_timeout + 2) if loops else ((), ())
+        )
+        for loop in pending:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        if self._inflight:
+            _, still = await asyncio.wait(set(self._inflight), timeout=self.grace_period)
+            if still:
+                log.warning("grace period over: cancelling %d task(s)", len(still))
+                self._abort.set()
+                await asyncio.wait(still, timeout=_HANDLER_CLEANUP + 10)
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s stopped", self.name)
+
+    # -- one message ---------------------------------------------------------------------------
+
+    async def _handle(self, msg: Msg) -> None:
+        self.metrics.in_flight.inc()
+        abandoned: concurrent.futures.Future[Any] | None = None
+        try:
+            abandoned = await self._process(QueueMessage(msg))
+        except Exception:
+            # The worker must survive anything a message does; put it back and go on.
+            log.exception("unexpected error handling a message from %s", msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=5.0)
+        finally:
+            self.metrics.in_flight.dec()
+            if abandoned is not None and not abandoned.done():
+                # A sync task that cannot be interrupted still occupies its thread: keep its slot
+                # until it really ends, so the worker never runs more than `concurrency` threads.
+                self.abandoned += 1
+                loop = asyncio.get_running_loop()
+
+                def release(_: concurrent.futures.Future[Any]) -> None:
+                    loop.call_soon_threadsafe(self._release_abandoned)
+
+                abandoned.add_done_callback(release)
+            else:
+                self._slots.give(1)
+
+    def _release_abandoned(self) -> None:
+        self.abandoned -= 1
+        self._slots.give(1)
+
+    async def _process(self, message: QueueMessage) -> concurrent.futures.Future[Any] | None:
+        attempt = message.num_delivered
+        try:
+            request = decode_run(message.data)
+        except DecodeError as error:
+            reason = (
+                DeadLetterReason.OVERSIZE
+                if isinstance(error, OversizeError)
+                else DeadLetterReason.DECODE_ERROR
+            )
+            run_id, job = salvage_ids(message.data)
+            await self._dead_end(
+                message,
+                reason=reason,
+                error=str(error),
+                run_id=run_id,
+                job=job,
+                attempt=attempt,
+                request=None,
+                task="",
+            )
+            return None
+        spec = self.app.get(request.task)
+        if spec is None:
+            await self._dead_end(
+                message,
+                reason=DeadLetterReason.UNKNOWN_TASK,
+                error=f"no task named {request.task!r} in app {self.app.name!r}",
+                run_id=request.run_id,
+                job=request.job,
+                attempt=attempt,
+                request=request,
+                task=request.task,
+            )
+            return None
+        return await self._attempt(message, request=request, spec=spec, attempt=attempt)
+
+    async def _dead_end(
+        self,
+        message: QueueMessage,
+        *,
+        reason: DeadLetterReason,
+        error: str,
+        run_id: str | None,
+        job: JobRef | None,
+        attempt: int,
+        request: RunRequest | None,
+        task: str,
+    ) -> None:
+        """Dead-letter a message that cannot run at all, report it if the run is known, term."""
+        log.warning(
+            "dead-lettering %s (seq %d): %s: %s",
+            message.subject,
+            message.stream_sequence,
+            reason,
+            error,
+        )
+        if not await self._dead_letter(message, reason=reason, error=error, request=request):
+            await message.nak(delay=5.0)
+            return
+        if run_id is not None:
+            await self._report(
+                RunResult(
+                    run_id=run_id,
+                    attempt=max(attempt, 1),
+                    job=job,
+                    state=RunState.DEAD_LETTERED,
+                    finished_at=_now(),
+                    error=RunError(type=str(reason), message=error),
+                    worker=self.name,
+                    scheduled_at=request.scheduled_at if request else None,
+                )
+            )
+        self.metrics.outcomes.labels(task, RunState.DEAD_LETTERED.value).inc()
+        await message.term()
+
+    async def _dead_letter(
+        self,
+        message: QueueMessage,
+        *,
+        reason: DeadLetterReason,
+        error: str,
+        request: RunRequest | None,
+    ) -> bool:
+        """Copy the message to the Queue's DLQ; False if it could not be stored (try later)."""
+        subject = (request.dlq_subject if request is not None else None) or constants.dlq_subject(
+            self.namespace, self.queue
+        )
+        headers = dlq_headers(
+            reason=reason,
+            subject=message.subject,
+            deliveries=message.num_delivered,
+            error=error,
+            stream=message.stream,
+            stream_sequence=message.stream_sequence,
+            original=message.headers,
+        )
+        self.metrics.dead_letters.labels(str(reason)).inc()
+        for attempt in range(_PUBLISH_TRIES):
+            try:
+                await self.js.publish(subject, message.data, headers=headers)
+                return True
+            except nats.js.errors.NoStreamResponseError:
+                # No DLQ stream: the Queue has dead-lettering disabled, so the message is dropped.
+                log.info("no dead-letter stream for %s; dropping the message", subject)
+                return True
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.warning("copying to the dead-letter stream failed (%s); retrying", exc)
+                await asyncio.sleep(0.5 * 2**attempt)
+        return False
+
+    async def _report(self, result: RunResult) -> bool:
+        """Publish a run result, retrying briefly; False if NATS would not take it."""
+        for attempt in range(_PUBLISH_TRIES):
+            try:
+                await self.client.publish_result(result, namespace=self.namespace)
+                return True
+            except (nats.errors.Error, TimeoutError) as error:
+                log.warning(
+                    "publishing the %s result of %s failed (%s)", result.state, result.run_id, error
+                )
+                await asyncio.sleep(0.5 * 2**attempt)
+        return False
+
+    async def _ack(self, message: QueueMessage) -> None:
+        for attempt in range(_PUBLISH_TRIES):
+            try:
+                await message.ack_sync()
+                return
+            except (nats.errors.Error, TimeoutError) as error:
+                log.warning("ack of %s not confirmed (%s); retrying", message.subject, error)
+                await asyncio.sleep(0.2 * 2**attempt)
+        log.error("ack of %s never confirmed; the run may be redelivered", message.subject)
+
+    def _spawn(self, coro: Any) -> None:
+        future = asyncio.ensure_future(coro)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _heartbeats(self, message: QueueMessage, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await message.in_progress()
+            except nats.errors.Error as error:
+                log.debug("in-progress ack failed: %s", error)
+
+    async def _attempt(
+        self, message: QueueMessage, *, request: RunRequest, spec: TaskSpec, attempt: int
+    ) -> concurrent.futures.Future[Any] | None:
+        # Heartbeats start before anything slow (lease, reports) so the ack wait never runs out.
+        partition = message.partition
+        ack_wait = min(request.ack_wait_seconds, self._ack_waits.get(partition or 0, math.inf))
+        interval = max(0.1, ack_wait / 3)
+        heartbeats = asyncio.create_task(self._heartbeats(message, interval))
+        try:
+            proceed, lock, token = await self._lock(
+                message, request=request, spec=spec, attempt=attempt
+            )
+            if not proceed:
+                return None
+            return await self._run(
+                message,
+                request=request,
+                spec=spec,
+                attempt=attempt,
+                lock=lock,
+                token=token,
+                heartbeats=heartbeats,
+            )
+        finally:
+            heartbeats.cancel()
+            await asyncio.gather(heartbeats, return_exceptions=True)
+
+    async def _lock(
+        self, message: QueueMessage, *, request: RunRequest, spec: TaskSpec, attempt: int
+    ) -> tuple[bool, JobLock | None, int | None]:
+        """``(proceed, lock, token)``: take the Job's Lease if the policy needs one.
+
+        ``proceed`` is False when the message was put back (another attempt holds the Lease).
+        """
+        if not request.concurrency_policy.needs_lock or request.job is None:
+            return True, None, None
+        from kadence.leases import LeaseError, LeaseHeld
+
+        if self.leases is None:
+            log.error(
+                "run %s of Job %s/%s needs a Lease (concurrencyPolicy %s) but this worker "
+                "has no Kubernetes access (KUBECONFIG or in-cluster)",
+                request.run_id,
+                request.job.namespace,
+                request.job.name,
+                request.concurrency_policy,
+            )
+            await message.nak(delay=float(self.lease_duration))
+            return False, None, None
+        lock = self.leases.lock(
+            namespace=request.job.namespace,
+            job=request.job.name,
+            holder=f"{self.name}/{request.run_id}/{attempt}",
+            duration=self.lease_duration,
+        )
+        try:
+            token = await lock.aacquire()
+        except LeaseHeld as held:
+            self.metrics.lease_waits.labels(spec.name).inc()
+            delay = min(max(held.remaining, 1.0), float(self.lease_duration))
+            if request.concurrency_policy.value == "Replace" and await self._preempt(lock):
+                delay = min(delay, max(1.0, lock.renew_interval))
+            log.info("run %s waits %.1fs: %s", request.run_id, delay, held)
+            await message.nak(delay=delay)
+            return False, None, None
+        except LeaseError as error:
+            log.warning("could not take lease %s: %s", lock.name, error)
+            await message.nak(delay=2.0)
+            return False, None, None
+        return True, lock, token
+
+    async def _preempt(self, lock: JobLock) -> bool:
+        from kadence.leases import LeaseError
+
+        try:
+            return await lock.apreempt()
+        except LeaseError as error:
+            log.warning("could not ask the holder of %s to stop: %s", lock.name, error)
+            return False
+
+    async def _run(
+        self,
+        message: QueueMessage,
+        *,
+        request: RunRequest,
+        spec: TaskSpec,
+        attempt: int,
+        lock: JobLock | None,
+        token: int | None,
+        heartbeats: asyncio.Task[None],
+    ) -> concurrent.futures.Future[Any] | None:
+        started_at = _now()
+        base = {
+            "run_id": request.run_id,
+            "attempt": attempt,
+            "job": request.job,
+            "scheduled_at": request.scheduled_at,
+            "started_at": started_at,
+            "fencing_token": token,
+            "worker": self.name,
+        }
+        await self._report(RunResult(state=RunState.RUNNING, **base))
+        loop = asyncio.get_running_loop()
+        cancel_event = threading.Event()
+
+        def heartbeat() -> None:
+            loop.call_soon_threadsafe(self._spawn, message.in_progress())
+
+        location = output_location(request, namespace=self.namespace, bucket=self.output_bucket)
+        ctx = Context(
+            request=request,
+            attempt=attempt,
+            worker=self.name,
+            fencing_token=token,
+            output=OutputWriter(self.storage, location, cancelled=cancel_event.is_set),
+            input_store=self.storage,
+            heartbeat=heartbeat,
+            cancel_event=cancel_event,
+        )
+        try:
+            outcome = await run_attempt(
+                spec,
+                ctx,
+                executor=self._executor,
+                cancel_event=cancel_event,
+                store=self.storage,
+                lock=lock,
+                abort=self._abort,
+            )
+        finally:
+            heartbeats.cancel()
+        self.metrics.task_duration.labels(spec.name, outcome.state.value).observe(outcome.duration)
+        self.metrics.outcomes.labels(spec.name, outcome.state.value).inc()
+        if outcome.state is RunState.RETRYING:
+            self.metrics.retries.labels(spec.name).inc()
+        log_level = logging.INFO if outcome.state is RunState.SUCCEEDED else logging.WARNING
+        log.log(
+            log_level,
+            "run %s attempt %d of %s: %s in %.2fs%s",
+            request.run_id,
+            attempt,
+            spec.name,
+            outcome.state,
+            outcome.duration,
+            f" ({outcome.error_text})" if outcome.error else "",
+        )
+
+        if outcome.dead_letter is not None and not await self._dead_letter(
+            message, reason=outcome.dead_letter, error=outcome.error_text, request=request
+        ):
+            await message.nak(delay=5.0)
+            await self._release(lock)
+            return outcome.abandoned
+        result = RunResult(
+            state=outcome.state,
+            finished_at=_now(),
+            outputs=outcome.outputs,
+            error=outcome.error,
+            **base,
+        )
+        reported = await self._report(result)
+        match outcome.disposition:
+            case Disposition.ACK if reported:
+                await self._ack(message)
+            case Disposition.ACK:
+                # Never ack a run nobody heard about: run it again rather than lose the report.
+                await message.nak(delay=2.0)
+            case Disposition.NAK:
+                await message.nak(delay=outcome.delay)
+            case Disposition.TERM:
+                await message.term()
+            case Disposition.NONE:
+                pass
+        await self._release(lock)
+        return outcome.abandoned
+
+    async def _release(self, lock: JobLock | None) -> None:
+        if lock is None:
+            return
+        from kadence.leases import LeaseError
+
+        try:
+            await lock.arelease()
+        except LeaseError as error:
+            # It expires on its own after lease_duration; the next run just waits that long.
+            log.warning("releasing lease %s failed: %s", lock.name, error)
+
+
+__all__ = [
+    "Disposition",
+    "Outcome",
+    "Worker",
+    "classify",
+    "failure",
+    "run_attempt",
+    "store_value",
+]
