@@ -7,10 +7,11 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv tools lint typecheck imports format crds test unit integration demo e2e clean
+.PHONY: help venv tools lint typecheck imports format crds test unit integration demo stack e2e clean
 
 help:
-	@echo "make demo   - start the local stack (Kubernetes API, NATS, S3) and run Kadence in it"
+	@echo "make demo   - local stack + operator + worker + examples, with a live view of the runs"
+	@echo "make stack  - only the local stack (Kubernetes API, NATS, S3), until Ctrl-C"
 	@echo "make test   - lint, type-check, import contracts and the whole test suite"
 	@echo "make crds   - regenerate crds/ from the pydantic models"
 	@echo "make tools  - build (once per machine) or find the control-plane binaries"
@@ -56,6 +57,9 @@ test: venv tools lint typecheck imports
 	$(BIN)/pytest
 
 demo: venv tools
+	$(BIN)/kadence-devstack demo
+
+stack: venv tools
 	$(BIN)/kadence-devstack up
 
 e2e: venv

@@ -121,3 +121,17 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if item.get("type") == type_:
             return dict(item)
     return None
+
+
+def kubectl_at(kubeconfig: Path, *args: str) -> str:
+    """kubectl against any kubeconfig (e.g. the demo's own stack)."""
+    result = subprocess.run(
+        [str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout

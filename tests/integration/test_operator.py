@@ -40,9 +40,11 @@ def operator(
     install_crds(kube)
     env = operator_env(kube=kube, nats=nats_server, s3=None, operator_id="op-test")
     proc = start_operator(tmp_path_factory.mktemp("operator"), env)
-    track([proc])
-    yield proc
-    proc.stop()
+    try:
+        track([proc])
+        yield proc
+    finally:
+        proc.stop()
 
 
 def unique(prefix: str) -> str:

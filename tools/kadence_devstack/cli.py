@@ -87,5 +87,37 @@ def up(
         stack.stop()
 
 
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where data, logs and kubeconfig go.")] = Path(
+        ".devstack"
+    ),
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+) -> None:
+    """The whole job cycle: stack, operator, worker, examples, and a live view of the runs."""
+    from kadence_devstack import demo as demo_module
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    workdir = workdir.resolve()
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / "env").exists() and not (workdir / "kube").exists():
+            console.print(f"[red]error:[/red] {workdir} is not empty and not a devstack folder")
+            sys.exit(2)
+        import shutil
+
+        shutil.rmtree(workdir)  # a fresh cluster each time: old etcd data would confuse the view
+    try:
+        demo_module.run(workdir=workdir, seconds=seconds, console=console)
+    except (SetupError, StartError, RuntimeError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        console.print(f"logs: {workdir / 'logs'}")
+        sys.exit(2)
+
+
 def main() -> None:
     app()

@@ -322,6 +322,32 @@ def ensure_queue(
     asyncio.run(go())
 
 
+@cli.command()
+def runs(
+    job: Annotated[str, typer.Argument(help="Name of the Job (kind Job, kadence.io).")],
+    namespace: Namespace = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print status.runs as JSON.")] = False,
+) -> None:
+    """Print a Job's recent runs with their output locations, from its status."""
+    try:
+        from kadence import jobstatus
+    except ImportError:
+        console.print("[red]error:[/red] `kadence runs` needs: pip install 'kadence[leases]'")
+        raise typer.Exit(2) from None
+    settings = _settings(namespace)
+    try:
+        body = jobstatus.fetch_job(
+            namespace=settings.namespace, name=job, kubeconfig=settings.kubeconfig
+        )
+    except jobstatus.JobNotFound as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    if as_json:
+        out.print_json(json.dumps((body.get("status") or {}).get("runs") or []))
+    else:
+        out.print(jobstatus.runs_table(body))
+
+
 def main() -> None:
     cli()
 

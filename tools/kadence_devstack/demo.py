@@ -1,0 +1,200 @@
+"""``make demo``: the whole job cycle on the local stack, with a live view of runs.
+
+Starts NATS, S3 and the Kubernetes control plane, installs the CRDs, runs the operator and one
+worker (``examples/app.py``) as child processes, uploads the one-shot Job's input object, applies
+``examples/`` into the ``demo`` namespace and shows each run as it happens — Job, run id, state,
+duration, output URI — until Ctrl-C (or ``--seconds``), then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from kadence_devstack import binaries
+from kadence_devstack.procs import ManagedProcess
+from kadence_devstack.stack import LocalStack
+
+REPO = binaries.TOOLS_DIR.parent
+NAMESPACE = "demo"
+QUEUE = "reports"
+INPUT_BUCKET, INPUT_KEY = "raw-data", "sales/2025-01-31.csv"
+SAMPLE_CSV = (
+    "region,product,units,price\nnorth,widget,12,2.50\nsouth,widget,7,2.50\nnorth,gadget,3,9.99\n"
+)
+
+
+def _kubectl(stack: LocalStack, *args: str, stdin: str | None = None) -> str:
+    assert stack.kube is not None
+    result = subprocess.run(
+        [str(binaries.venv_binary("kubectl")), "--kubeconfig", str(stack.kube.kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _seed_storage(stack: LocalStack) -> None:
+    from minio import Minio
+
+    assert stack.s3 is not None
+    s3 = Minio(
+        stack.s3.endpoint,
+        access_key=stack.s3.access_key,
+        secret_key=stack.s3.secret_key,
+        secure=False,
+    )
+    for bucket in ("kadence-outputs", "reports", INPUT_BUCKET):
+        if not s3.bucket_exists(bucket):
+            s3.make_bucket(bucket)
+    data = SAMPLE_CSV.encode()
+    s3.put_object(INPUT_BUCKET, INPUT_KEY, io.BytesIO(data), len(data), content_type="text/csv")
+
+
+def _duration(run: dict[str, Any]) -> str:
+    start, end = run.get("startedAt"), run.get("finishedAt")
+    if not start or not end:
+        return ""
+    delta = datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(
+        start.replace("Z", "+00:00")
+    )
+    return f"{delta.total_seconds():.0f}s"
+
+
+def runs_table(jobs: list[dict[str, Any]], *, limit: int = 20) -> tuple[Table, int]:
+    """The live view: newest runs of every Job first. Returns the table and how many runs have an
+    output URI."""
+    rows = []
+    for job in jobs:
+        for run in (job.get("status") or {}).get("runs") or []:
+            rows.append((run.get("scheduledAt") or "", job["metadata"]["name"], run))
+    rows.sort(key=lambda r: r[0], reverse=True)
+    table = Table(title=f"Kadence runs in namespace {NAMESPACE!r} (Ctrl-C to stop)")
+    for column in ("Job", "Run", "State", "Scheduled", "Duration"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("Output", overflow="fold")
+    with_output = 0
+    for scheduled, name, run in rows[:limit]:
+        outputs = run.get("output") or []
+        with_output += bool(outputs)
+        style = {"Succeeded": "green", "Failed": "red", "Running": "yellow"}.get(run["state"], "")
+        table.add_row(
+            name,
+            run["runId"],
+            f"[{style}]{run['state']}[/{style}]" if style else run["state"],
+            scheduled[11:19],
+            _duration(run),
+            outputs[0]["uri"] if outputs else (run.get("error") or "")[:60],
+        )
+    return table, with_output
+
+
+@contextlib.contextmanager
+def _processes(stack: LocalStack, workdir: Path) -> Iterator[list[ManagedProcess]]:
+    env = {**os.environ, **stack.environment()}
+    env |= {
+        "KADENCE_OPERATOR_NAMESPACE": "default",
+        "KADENCE_OPERATOR_ID": "demo-operator",
+        "KADENCE_STATUS_INTERVAL": "1",
+        "KADENCE_QUEUE_STATUS_INTERVAL": "2",
+    }
+    bin_dir = Path(sys.executable).parent
+    operator = ManagedProcess(
+        name="kadence-operator",
+        argv=[str(bin_dir / "kadence-operator")],
+        log_path=workdir / "logs" / "operator.log",
+        env=env,
+    )
+    worker = ManagedProcess(
+        name="kadence worker",
+        argv=[
+            str(bin_dir / "kadence"),
+            "worker",
+            "--queue",
+            QUEUE,
+            "--namespace",
+            NAMESPACE,
+            "--app",
+            str(REPO / "examples" / "app.py") + ":app",
+            "--concurrency",
+            "4",
+            "--metrics-port",
+            "0",
+        ],
+        log_path=workdir / "logs" / "worker.log",
+        env=env | {"KADENCE_NAMESPACE": NAMESPACE},
+    )
+    started: list[ManagedProcess] = []
+    try:
+        operator.start(ready=lambda: "shards: now" in operator.log_tail(200), timeout=60)
+        started.append(operator)
+        worker.launch()
+        started.append(worker)
+        yield started
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+def run(*, workdir: Path, seconds: float | None, console: Console) -> int:
+    """Run the demo; returns how many runs showed an output URI at the end."""
+    from kubernetes import client, config
+
+    stack = LocalStack(workdir)
+    with_output = 0
+    try:
+        with console.status("starting NATS, S3 and the Kubernetes control plane…"):
+            stack.start()
+        assert stack.kube is not None
+        env_file = stack.write_env_file(workdir / "env")
+        _kubectl(stack, "apply", "--server-side", "-f", str(REPO / "crds"))
+        for crd in ("jobs.kadence.io", "queues.kadence.io"):
+            _kubectl(stack, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+        _kubectl(stack, "create", "namespace", NAMESPACE)
+        _seed_storage(stack)
+        console.print(f"[green]stack up[/green]; kubeconfig: {stack.kube.kubeconfig}")
+        console.print(
+            f"  export KUBECONFIG={stack.kube.kubeconfig}   # then: kubectl get kadence -A"
+        )
+        console.print(f"  source {env_file}   # every KADENCE_* variable of this stack")
+        with _processes(stack, workdir) as procs:
+            _kubectl(stack, "apply", "-n", NAMESPACE, "-f", str(REPO / "examples"))
+            new_client: Any = config.new_client_from_config
+            api = new_client(config_file=str(stack.kube.kubeconfig))
+            objects = client.CustomObjectsApi(api)
+            deadline = None if seconds is None else time.monotonic() + seconds
+            with Live(console=console, refresh_per_second=2) as live:
+                while deadline is None or time.monotonic() < deadline:
+                    listing: Any = objects.list_namespaced_custom_object(
+                        "kadence.io", "v1alpha1", NAMESPACE, "jobs"
+                    )
+                    table, with_output = runs_table(listing["items"])
+                    live.update(table)
+                    for proc in procs:
+                        if not proc.running:
+                            raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail(20)}")
+                    time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        stack.stop()
+    console.print(json.dumps({"runs_with_output": with_output}))
+    return with_output
