@@ -88,21 +88,20 @@ def runs_table(jobs: list[dict[str, Any]], *, limit: int = 20) -> tuple[Table, i
             rows.append((run.get("scheduledAt") or "", job["metadata"]["name"], run))
     rows.sort(key=lambda r: r[0], reverse=True)
     table = Table(title=f"Kadence runs in namespace {NAMESPACE!r} (Ctrl-C to stop)")
-    for column in ("Job", "Run", "State", "Scheduled", "Duration"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("Output", overflow="fold")
+    table.add_column("Job / run", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    table.add_column("Slot / duration", no_wrap=True)
+    table.add_column("Output (or error)", overflow="fold", ratio=1)
     with_output = 0
     for scheduled, name, run in rows[:limit]:
         outputs = run.get("output") or []
         with_output += bool(outputs)
         style = {"Succeeded": "green", "Failed": "red", "Running": "yellow"}.get(run["state"], "")
         table.add_row(
-            name,
-            run["runId"],
+            f"{name}\n[dim]{run['runId']}[/dim]",
             f"[{style}]{run['state']}[/{style}]" if style else run["state"],
-            scheduled[11:19],
-            _duration(run),
-            outputs[0]["uri"] if outputs else (run.get("error") or "")[:60],
+            f"{scheduled[11:19]}\n{_duration(run)}",
+            "\n".join(o["uri"] for o in outputs) or (run.get("error") or "")[:200],
         )
     return table, with_output
 
