@@ -9,6 +9,7 @@ retried, with a growing delay.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -137,6 +138,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             removed = await streams.delete(rt.js, ref)
             logger.info("deleted streams of %s/%s: %s", ref.namespace, ref.name, removed)
         rt.queue_writer.forget(ref.namespace, ref.name)
+        forget_queue(body.metadata.uid or "")
 
     @kopf.timer(*queues, registry=registry, interval=settings.queue_status_interval, idle=1)
     async def queue_refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -158,7 +160,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             rt.job_writer.forget(*key)
             return
         rt.job_writer.observe(raw)
-        rt.job_bodies[key] = raw
+        rt.job_bodies[key] = _job_reference(raw)
+        if rt.scheduler.refresh(raw):
+            return  # a valid Job the scheduler knows, same generation: only its status changed
         uid = body.metadata.uid or ""
         generation = int(body.metadata.get("generation") or 0)
         status = dict(body.get("status") or {})
@@ -182,6 +186,87 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         rt.scheduler.upsert(raw, parse_job(raw))
 
 
+def _job_reference(raw: dict[str, Any]) -> dict[str, Any]:
+    """What is kept of every Job body: enough to post an Event about it and to read its history
+    limits (a whole body, managedFields included, is several kilobytes of Python objects)."""
+    meta = raw.get("metadata") or {}
+    return {
+        "apiVersion": raw.get("apiVersion"),
+        "kind": raw.get("kind"),
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta
+        },
+        "spec": {"historyLimits": (raw.get("spec") or {}).get("historyLimits") or {}},
+    }
+
+
+#: Ready reasons a later refresh clears by itself once NATS can take the configuration again.
+_RECOVERABLE = ("NatsUnavailable", "StreamRejected")
+#: Field manager of the worker Deployments (server-side apply).
+FIELD_MANAGER = "kadence-operator"
+
+
+class _WorkersRejected(Exception):
+    """The API server refused the worker Deployment (4xx): a problem of the spec, not transient."""
+
+
+def _backoff(retry: int) -> float:
+    return float(min(60, 2 ** min(retry, 6)))
+
+
+async def _report(
+    rt: runtime.Runtime, body: dict[str, Any], *, reason: str, message: str, event: bool = True
+) -> None:
+    """``Ready=False`` with ``reason`` and ``message`` (and a Warning Event)."""
+    meta = body["metadata"]
+    rt.queue_writer.submit(
+        meta["namespace"],
+        meta["name"],
+        _ready(
+            ok=False,
+            reason=reason,
+            message=message[:4000],
+            generation=int(meta.get("generation") or 0),
+        ),
+        uid=meta["uid"],
+    )
+    if event:
+        await events.post(rt.api, obj=body, reason=reason, message=message)
+
+
+def _ready_unless_refused(*, message: str, generation: int, extra: Status | None = None) -> Any:
+    """``Ready=True``, unless the Ready condition holds a problem only a spec change clears."""
+    ready = _ready(
+        ok=True, reason="Reconciled", message=message, generation=generation, extra=extra
+    )
+
+    def mutation(status: Status) -> Status:
+        now = condition(list(status.get("conditions") or []), "Ready")
+        if (
+            now is not None
+            and now.get("status") != "True"
+            and now.get("reason") not in _RECOVERABLE
+        ):
+            return status
+        result: Status = ready(status)
+        return result
+
+    return mutation
+
+
+def _ready_message(ref: streams.QueueRef, spec: QueueSpec) -> str:
+    replicas = f", {spec.replicas} replicas" if spec.replicas > 1 else ""
+    return f"stream {ref.stream} with {spec.partitions} partition(s){replicas}"
+
+
+async def _pending(rt: runtime.Runtime, ref: streams.QueueRef) -> int | None:
+    """The Queue's backlog, or None if NATS cannot tell right now."""
+    try:
+        return sum(c.num_pending or 0 for c in await rt.js.consumers_info(ref.stream))
+    except Exception:
+        return None
+
+
 async def _reconcile_queue(rt: runtime.Runtime, body: dict[str, Any], *, retry: int) -> None:
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
@@ -189,13 +274,7 @@ async def _reconcile_queue(rt: runtime.Runtime, body: dict[str, Any], *, retry: 
     try:
         spec = parse_queue(body)
     except InvalidResource as error:
-        message = str(error)[:4000]
-        rt.queue_writer.submit(
-            *key,
-            _ready(ok=False, reason="InvalidSpec", message=message, generation=generation),
-            uid=uid,
-        )
-        await events.post(rt.api, obj=body, reason="InvalidSpec", message=message)
+        await _report(rt, body, reason="InvalidSpec", message=str(error))
         return
     ref = streams.QueueRef(*key)
     try:
@@ -203,33 +282,35 @@ async def _reconcile_queue(rt: runtime.Runtime, body: dict[str, Any], *, retry: 
             rt.js, ref, spec, duplicate_window=rt.settings.duplicate_window
         )
     except streams.ImmutableChange as error:
-        message = str(error)[:4000]
-        rt.queue_writer.submit(
-            *key,
-            _ready(ok=False, reason="ImmutableChange", message=message, generation=generation),
-            uid=uid,
-        )
-        await events.post(rt.api, obj=body, reason="ImmutableChange", message=message)
+        await _report(rt, body, reason="ImmutableChange", message=str(error))
         return
-    except Exception as error:  # NATS unreachable or refusing: retry with backoff
-        message = f"NATS JetStream is not reachable or refused the stream: {error}"[:4000]
-        rt.queue_writer.submit(
-            *key,
-            _ready(ok=False, reason="NatsUnavailable", message=message, generation=generation),
-            uid=uid,
-        )
-        raise kopf.TemporaryError(message, delay=min(60, 2 ** min(retry, 6))) from error
+    except streams.StreamRejected as error:
+        # Not retried here: the status refresh re-applies while Ready is StreamRejected, so the
+        # Queue comes up by itself once NATS can host it (a server back, storage freed).
+        await _report(rt, body, reason="StreamRejected", message=str(error))
+        return
+    except Exception as error:  # NATS unreachable, no quorum, timeouts: retry with backoff
+        message = f"NATS JetStream is not reachable: {error}"
+        await _report(rt, body, reason="NatsUnavailable", message=message, event=retry == 0)
+        raise kopf.TemporaryError(message, delay=_backoff(retry)) from error
     for change in changes:
         logger.info("%s/%s: %s", *key, change)
     if spec.workers is not None:
-        await _ensure_workers(rt, body, spec, pending=None)
+        try:
+            await _ensure_workers(rt, body, spec, pending=await _pending(rt, ref))
+        except _WorkersRejected as error:
+            await _report(rt, body, reason="InvalidSpec", message=str(error))
+            return
+        except Exception as error:  # the API server is busy or unreachable: retry
+            message = f"cannot create or update the worker Deployment: {error}"
+            raise kopf.TemporaryError(message[:1000], delay=_backoff(retry)) from error
     subjects = [constants.subject(ref.namespace, ref.name, p) for p in range(spec.partitions)]
     rt.queue_writer.submit(
         *key,
         _ready(
             ok=True,
             reason="Reconciled",
-            message=f"stream {ref.stream} with {spec.partitions} partition(s)",
+            message=_ready_message(ref, spec),
             generation=generation,
             extra={"stream": ref.stream, "subjects": subjects},
         ),
@@ -240,7 +321,69 @@ async def _reconcile_queue(rt: runtime.Runtime, body: dict[str, Any], *, retry: 
 
 
 _LAST_DRIFT: dict[str, float] = {}
-_LAST_SCALE: dict[str, float] = {}
+#: uid -> when reading the Queue's stream from NATS started failing (monotonic).
+_FAILING_SINCE: dict[str, float] = {}
+
+
+def forget_queue(uid: str) -> None:
+    _LAST_DRIFT.pop(uid, None)
+    _FAILING_SINCE.pop(uid, None)
+
+
+def _unavailable_grace(rt: runtime.Runtime) -> float:
+    """How long reads may fail before the Queue is NatsUnavailable: rides out a failover.
+
+    Killing the leader of an R3 stream left it unanswered for about 11 s in the integration test
+    (JetStream's election timeouts are several seconds), so a blip shorter than this keeps Ready.
+    """
+    return max(20.0, 3 * rt.settings.queue_status_interval)
+
+
+async def _restore(
+    rt: runtime.Runtime,
+    body: dict[str, Any],
+    spec: QueueSpec,
+    *,
+    missing: bool,
+    recovering: bool,
+    ready: dict[str, Any] | None,
+) -> bool:
+    """Re-apply the Queue's configuration; False when there is no stream to read afterwards."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    ref = streams.QueueRef(*key)
+    generation = int(meta.get("generation") or 0)
+    try:
+        changes = await streams.apply(
+            rt.js, ref, spec, duplicate_window=rt.settings.duplicate_window
+        )
+    except streams.ImmutableChange:
+        return not missing  # reported by the reconcile handler; nothing is changed
+    except streams.StreamRejected as error:
+        message = str(error)
+        if (
+            ready is None
+            or ready.get("reason") != "StreamRejected"
+            or ready.get("message") != message
+        ):
+            await _report(rt, body, reason="StreamRejected", message=message)
+        return not missing
+    if changes and not recovering:
+        message = "restored behind the operator's back: " + ", ".join(changes)
+        await events.post(rt.api, obj=body, reason="DriftRestored", message=message)
+    if changes or recovering:
+        subjects = [constants.subject(ref.namespace, ref.name, p) for p in range(spec.partitions)]
+        text = _ready_message(ref, spec) + (" (restored)" if missing and not recovering else "")
+        rt.queue_writer.submit(
+            *key,
+            _ready_unless_refused(
+                message=text,
+                generation=generation,
+                extra={"stream": ref.stream, "subjects": subjects},
+            ),
+            uid=meta["uid"],
+        )
+    return True
 
 
 async def _refresh_queue(rt: runtime.Runtime, body: dict[str, Any]) -> None:
@@ -253,6 +396,10 @@ async def _refresh_queue(rt: runtime.Runtime, body: dict[str, Any]) -> None:
         return
     ref = streams.QueueRef(*key)
     generation = int(meta.get("generation") or 0)
+    ready = condition(list((body.get("status") or {}).get("conditions") or []), "Ready")
+    recovering = bool(
+        ready and ready.get("status") != "True" and ready.get("reason") in _RECOVERABLE
+    )
     now = time.monotonic()
     try:
         missing = False
@@ -260,71 +407,71 @@ async def _refresh_queue(rt: runtime.Runtime, body: dict[str, Any]) -> None:
             await rt.js.stream_info(ref.stream)
         except NotFoundError:
             missing = True
-        if missing or now - _LAST_DRIFT.get(uid, 0.0) >= rt.settings.drift_interval:
+        # A missing stream is restored at once; a Queue waiting for NATS is retried every time.
+        if missing or recovering or now - _LAST_DRIFT.get(uid, 0.0) >= rt.settings.drift_interval:
             _LAST_DRIFT[uid] = now
-            try:
-                restored = await streams.apply(
-                    rt.js, ref, spec, duplicate_window=rt.settings.duplicate_window
-                )
-            except streams.ImmutableChange:
-                restored = []  # reported by the reconcile handler; nothing to restore
-            else:
-                if restored:
-                    message = "restored behind the operator's back: " + ", ".join(restored)
-                    await events.post(rt.api, obj=body, reason="DriftRestored", message=message)
-                    rt.queue_writer.submit(
-                        *key,
-                        _ready(
-                            ok=True,
-                            reason="Reconciled",
-                            message=f"stream {ref.stream} restored",
-                            generation=generation,
-                        ),
-                        uid=uid,
-                    )
+            if not await _restore(
+                rt, body, spec, missing=missing, recovering=recovering, ready=ready
+            ):
+                return
         info = await rt.js.stream_info(ref.stream)
         consumers = await rt.js.consumers_info(ref.stream)
     except Exception as error:
+        since = _FAILING_SINCE.setdefault(uid, now)
+        if now - since < _unavailable_grace(rt):
+            logger.info("%s/%s: cannot read stream %s yet: %s", *key, ref.stream, error)
+            return
         rt.queue_writer.submit(
             *key,
             _ready(
                 ok=False,
                 reason="NatsUnavailable",
-                message=f"cannot read or restore stream {ref.stream}: {error}",
+                message=f"cannot read or restore stream {ref.stream}: {error}"[:4000],
                 generation=generation,
             ),
             uid=uid,
         )
         return
-    dead = 0
-    if spec.dead_letter.enabled:
-        try:
-            dead = (await rt.js.stream_info(ref.dlq_stream)).state.messages
-        except Exception:
-            dead = 0
-    pending = sum(c.num_pending or 0 for c in consumers)
-    ack_pending = sum(c.num_ack_pending or 0 for c in consumers)
-    redelivered = sum(c.num_redelivered or 0 for c in consumers)
-    worker_counts = None
-    if spec.workers is not None:
-        worker_counts = await _ensure_workers(rt, body, spec, pending=pending)
+    _FAILING_SINCE.pop(uid, None)
     stats: Status = {
         "messages": info.state.messages,
         "bytes": info.state.bytes,
-        "pending": pending,
-        "ackPending": ack_pending,
-        "redelivered": redelivered,
-        "deadLettered": dead,
+        "pending": sum(c.num_pending or 0 for c in consumers),
+        "ackPending": sum(c.num_ack_pending or 0 for c in consumers),
+        "redelivered": sum(c.num_redelivered or 0 for c in consumers),
         "lastSyncTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    if worker_counts is not None:
-        stats["workers"] = worker_counts
+    if spec.dead_letter.enabled:
+        try:
+            stats["deadLettered"] = (await rt.js.stream_info(ref.dlq_stream)).state.messages
+        except NotFoundError:
+            stats["deadLettered"] = 0
+        except Exception as error:  # keep the last count rather than report 0
+            logger.info("%s/%s: cannot read %s: %s", *key, ref.dlq_stream, error)
+    if spec.workers is not None:
+        try:
+            stats["workers"] = await _ensure_workers(rt, body, spec, pending=stats["pending"])
+        except _WorkersRejected:
+            pass  # reported by the reconcile handler (Ready=False); changes with the spec
+        except Exception as error:
+            logger.warning("%s/%s: cannot scale the workers: %s", *key, error)
     rt.queue_writer.submit(*key, lambda s: {**s, **stats}, uid=uid)
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except (ValueError, AttributeError):
+        return str(error.reason)
 
 
 async def _ensure_workers(
     rt: runtime.Runtime, body: dict[str, Any], spec: QueueSpec, *, pending: int | None
 ) -> dict[str, int]:
+    """Create or update (server-side apply) the worker Deployment; returns its worker counts.
+
+    Raises :class:`_WorkersRejected` when the API server refuses the Deployment.
+    """
     meta = body["metadata"]
     namespace, queue = meta["namespace"], meta["name"]
     apps = client.AppsV1Api(rt.api)
@@ -340,10 +487,17 @@ async def _ensure_workers(
 
     existing = await asyncio.to_thread(read)
     current = existing.spec.replicas if existing is not None else None
-    since = time.monotonic() - _LAST_SCALE[meta["uid"]] if meta["uid"] in _LAST_SCALE else None
+    annotations = (existing.metadata.annotations or {}) if existing is not None else {}
+    scaled_at = annotations.get(workers.SCALED_AT_ANNOTATION)
+    now = datetime.now(UTC)
     decision = workers.decide_replicas(
-        spec=spec, pending=pending or 0, current=current, seconds_since_last_scale=since
+        spec=spec,
+        pending=pending,
+        current=current,
+        seconds_since_last_scale=workers.seconds_since(scaled_at, now),
     )
+    if current != decision.replicas:
+        scaled_at = workers.format_time(now)
     connection = rt.connection
     worker_env = {
         "KADENCE_NATS_URL": ",".join(connection.nats_urls),
@@ -359,17 +513,33 @@ async def _ensure_workers(
         spec=spec,
         replicas=decision.replicas,
         worker_env=worker_env,
+        secret_name=rt.settings.worker_secret,
+        scaled_at=scaled_at,
     )
-    kopf.adopt(deployment, owner=cast(Any, body))
+    # Only the owner reference: copying the Queue's labels (kopf.adopt) would copy e.g. Argo CD's
+    # tracking label, and Argo CD would then prune the Deployment as not in Git.
+    kopf.append_owner_reference(deployment, owner=cast(Any, body))
 
     def write() -> Any:
-        if existing is None:
-            return apps.create_namespaced_deployment(namespace, cast(Any, deployment))
-        return apps.patch_namespaced_deployment(name, namespace, deployment)
+        # Server-side apply: fields dropped from the spec (env vars, tolerations) go away too.
+        return apps.patch_namespaced_deployment(
+            name,
+            namespace,
+            deployment,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
 
-    result = await asyncio.to_thread(write)
+    try:
+        result = await asyncio.to_thread(write)
+    except ApiException as error:
+        if error.status in (400, 422):
+            raise _WorkersRejected(
+                f"spec.workers: Kubernetes refused Deployment {name}: {_api_message(error)}"
+            ) from None
+        raise
     if current != decision.replicas:
-        _LAST_SCALE[meta["uid"]] = time.monotonic()
         logger.info(
             "%s/%s workers: %s -> %s (%s)",
             namespace,

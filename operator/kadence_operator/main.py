@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import kopf
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings)
     kopf.configure(verbose=args.verbose)
+    if not args.verbose:
+        # kopf logs every handler call at INFO; with thousands of Jobs whose status changes every
+        # few seconds that is hundreds of lines a second. Failures are still logged.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         registry=registry,
         clusterwide=True,

@@ -23,6 +23,7 @@ from kadence_operator import events, kube
 from kadence_operator.api import GROUP, VERSION
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.jobs.scheduler import Scheduler
+from kadence_operator.metrics import OperatorMetrics
 from kadence_operator.queues import deadletter
 from kadence_operator.results.consumer import ResultsConsumer, ensure_results_stream
 from kadence_operator.settings import OperatorSettings
@@ -45,6 +46,7 @@ class Runtime:
     scheduler: Scheduler
     shards: ShardLeases
     results: ResultsConsumer
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     job_bodies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -62,13 +64,26 @@ async def start(settings: OperatorSettings) -> Runtime:
     options["name"] = f"kadence-operator {settings.operator_id}"
     nc = await nats.connect(**options)
     js = nc.jetstream()
-    await ensure_results_stream(js, duplicate_window=settings.duplicate_window)
+    await ensure_results_stream(
+        js, duplicate_window=settings.duplicate_window, ack_wait=settings.results_ack_wait
+    )
     await deadletter.ensure_advisory_stream(js)
+    metrics = OperatorMetrics()
     job_writer = StatusWriter(
-        api=api, group=GROUP, version=VERSION, plural="jobs", interval=settings.status_interval
+        api=api,
+        group=GROUP,
+        version=VERSION,
+        plural="jobs",
+        interval=settings.status_interval,
+        metrics=metrics,
     )
     queue_writer = StatusWriter(
-        api=api, group=GROUP, version=VERSION, plural="queues", interval=settings.status_interval
+        api=api,
+        group=GROUP,
+        version=VERSION,
+        plural="queues",
+        interval=settings.status_interval,
+        metrics=metrics,
     )
     queues: dict[tuple[str, str], QueueInfo] = {}
     job_bodies: dict[tuple[str, str], dict[str, Any]] = {}
@@ -79,9 +94,25 @@ async def start(settings: OperatorSettings) -> Runtime:
             await events.post(api, obj=body, reason=reason, message=message)
 
     scheduler = Scheduler(
-        js=js, writer=job_writer, settings=settings, queues=queues, post_event=job_event
+        js=js,
+        nc=nc,
+        writer=job_writer,
+        settings=settings,
+        queues=queues,
+        post_event=job_event,
+        metrics=metrics,
     )
-    shards = ShardLeases(api=api, settings=settings, on_change=scheduler.on_shards)
+    shards = ShardLeases(
+        api=api,
+        settings=settings,
+        on_change=scheduler.on_shards,
+        before_release=scheduler.hand_over,
+    )
+    metrics.track_jobs(scheduler.__len__)
+    metrics.track_shards(lambda: len(shards.owned()))
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+        logger.info("serving metrics on :%d/metrics", settings.metrics_port)
 
     def limits(namespace: str, name: str) -> tuple[int, int] | None:
         body = job_bodies.get((namespace, name))
@@ -93,7 +124,7 @@ async def start(settings: OperatorSettings) -> Runtime:
     async def on_final(result: RunResult) -> None:
         if result.job is None:
             return
-        scheduler.note_finished(result.job.namespace, result.job.name)
+        scheduler.note_finished(result.job.namespace, result.job.name, result.run_id)
         if result.state in (RunState.FAILED, RunState.TIMED_OUT, RunState.DEAD_LETTERED):
             error = f": {result.error.type}: {result.error.message}" if result.error else ""
             await job_event(
@@ -115,6 +146,7 @@ async def start(settings: OperatorSettings) -> Runtime:
         scheduler=scheduler,
         shards=shards,
         results=results,
+        metrics=metrics,
         job_bodies=job_bodies,
     )
     for coro in (
@@ -139,3 +171,7 @@ async def shutdown(runtime: Runtime) -> None:
             logger.warning("background task ended with %s", task.exception())
     with contextlib.suppress(Exception):
         await runtime.nc.drain()
+    for writer in (runtime.job_writer, runtime.queue_writer):
+        with contextlib.suppress(Exception):
+            await writer.close()
+    runtime.metrics.close()

@@ -43,8 +43,17 @@ class OperatorSettings(BaseModel):
     output_bucket: str = "kadence-outputs"
     #: JetStream duplicate window for run requests, seconds; at least 2 x lease_duration.
     duplicate_window: float = Field(default=120.0, gt=0)
+    #: How long a result may stay unacknowledged before JetStream redelivers it (for instance to
+    #: a restarted operator); longer than ``status_interval`` plus a PATCH.
+    results_ack_wait: float = Field(default=60.0, gt=0)
     #: Prometheus metrics port (0 = off).
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Name of a Secret in each Queue's namespace whose keys become the environment of the
+    #: operator-run workers (``envFrom``, optional): KADENCE_S3_ACCESS_KEY, KADENCE_S3_SECRET_KEY,
+    #: KADENCE_NATS_USER, KADENCE_NATS_PASSWORD, KADENCE_NATS_TOKEN, … Empty: none.
+    worker_secret: str | None = Field(
+        default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
 
     @model_validator(mode="after")
     def _check_timings(self) -> OperatorSettings:
@@ -52,6 +61,12 @@ class OperatorSettings(BaseModel):
             raise ValueError(
                 f"KADENCE_LEASE_RENEW ({self.lease_renew}) must be shorter than "
                 f"KADENCE_LEASE_DURATION ({self.lease_duration})"
+            )
+        if self.results_ack_wait <= self.status_interval + 2:
+            raise ValueError(
+                f"KADENCE_RESULTS_ACK_WAIT ({self.results_ack_wait}) must exceed "
+                f"KADENCE_STATUS_INTERVAL ({self.status_interval}) by more than 2 seconds, or "
+                f"results are redelivered before their status write"
             )
         if self.duplicate_window < 2 * self.lease_duration:
             raise ValueError(

@@ -5,7 +5,11 @@ namespace (one LIST), renews what it holds when a renewal is due, takes free or 
 to its fair share, and gives back any surplus (see :mod:`kadence_operator.shardplan`). A shard
 counts as owned only until ``last successful renewal + lease_duration - lease_retry``, so a replica
 that cannot reach the API stops firing that shard's Jobs *before* another replica may take it.
-``kubectl get leases -n <operator namespace>`` shows who holds what.
+
+A surplus shard is handed over in three steps: this replica stops firing it (``on_change``), writes
+what its Jobs have pending in the status writer (``before_release``, so the next holder starts from
+the newest ``lastScheduleTime``), and only then clears the Lease's holder. A clean shutdown does the
+same for every shard. ``kubectl get leases -n <operator namespace>`` shows who holds what.
 """
 
 from __future__ import annotations
@@ -51,12 +55,14 @@ class ShardLeases:
         api: client.ApiClient,
         settings: OperatorSettings,
         on_change: Callable[[frozenset[int]], Awaitable[None]] | None = None,
+        before_release: Callable[[frozenset[int]], Awaitable[None]] | None = None,
     ) -> None:
         self._api = client.CoordinationV1Api(api)
         self._settings = settings
         self._me = settings.operator_id
         self._ns = settings.operator_namespace
         self._on_change = on_change
+        self._before_release = before_release
         self._valid_until: dict[int, float] = {}
         self._last_renew: dict[int, float] = {}
         self._member_renewed = 0.0
@@ -108,7 +114,8 @@ class ShardLeases:
             raise
         return True
 
-    def _step(self) -> None:
+    def _step(self) -> list[int]:
+        """One round: renew, acquire; returns the surplus shards to release (no longer owned)."""
         started = time.monotonic()
         items = self._list()
         by_name = {item.metadata.name: item for item in items}
@@ -144,17 +151,9 @@ class ShardLeases:
         )
         valid = started + self._settings.lease_duration - self._settings.lease_retry
         for shard in plan.release:
+            # Not owned from now on; the Lease itself is cleared by _release after the hand-over.
             self._valid_until.pop(shard, None)
             self._last_renew.pop(shard, None)
-            existing = by_name[shardplan.shard_lease_name(shard)]
-            body = self._lease_body(
-                existing.metadata.name,
-                role="shard",
-                transitions=int(existing.spec.lease_transitions or 0),
-                acquire=False,
-            )
-            body["spec"]["holderIdentity"] = None
-            self._write(existing, body)
         for shard in plan.renew:
             if started - self._last_renew.get(shard, 0.0) < self._settings.lease_renew:
                 continue
@@ -182,16 +181,54 @@ class ShardLeases:
         for shard, lease in leases.items():
             if lease.holder != self._me and shard not in plan.acquire:
                 self._valid_until.pop(shard, None)
+        return list(plan.release)
+
+    def _release(self, shards: list[int]) -> None:
+        """Clear the holder of each of ``shards`` still held by this replica."""
+        for shard in shards:
+            name = shardplan.shard_lease_name(shard)
+            try:
+                existing = self._api.read_namespaced_lease(name, self._ns)
+            except ApiException as error:
+                if error.status == 404:
+                    continue
+                raise
+            if existing.spec is None or existing.spec.holder_identity != self._me:
+                continue
+            body = self._lease_body(
+                name,
+                role="shard",
+                transitions=int(existing.spec.lease_transitions or 0),
+                acquire=False,
+            )
+            body["spec"]["holderIdentity"] = None
+            self._write(existing, body)
+
+    async def _hand_over(self, shards: frozenset[int]) -> None:
+        if not shards:
+            return
+        if self._before_release is not None:
+            try:
+                await self._before_release(shards)
+            except Exception as error:  # the next holder catches up from the status as it is
+                logger.warning("hand-over of shards %s: %s", sorted(shards), error)
+        await asyncio.to_thread(self._release, sorted(shards))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the shards balanced until ``stop`` is set; then release them."""
         try:
             while not stop.is_set():
+                release: list[int] = []
                 try:
-                    await asyncio.to_thread(self._step)
+                    release = await asyncio.to_thread(self._step)
                 except Exception as error:  # keep the loop alive; owned() expires on its own
                     logger.warning("shard lease step failed: %s", error)
                 await self._announce()
+                if release:
+                    try:
+                        await self._hand_over(frozenset(release))
+                    except Exception as error:  # the Lease then simply expires
+                        logger.warning("releasing shards %s failed: %s", release, error)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._settings.lease_retry)
         finally:
@@ -210,8 +247,12 @@ class ShardLeases:
 
     async def release_all(self) -> None:
         """Give every shard back (clean shutdown), so another replica takes over at once."""
+        held = self.owned()
         self._valid_until.clear()
         await self._announce()
+        if held and self._before_release is not None:
+            with contextlib.suppress(Exception):
+                await self._before_release(held)
 
         def release() -> None:
             for item in self._list():

@@ -42,7 +42,7 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        """All node URLs, comma-separated (nats-py accepts the list form too)."""
+        """All node URLs, comma-separated like KADENCE_NATS_URL (give nats-py ``urls``)."""
         return ",".join(n.url for n in self.nodes)
 
     @property
@@ -92,6 +92,33 @@ class NatsServer:
             node.process.wait_ready(
                 ready=functools.partial(_ready, node.monitor_port), timeout=timeout
             )
+
+    def wait_healthy(self, *, timeout: float = 30.0, nodes: list[int] | None = None) -> None:
+        """Wait until the (running) nodes pass the full ``/healthz``: a cluster has a meta leader.
+
+        ``start`` only waits for JetStream to be enabled; until the meta leader is elected a
+        cluster answers stream creation with a timeout.
+        """
+        import time
+
+        import requests
+
+        deadline = time.monotonic() + timeout
+        pending = [self.nodes[i] for i in (range(len(self.nodes)) if nodes is None else nodes)]
+        last = ""
+        while pending:
+            node = pending[0]
+            try:
+                answer = requests.get(f"http://127.0.0.1:{node.monitor_port}/healthz", timeout=1)
+                last = answer.text.strip()
+                if answer.ok:
+                    pending.pop(0)
+                    continue
+            except requests.RequestException as error:
+                last = str(error)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nats-server {node.name} not healthy after {timeout}s: {last}")
+            time.sleep(0.2)
 
     def restart_node(self, index: int, *, timeout: float = 30.0) -> None:
         """Start a stopped or killed node again with the same ports and data."""

@@ -17,18 +17,27 @@ import functools
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from kadence import constants
-from kadence.protocol import JobRef, encode
+from kadence.protocol import JobRef
 from kadence_operator import scheduling
-from kadence_operator.api import TRIGGER_ANNOTATION, JobSpec, parse_duration
-from kadence_operator.jobs.runs import QueueInfo, build_request, schedule_of
+from kadence_operator.api import (
+    MAX_BACKFILL_SLOTS,
+    TRIGGER_ANNOTATION,
+    Backfill,
+    JobSpec,
+    parse_duration,
+)
+from kadence_operator.jobs.runs import QueueInfo, RequestTemplate, request_template, schedule_of
+from kadence_operator.metrics import OperatorMetrics
 from kadence_operator.results import fold
 from kadence_operator.results.conditions import set_condition
 from kadence_operator.settings import OperatorSettings
@@ -39,29 +48,87 @@ logger = logging.getLogger(__name__)
 Key = tuple[str, str]
 #: How long to wait before looking at a Job whose Queue is missing or not ready again.
 QUEUE_RETRY = timedelta(seconds=10)
+#: How many Jobs fire at once (each awaits JetStream's ack of its publish).
+FIRE_CONCURRENCY = 4096
+#: A run this replica published is counted as active until the status lists it (or ends it);
+#: after this long without seeing it there (the write was lost), it is forgotten.
+SENT_TTL = 120.0
+#: A run known to have ended stays excluded while stale watch events still list it as active.
+ENDED_TTL = 60.0
+#: A batch of fires slower than this (seconds) is logged at INFO, others at DEBUG.
+SLOW_BATCH = 0.5
+#: How long a hand-over waits for the fires in progress to end.
+HAND_OVER_WAIT = 5.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
-    """The scheduler's view of one valid Job."""
+    """The scheduler's view of one valid Job.
+
+    Which runs are active is the union of ``status.active`` (as last seen in a watch event) and
+    the runs this replica published whose record is not in the status yet, minus the runs this
+    replica knows have ended (a final result folded, or replaced) while the status still lists
+    them: the status lags behind by up to one status interval.
+    """
 
     namespace: str
     name: str
     uid: str
     generation: int
     created: datetime
-    spec: JobSpec
+    #: The spec as compact JSON: parsed models cost kilobytes per Job, and a fire needs only what
+    #: :meth:`derive` takes from it (the whole spec is parsed again only to rebuild the template).
+    spec_json: bytes
     schedule: scheduling.Schedule | None
     shard: int
-    last_slot: datetime | None
-    trigger: str | None
-    last_trigger: str | None
-    dispatched_once: bool
-    active: int
-    backfill_done: str | None
+    last_slot: datetime | None = None
+    trigger: str | None = None
+    #: The last trigger value handled by this replica, and the one recorded in the status.
+    last_trigger: str | None = None
+    status_trigger: str | None = None
+    dispatched_once: bool = False
+    backfill_done: str | None = None
+    status_active: frozenset[str] = frozenset()
+    #: run id -> monotonic time of the publish, until the status knows the run.
+    sent: dict[str, float] = field(default_factory=dict)
+    #: run id -> monotonic time it was seen to end (or was replaced).
+    ended: dict[str, float] = field(default_factory=dict)
+    #: The one pending slot of concurrencyPolicy BufferOne.
+    buffered: datetime | None = None
     version: int = 0
     queue_problem: str | None = None
     ready_written: bool = False
+    firing: bool = False
+    refire: bool = False
+    #: Derived from the spec (see :meth:`derive`) so that a fire parses nothing.
+    queue_name: str = ""
+    suspend: bool = False
+    backfill: Backfill | None = None
+    limits: tuple[int, int] = (3, 3)
+    policy: scheduling.ConcurrencyPolicy = scheduling.ConcurrencyPolicy.ALLOW
+    catch_up: scheduling.CatchUpPolicy = scheduling.CatchUpPolicy.ONE
+    window: timedelta | None = None
+    template: RequestTemplate | None = None
+    template_queue: QueueInfo | None = None
+    job_ref: JobRef | None = None
+
+    def derive(self, spec: JobSpec) -> None:
+        """Take from a (new) spec what fires need."""
+        self.spec_json = spec.model_dump_json(by_alias=True).encode()
+        self.queue_name = spec.queue
+        self.suspend = spec.suspend
+        self.backfill = spec.backfill
+        self.limits = (spec.history_limits.succeeded, spec.history_limits.failed)
+        self.policy = scheduling.ConcurrencyPolicy(spec.concurrency_policy)
+        self.catch_up = scheduling.CatchUpPolicy(spec.catch_up.policy)
+        window = spec.catch_up.window
+        self.window = parse_duration(window) if window else None
+        self.template = None
+        self.template_queue = None
+
+    @property
+    def spec(self) -> JobSpec:
+        return JobSpec.model_validate_json(self.spec_json)
 
     @property
     def key(self) -> Key:
@@ -69,11 +136,39 @@ class Entry:
 
     @property
     def ref(self) -> JobRef:
-        return JobRef(namespace=self.namespace, name=self.name, uid=self.uid)
+        if self.job_ref is None:
+            self.job_ref = JobRef(namespace=self.namespace, name=self.name, uid=self.uid)
+        return self.job_ref
+
+    def active_runs(self) -> set[str]:
+        return (set(self.status_active) | set(self.sent)) - set(self.ended)
 
     @property
-    def limits(self) -> tuple[int, int]:
-        return (self.spec.history_limits.succeeded, self.spec.history_limits.failed)
+    def active(self) -> int:
+        return len(self.active_runs())
+
+    def trigger_pending(self) -> bool:
+        return bool(self.trigger) and self.trigger not in (self.last_trigger, self.status_trigger)
+
+    def observe_status(self, status: dict[str, Any], now: float) -> None:
+        """Fold what a watch event says about the Job's runs into this view."""
+        active = frozenset(
+            str(a["runId"]) for a in status.get("active") or [] if a.get("runId") is not None
+        )
+        known = active | {str(r["runId"]) for r in status.get("runs") or [] if r.get("runId")}
+        self.status_active = active
+        self.sent = {r: t for r, t in self.sent.items() if r not in known and now - t < SENT_TTL}
+        self.ended = {r: t for r, t in self.ended.items() if r in active or now - t < ENDED_TTL}
+        last = _parse_time(status.get("lastScheduleTime"))
+        if last is not None and (self.last_slot is None or last > self.last_slot):
+            self.last_slot = last
+        self.status_trigger = status.get("lastTrigger")
+        counters = status.get("counters") or {}
+        if counters.get("dispatched") or status.get("runs"):
+            self.dispatched_once = True
+        backfill = status.get("backfill") or {}
+        if backfill.get("completionTime"):
+            self.backfill_done = f"{backfill.get('from')}/{backfill.get('to')}"
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -82,7 +177,7 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class _Due:
     at: datetime
     seq: int
@@ -100,66 +195,98 @@ class Scheduler:
         writer: StatusWriter,
         settings: OperatorSettings,
         queues: dict[Key, QueueInfo],
+        nc: NATS | None = None,
         post_event: Callable[[Key, str, str], Awaitable[None]] | None = None,
+        metrics: OperatorMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._js = js
+        self._nc = nc
         self._writer = writer
         self._settings = settings
         self._queues = queues
         self._post_event = post_event
+        self._metrics = metrics
         self._clock = clock
         self._entries: dict[Key, Entry] = {}
         self._heap: list[_Due] = []
         self._seq = itertools.count()
         self._owned: frozenset[int] = frozenset()
         self._wake = asyncio.Event()
-        #: Publish-acked lag of each scheduled dispatch, seconds (the benchmark reads it).
-        self.lags: list[float] = []
+        self._fire_slots = asyncio.Semaphore(FIRE_CONCURRENCY)
+        self._firing = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        #: Run requests acknowledged by JetStream, and how many of them were duplicates.
         self.published = 0
+        self.duplicates = 0
 
     # ----------------------------------------------------------------- registry
 
-    def upsert(self, body: dict[str, Any], spec: JobSpec) -> None:
-        """Register or refresh a valid Job from its body (called on every watch event)."""
+    def refresh(self, body: dict[str, Any]) -> bool:
+        """Take in a watch event of a known Job whose spec did not change (same uid and
+        generation): only its status and annotations are read, the spec is not parsed again.
+        False when the Job is unknown or has a new generation: call :meth:`upsert`.
+        """
         meta = body["metadata"]
-        status = body.get("status") or {}
+        entry = self._entries.get((meta["namespace"], meta["name"]))
+        if (
+            entry is None
+            or entry.uid != meta["uid"]
+            or entry.generation != int(meta.get("generation") or 0)
+        ):
+            return False
+        self._observe(entry, body)
+        return True
+
+    def upsert(self, body: dict[str, Any], spec: JobSpec) -> None:
+        """Register or refresh a valid Job from its body (called on every watch event).
+
+        A Job is looked at again at once only when something that matters changed (a new Job or
+        generation, a new trigger value, a buffered slot that may now run); otherwise it keeps
+        its place in the heap, so the watch events of the operator's own status writes cost no
+        fire.
+        """
+        meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        created = _parse_time(meta.get("creationTimestamp")) or self._clock()
-        old = self._entries.get(key)
-        last_slot = _parse_time(status.get("lastScheduleTime"))
-        if old is not None and old.uid == meta["uid"] and old.last_slot is not None:
-            last_slot = max(old.last_slot, last_slot) if last_slot else old.last_slot
-        counters = status.get("counters") or {}
-        backfill_status = status.get("backfill") or {}
-        entry = Entry(
-            namespace=key[0],
-            name=key[1],
-            uid=meta["uid"],
-            generation=int(meta.get("generation") or 0),
-            created=created,
-            spec=spec,
-            schedule=schedule_of(spec, created=created),
-            shard=scheduling.shard_for(meta["uid"], self._settings.shards),
-            last_slot=last_slot,
-            trigger=(meta.get("annotations") or {}).get(TRIGGER_ANNOTATION),
-            last_trigger=status.get("lastTrigger"),
-            dispatched_once=bool(counters.get("dispatched")) or bool(status.get("runs")),
-            active=len(status.get("active") or []),
-            backfill_done=(
-                f"{backfill_status.get('from')}/{backfill_status.get('to')}"
-                if backfill_status.get("completionTime")
-                else None
-            ),
-            version=(old.version + 1) if old else 0,
-        )
-        if old is not None and old.uid == entry.uid and old.generation == entry.generation:
-            entry.ready_written = old.ready_written
-            entry.queue_problem = old.queue_problem
-        if old is not None and old.uid == entry.uid and old.last_trigger and not entry.last_trigger:
-            entry.last_trigger = old.last_trigger  # our own write has not come back yet
-        self._entries[key] = entry
-        self._push(entry, self._clock())
+        uid = meta["uid"]
+        generation = int(meta.get("generation") or 0)
+        entry = self._entries.get(key)
+        wake = False
+        if entry is None or entry.uid != uid:
+            created = _parse_time(meta.get("creationTimestamp")) or self._clock()
+            entry = Entry(
+                namespace=key[0],
+                name=key[1],
+                uid=uid,
+                generation=generation,
+                created=created,
+                spec_json=b"",
+                schedule=schedule_of(spec, created=created),
+                shard=scheduling.shard_for(uid, self._settings.shards),
+            )
+            entry.derive(spec)
+            self._entries[key] = entry
+            wake = True
+        elif generation != entry.generation:
+            entry.generation = generation
+            entry.schedule = schedule_of(spec, created=entry.created)
+            entry.ready_written = False
+            entry.queue_problem = None
+            entry.derive(spec)
+            wake = True
+        self._observe(entry, body, wake=wake)
+
+    def _observe(self, entry: Entry, body: dict[str, Any], *, wake: bool = False) -> None:
+        trigger = (body["metadata"].get("annotations") or {}).get(TRIGGER_ANNOTATION)
+        if trigger != entry.trigger:
+            entry.trigger = trigger
+            wake = wake or bool(trigger)
+        entry.observe_status(body.get("status") or {}, time.monotonic())
+        if entry.buffered is not None and entry.active == 0:
+            wake = True
+        if wake:
+            self._wake_entry(entry)
 
     def remove(self, namespace: str, name: str) -> None:
         self._entries.pop((namespace, name), None)
@@ -172,33 +299,74 @@ class Scheduler:
         gained = owned - self._owned
         self._owned = owned
         if gained:
-            now = self._clock()
             for entry in self._entries.values():
                 if entry.shard in gained:
-                    self._push(entry, now)
+                    self._wake_entry(entry)
+
+    async def hand_over(self, shards: frozenset[int]) -> None:
+        """Before ``shards`` are released: let running fires end and write their Jobs' status."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HAND_OVER_WAIT):
+                await self._quiet.wait()
+        await self._writer.flush_keys([e.key for e in self._entries.values() if e.shard in shards])
+
+    def note_finished(self, namespace: str, name: str, run_id: str | None = None) -> None:
+        """A final result of a run of this Job was persisted: it is no longer active."""
+        entry = self._entries.get((namespace, name))
+        if entry is None:
+            return
+        if run_id is None:  # an unknown run: count one fewer
+            active = sorted(entry.active_runs())
+            run_id = active[0] if active else None
+        if run_id is not None:
+            entry.sent.pop(run_id, None)
+            entry.ended[run_id] = time.monotonic()
+        if entry.buffered is not None and entry.active == 0:
+            self._wake_entry(entry)  # BufferOne: the pending slot runs now
 
     def _push(self, entry: Entry, at: datetime) -> None:
-        heapq.heappush(self._heap, _Due(at, next(self._seq), entry.key, entry.version))
+        entry.version = next(self._seq)
+        heapq.heappush(self._heap, _Due(at, entry.version, entry.key, entry.version))
         self._wake.set()
+
+    def _wake_entry(self, entry: Entry) -> None:
+        """Fire ``entry`` as soon as possible (after the fire in progress, if any)."""
+        if entry.firing:
+            entry.refire = True
+        else:
+            self._push(entry, self._clock())
 
     # ----------------------------------------------------------------- loop
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             now = self._clock()
+            batch: dict[Key, Entry] = {}
+            earliest: datetime | None = None
             while self._heap and self._heap[0].at <= now:
                 due = heapq.heappop(self._heap)
+                earliest = due.at if earliest is None else earliest
                 entry = self._entries.get(due.key)
                 if entry is None or entry.version != due.version:
                     continue  # removed or superseded by a newer push
                 if entry.shard not in self._owned:
                     continue  # on_shards pushes it again if this replica gains the shard
-                try:
-                    await self._fire(entry, now)
-                except Exception:
-                    logger.exception("firing %s/%s failed; retrying in 5s", *entry.key)
-                    entry.version += 1
-                    self._push(entry, now + timedelta(seconds=5))
+                batch[due.key] = entry
+            if batch:
+                # Fire the due Jobs concurrently: a thousand Jobs due at the same second must
+                # not wait for each other's publish acks one by one.
+                started = time.monotonic()
+                await asyncio.gather(*(self._fire_guarded(e, now) for e in batch.values()))
+                took = time.monotonic() - started
+                late = (now - earliest).total_seconds() if earliest is not None else 0.0
+                log = logger.info if took > SLOW_BATCH else logger.debug
+                log(
+                    "fired %d Job(s) in %.0f ms, %.0f ms after the first was due",
+                    len(batch),
+                    took * 1000,
+                    late * 1000,
+                )
+                continue
             timeout = 1.0
             if self._heap:
                 timeout = max(0.0, min(1.0, (self._heap[0].at - self._clock()).total_seconds()))
@@ -207,32 +375,63 @@ class Scheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
+    async def _fire_guarded(self, entry: Entry, now: datetime) -> None:
+        async with self._fire_slots:
+            entry.firing = True
+            self._firing += 1
+            self._quiet.clear()
+            try:
+                await self._fire(entry, now)
+            except Exception:
+                logger.exception("firing %s/%s failed; retrying in 5s", *entry.key)
+                entry.refire = False
+                self._push(entry, now + timedelta(seconds=5))
+            finally:
+                entry.firing = False
+                self._firing -= 1
+                if self._firing == 0:
+                    self._quiet.set()
+            if entry.refire:
+                entry.refire = False
+                self._push(entry, self._clock())
+
     def _submit(self, entry: Entry, mutation: Callable[[Status], Status]) -> None:
         future = self._writer.submit(entry.namespace, entry.name, mutation, uid=entry.uid)
         future.add_done_callback(_log_failure)
 
+    def _count(self, reason: str, amount: int = 1) -> None:
+        if self._metrics is not None and amount:
+            self._metrics.slots_not_run.labels(reason).inc(amount)
+
     async def _fire(self, entry: Entry, now: datetime) -> None:
-        queue = self._queues.get((entry.namespace, entry.spec.queue))
+        queue = self._queues.get((entry.namespace, entry.queue_name))
         problem = None
         if queue is None:
-            problem = f'spec.queue: Queue "{entry.spec.queue}" not found in {entry.namespace}'
+            problem = f'spec.queue: Queue "{entry.queue_name}" not found in {entry.namespace}'
         elif not queue.ready:
-            problem = f'spec.queue: Queue "{entry.spec.queue}" is not Ready: {queue.reason}'
+            problem = f'spec.queue: Queue "{entry.queue_name}" is not Ready: {queue.reason}'
         if problem is not None or queue is None:
             await self._queue_problem(entry, problem or "queue missing", now)
-            entry.version += 1
             self._push(entry, now + QUEUE_RETRY)
             return
         if entry.queue_problem is not None or not entry.ready_written:
             entry.queue_problem = None
             entry.ready_written = True
-            self._submit(entry, _ready_mutation(entry, now))
+            try:
+                await self._fire_ready(entry, queue, now)
+            finally:
+                # After the runs' records, so that a new Job's first status write has them all.
+                self._submit(entry, _ready_mutation(entry, now))
+        else:
+            await self._fire_ready(entry, queue, now)
 
+    async def _fire_ready(self, entry: Entry, queue: QueueInfo, now: datetime) -> None:
+        """The part of a fire once the Queue is known to be ready."""
         # Manual trigger: each new annotation value asks for one run, even while suspended.
-        if entry.trigger and entry.trigger != entry.last_trigger:
+        if entry.trigger and entry.trigger_pending():
             value = entry.trigger
             run_id = scheduling.run_id_for_trigger(entry.uid, value)
-            await self._dispatch(entry, queue, run_id=run_id, slot=now, trigger="Manual", now=now)
+            await self._dispatch(entry, queue, run_id=run_id, slot=now, trigger="Manual")
             entry.last_trigger = value
             self._submit(entry, functools.partial(_set_field, "lastTrigger", value))
 
@@ -240,7 +439,7 @@ class Scheduler:
             if not entry.dispatched_once:
                 run_id = scheduling.run_id_for_trigger(entry.uid, "once")
                 await self._dispatch(
-                    entry, queue, run_id=run_id, slot=entry.created, trigger="Schedule", now=now
+                    entry, queue, run_id=run_id, slot=entry.created, trigger="Schedule"
                 )
                 entry.dispatched_once = True
             self._submit(entry, _next_run_mutation(entry, None, now))
@@ -249,73 +448,113 @@ class Scheduler:
         await self._backfill(entry, queue, now)
 
         schedule = entry.schedule
-        if entry.spec.suspend:
-            # Suspended: slots pass without running and without counting as missed.
-            entry.last_slot = scheduling.previous_fire_time(schedule, at_or_before=now)
-            nxt = scheduling.next_fire_time(schedule, after=now)
-            self._submit(entry, _next_run_mutation(entry, nxt, now))
-            if nxt is not None:
-                entry.version += 1
-                self._push(entry, nxt)
+        policy = entry.policy
+        if entry.suspend:
+            # Suspended: slots pass without running and without counting as missed; a buffered
+            # slot is dropped (skipped).
+            if entry.buffered is not None:
+                entry.buffered = None
+                self._submit(entry, functools.partial(fold.record_skipped, skipped=1))
+                self._count("skipped")
+            previous = scheduling.previous_fire_time(schedule, at_or_before=now)
+            if previous is not None and (entry.last_slot is None or previous > entry.last_slot):
+                entry.last_slot = previous
+            upcoming = scheduling.next_fire_time(schedule, after=now)
+            self._submit(entry, _next_run_mutation(entry, upcoming, now))
+            if upcoming is not None:
+                self._push(entry, upcoming)
             return
 
-        catch_up = entry.spec.catch_up
+        # BufferOne: the pending slot runs once nothing is active any more.
+        if entry.buffered is not None and entry.active == 0:
+            slot, entry.buffered = entry.buffered, None
+            run_id = scheduling.run_id_for_slot(entry.uid, slot)
+            await self._dispatch(entry, queue, run_id=run_id, slot=slot, trigger="Schedule")
+
+        # The newest slot is not planned before its dispatch time (spread, jitter): a Job looked
+        # at early (a watch event) must not publish it ahead of time.
+        plan_now = now
+        newest = scheduling.previous_fire_time(schedule, at_or_before=now)
+        deferred = False
+        if newest is not None and (entry.last_slot is None or newest > entry.last_slot):
+            due = scheduling.dispatch_time(schedule, job_uid=entry.uid, slot=newest)
+            if due > now:
+                plan_now = newest - timedelta(microseconds=1)
+                deferred = True
         plan = scheduling.plan_catch_up(
             schedule,
             job_uid=entry.uid,
             last_slot=entry.last_slot,
-            now=now,
-            policy=scheduling.CatchUpPolicy(catch_up.policy),
-            window=parse_duration(catch_up.window) if catch_up.window else None,
+            now=plan_now,
+            policy=entry.catch_up,
+            window=entry.window,
         )
         if plan.missed:
             self._submit(entry, functools.partial(fold.record_skipped, missed=plan.missed))
+            self._count("missed", plan.missed)
         for slot in plan.to_run:
             decision = scheduling.decide_overlap(
-                scheduling.ConcurrencyPolicy(entry.spec.concurrency_policy),
-                active=entry.active,
-                buffered=0,
+                policy, active=entry.active, buffered=1 if entry.buffered is not None else 0
             )
-            if decision.action is scheduling.OverlapAction.SKIP:
+            if decision.drop_buffered:
+                entry.buffered = None
+            if decision.skipped:
                 skipped = functools.partial(fold.record_skipped, skipped=decision.skipped)
                 self._submit(entry, skipped)
+                self._count("skipped", decision.skipped)
+            if decision.action is scheduling.OverlapAction.SKIP:
+                continue
+            if decision.action is scheduling.OverlapAction.BUFFER:
+                entry.buffered = slot
+                self._count("buffered")
                 continue
             if decision.action is scheduling.OverlapAction.REPLACE:
                 await self._cancel_active(entry)
-            trigger = (
-                "Schedule"
-                if slot == plan.to_run[-1] and slot >= now - timedelta(seconds=60)
-                else "CatchUp"
-            )
+            on_time = slot == plan.on_time
             run_id = scheduling.run_id_for_slot(entry.uid, slot)
-            await self._dispatch(entry, queue, run_id=run_id, slot=slot, trigger=trigger, now=now)
-            if scheduling.ConcurrencyPolicy(entry.spec.concurrency_policy) is not (
-                scheduling.ConcurrencyPolicy.ALLOW
-            ):
-                entry.active += 1
+            due_at = (
+                scheduling.dispatch_time(schedule, job_uid=entry.uid, slot=slot)
+                if on_time
+                else None
+            )
+            await self._dispatch(
+                entry,
+                queue,
+                run_id=run_id,
+                slot=slot,
+                trigger="Schedule" if on_time else "CatchUp",
+                due=due_at,
+            )
         if plan.last_slot is not None:
             entry.last_slot = plan.last_slot
-        nxt = scheduling.next_fire_time(schedule, after=max(now, entry.last_slot or now))
+        nxt: datetime | None
+        if deferred and newest is not None:
+            nxt = newest
+        elif entry.last_slot is not None:
+            nxt = scheduling.next_fire_time(schedule, after=max(entry.last_slot, plan_now))
+        else:
+            nxt = scheduling.next_fire_time(schedule, after=plan_now)
         self._submit(entry, _next_run_mutation(entry, nxt, now))
-        entry.version += 1
         if nxt is not None:
             self._push(entry, scheduling.dispatch_time(schedule, job_uid=entry.uid, slot=nxt))
 
     async def _backfill(self, entry: Entry, queue: QueueInfo, now: datetime) -> None:
-        backfill = entry.spec.backfill
+        backfill = entry.backfill
         if backfill is None or entry.schedule is None:
             return
         marker = f"{_iso(backfill.from_)}/{_iso(backfill.to)}"
         if entry.backfill_done == marker:
             return
+        # [from, to): the end is exclusive.
         slots = scheduling.backfill_slots(
-            entry.schedule, from_=backfill.from_, to=backfill.to, cap=1000
+            entry.schedule,
+            from_=backfill.from_,
+            to=backfill.to - timedelta(microseconds=1),
+            cap=MAX_BACKFILL_SLOTS,
         )
         for slot in slots:
             run_id = scheduling.run_id_for_slot(entry.uid, slot)
-            await self._dispatch(
-                entry, queue, run_id=run_id, slot=slot, trigger="Backfill", now=now
-            )
+            await self._dispatch(entry, queue, run_id=run_id, slot=slot, trigger="Backfill")
         entry.backfill_done = marker
         done = {
             "from": _iso(backfill.from_),
@@ -323,7 +562,8 @@ class Scheduler:
             "dispatched": len(slots),
             "completionTime": _iso(now),
         }
-        self._submit(entry, lambda s: {**s, "backfill": done})
+        self._submit(entry, functools.partial(_set_field, "backfill", done))
+        logger.info("%s/%s: backfill %s dispatched %d run(s)", *entry.key, marker, len(slots))
 
     async def _dispatch(
         self,
@@ -333,38 +573,73 @@ class Scheduler:
         run_id: str,
         slot: datetime,
         trigger: str,
-        now: datetime,
+        due: datetime | None = None,
     ) -> None:
-        subject, request = build_request(
-            spec=entry.spec,
-            job=entry.ref,
-            queue=queue,
-            run_id=run_id,
-            scheduled_at=slot,
-            default_bucket=self._settings.output_bucket,
-        )
+        """Publish one run and, once JetStream acknowledged it, record it in the status.
+
+        ``due`` (on-time scheduled runs) is when the run was due: the lag to the ack is
+        exported as a histogram.
+        """
+        template = entry.template
+        if template is None or entry.template_queue != queue:
+            template = request_template(
+                spec=entry.spec,
+                job=entry.ref,
+                queue=queue,
+                default_bucket=self._settings.output_bucket,
+            )
+            entry.template, entry.template_queue = template, queue
         ack = await self._js.publish(
-            subject, encode(request), timeout=10, headers={constants.MSG_ID_HEADER: run_id}
+            template.subject,
+            template.encode(run_id=run_id, scheduled_at=slot),
+            timeout=10,
+            headers={constants.MSG_ID_HEADER: run_id},
         )
+        acked = self._clock()
         self.published += 1
-        if trigger == "Schedule":
-            self.lags.append((self._clock() - now).total_seconds())
+        entry.sent[run_id] = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.dispatches.labels(trigger).inc()
+            if due is not None:
+                self._metrics.observe_lag(max(0.0, (acked - due).total_seconds()))
         if ack.duplicate:
-            logger.debug("run %s of %s/%s was already enqueued", run_id, *entry.key)
+            self.duplicates += 1
+            if self._metrics is not None:
+                self._metrics.duplicates.inc()
+            logger.info(
+                "run %s (%s) of %s/%s was already enqueued: JetStream dropped the duplicate",
+                run_id,
+                _iso(slot),
+                *entry.key,
+            )
+        else:
+            logger.debug(
+                "dispatched run %s (%s, %s) of %s/%s", run_id, _iso(slot), trigger, *entry.key
+            )
         limits = entry.limits
         self._submit(
             entry,
-            lambda s: fold.record_dispatch(
-                s, run_id=run_id, scheduled_at=slot, trigger=trigger, limits=limits
+            functools.partial(
+                _record_dispatch, run_id=run_id, scheduled_at=slot, trigger=trigger, limits=limits
             ),
         )
 
     async def _cancel_active(self, entry: Entry) -> None:
-        """Replace policy: ask workers to cancel the Job's running attempt (core NATS)."""
-        await self._js._nc.publish(  # the JetStream context's connection
-            constants.cancel_subject(entry.namespace, entry.name), entry.uid.encode()
-        )
-        entry.active = 0
+        """Replace policy: ask workers to cancel the Job's running attempt (core NATS).
+
+        The replaced runs stop counting as active here at once; the worker's ``Cancelled``
+        result ends them in the status.
+        """
+        nc = self._nc if self._nc is not None else self._js._nc
+        await nc.publish(constants.cancel_subject(entry.namespace, entry.name), entry.uid.encode())
+        if self._metrics is not None:
+            self._metrics.cancels.inc()
+        replaced = entry.active_runs()
+        now = time.monotonic()
+        for run_id in replaced:
+            entry.sent.pop(run_id, None)
+            entry.ended[run_id] = now
+        logger.info("%s/%s: asked workers to cancel %s (Replace)", *entry.key, sorted(replaced))
 
     async def _queue_problem(self, entry: Entry, problem: str, now: datetime) -> None:
         if entry.queue_problem == problem:
@@ -391,11 +666,24 @@ class Scheduler:
         if self._post_event is not None:
             await self._post_event(entry.key, "QueueNotReady", problem)
 
-    def note_finished(self, namespace: str, name: str) -> None:
-        """A run of this Job finished (from the result folder): one fewer active run."""
-        entry = self._entries.get((namespace, name))
-        if entry is not None and entry.active > 0:
-            entry.active -= 1
+
+def _record_dispatch(
+    status: Status, *, run_id: str, scheduled_at: datetime, trigger: str, limits: tuple[int, int]
+) -> Status:
+    """Record a dispatched run; a backfilled one leaves ``lastScheduleTime`` alone.
+
+    ``lastScheduleTime`` is where catch-up starts after a restart or a fail-over: a backfill of
+    last month must not make every slot since then look missed.
+    """
+    new = fold.record_dispatch(
+        status, run_id=run_id, scheduled_at=scheduled_at, trigger=trigger, limits=limits
+    )
+    if trigger == "Backfill":
+        if status.get("lastScheduleTime"):
+            new["lastScheduleTime"] = status["lastScheduleTime"]
+        else:
+            new.pop("lastScheduleTime", None)
+    return new
 
 
 def _set_field(name: str, value: Any, status: Status) -> Status:
@@ -431,7 +719,7 @@ def _next_run_mutation(
     entry: Entry, nxt: datetime | None, now: datetime
 ) -> Callable[[Status], Status]:
     generation = entry.generation
-    suspended = entry.spec.suspend
+    suspended = entry.suspend
 
     def mutation(status: Status) -> Status:
         new = dict(status)

@@ -8,6 +8,11 @@ then deletes it from the work stream. The advisory is acknowledged only after bo
 
 Messages a worker rejects as poison are copied to the DLQ by the worker itself before it
 terminates them (a terminated message leaves a work-queue stream at once).
+
+The advisory subject is ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`` and its
+JSON payload carries ``stream``, ``consumer``, ``stream_seq`` and ``deliveries``. NATS wildcards
+match whole tokens only (``KADENCE_*`` would be a literal token), so the stream captures the
+advisories of every stream and the mover skips those that are not a Kadence partition consumer's.
 """
 
 from __future__ import annotations
@@ -16,33 +21,58 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from kadence import constants
 
 logger = logging.getLogger(__name__)
 
 ADVISORY_CONSUMER = "kadence-operator-dlq"
+#: ``<prefix>.<stream>.<consumer>``: stream and consumer names never contain dots.
+ADVISORY_SUBJECT = f"{constants.MAX_DELIVERIES_ADVISORY}.*.*"
+#: Value of ``Kadence-Dead-Reason`` for messages JetStream stopped delivering (``maxDeliver``).
+MAX_DELIVERIES_REASON = "MaxDeliveries"
+#: How often an advisory is retried while its Queue has no DLQ stream before the message is dropped
+#: (``deadLetter.enabled: false``); meanwhile a DLQ deleted behind the operator's back is restored.
+DLQ_MISSING_ATTEMPTS = 5
+DLQ_MISSING_DELAY = 5.0
+
+_PARTITION_CONSUMER = re.compile(re.escape(constants.consumer_name(0)[:-1]) + r"\d+")
 
 
 async def ensure_advisory_stream(js: JetStreamContext) -> None:
-    """The stream that keeps max-deliveries advisories of every Kadence work stream."""
+    """The stream that keeps max-deliveries advisories, and the operator's consumer of it.
+
+    Created with 3 replicas where JetStream is clustered (so losing a server loses no
+    advisory), with 1 on a single server. An existing stream with other subjects (an older
+    operator's) is corrected in place.
+    """
     config = jsapi.StreamConfig(
         name=constants.ADVISORIES_STREAM,
         description="JetStream advisories Kadence acts on (max deliveries)",
-        subjects=[f"{constants.MAX_DELIVERIES_ADVISORY}.KADENCE_*.>"],
+        subjects=[ADVISORY_SUBJECT],
         retention=jsapi.RetentionPolicy.WORK_QUEUE,
         max_age=7 * 24 * 3600,
     )
     try:
-        await js.stream_info(constants.ADVISORIES_STREAM)
+        info = await js.stream_info(constants.ADVISORIES_STREAM)
     except NotFoundError:
-        await js.add_stream(config=config)
+        try:
+            await js.add_stream(config=config, num_replicas=3)
+        except APIError as error:
+            # 10074: not clustered; 10005/10023: fewer than 3 servers can take it.
+            if error.err_code not in (10074, 10005, 10023):
+                raise
+            await js.add_stream(config=config, num_replicas=1)
+    else:
+        if list(info.config.subjects or []) != [ADVISORY_SUBJECT]:
+            await js.update_stream(config=info.config, subjects=[ADVISORY_SUBJECT])
     await js.add_consumer(
         constants.ADVISORIES_STREAM,
         config=jsapi.ConsumerConfig(
@@ -51,6 +81,38 @@ async def ensure_advisory_stream(js: JetStreamContext) -> None:
             ack_wait=30,
         ),
     )
+
+
+def is_partition_consumer(consumer: str) -> bool:
+    return _PARTITION_CONSUMER.fullmatch(consumer) is not None
+
+
+def dlq_headers(
+    original: dict[str, str], *, stream: str, sequence: int, subject: str, deliveries: int
+) -> dict[str, str]:
+    """Headers of the DLQ copy of a message JetStream stopped delivering (as a worker writes them).
+
+    The original's ``Nats-*`` headers are dropped (expectations such as ``Nats-Expected-Stream``
+    would make the copy fail); ``Nats-Msg-Id`` names the original, so moving it twice keeps one.
+    """
+    headers = {k: v for k, v in original.items() if not k.lower().startswith("nats-")}
+    headers.update(
+        {
+            constants.DLQ_REASON_HEADER: MAX_DELIVERIES_REASON,
+            constants.DLQ_SUBJECT_HEADER: subject,
+            constants.DLQ_DELIVERIES_HEADER: str(deliveries),
+            constants.DLQ_ERROR_HEADER: (
+                f"JetStream delivered it {deliveries} times without an acknowledgement (maxDeliver)"
+            ),
+            constants.DLQ_STREAM_SEQ_HEADER: str(sequence),
+            constants.MSG_ID_HEADER: f"dlq:{stream}:{sequence}",
+        }
+    )
+    return headers
+
+
+class NoDeadLetterStream(Exception):
+    """The Queue has no DLQ stream (dead-lettering disabled, or the stream was deleted)."""
 
 
 def parse_stream_queue(stream: str) -> tuple[str, str] | None:
@@ -63,11 +125,13 @@ def parse_stream_queue(stream: str) -> tuple[str, str] | None:
 
 
 async def move_to_dlq(
-    js: JetStreamContext, *, stream: str, sequence: int, deliveries: int, reason: str
+    js: JetStreamContext, *, stream: str, sequence: int, deliveries: int, drop: bool = False
 ) -> bool:
     """Copy message ``sequence`` of ``stream`` to its Queue's DLQ and delete it from ``stream``.
 
     Returns False when the message is already gone (handled before a restart) — that is success.
+    Raises :class:`NoDeadLetterStream` when nothing stores the DLQ subject, unless ``drop``: then
+    the message is deleted without a copy.
     """
     parsed = parse_stream_queue(stream)
     if parsed is None:
@@ -77,18 +141,18 @@ async def move_to_dlq(
         raw = await js.get_msg(stream, seq=sequence)
     except NotFoundError:
         return False
-    headers = dict(raw.headers or {})
-    headers.update(
-        {
-            constants.DLQ_REASON_HEADER: reason,
-            constants.DLQ_SUBJECT_HEADER: raw.subject or "",
-            constants.DLQ_DELIVERIES_HEADER: str(deliveries),
-            constants.DLQ_STREAM_SEQ_HEADER: str(sequence),
-            # The copy must not be mistaken for a duplicate of the original run request.
-            constants.MSG_ID_HEADER: f"dlq:{stream}:{sequence}",
-        }
+    headers = dlq_headers(
+        dict(raw.headers or {}),
+        stream=stream,
+        sequence=sequence,
+        subject=raw.subject or "",
+        deliveries=deliveries,
     )
-    await js.publish(constants.dlq_subject(namespace, queue), raw.data or b"", headers=headers)
+    try:
+        await js.publish(constants.dlq_subject(namespace, queue), raw.data or b"", headers=headers)
+    except NoStreamResponseError:
+        if not drop:
+            raise NoDeadLetterStream(constants.dlq_stream_name(namespace, queue)) from None
     with contextlib.suppress(NotFoundError):
         await js.delete_msg(stream, sequence)
     return True
@@ -97,37 +161,58 @@ async def move_to_dlq(
 async def run_mover(js: JetStreamContext, stop: asyncio.Event) -> None:
     """Consume max-deliveries advisories until ``stop``; each one becomes a DLQ entry."""
     sub = await js.pull_subscribe_bind(ADVISORY_CONSUMER, stream=constants.ADVISORIES_STREAM)
-    while not stop.is_set():
-        try:
-            msgs: list[Msg] = await sub.fetch(16, timeout=1)
-        except TimeoutError:
-            continue
-        except Exception as error:
-            logger.warning("advisory fetch failed: %s", error)
-            await asyncio.sleep(1)
-            continue
-        for msg in msgs:
-            await _handle(js, msg)
+    failing = False
+    try:
+        while not stop.is_set():
+            try:
+                msgs: list[Msg] = await sub.fetch(16, timeout=1)
+            except TimeoutError:
+                continue
+            except Exception as error:
+                # Once per outage (a failover answers 503 for seconds), not once per second.
+                log = logger.debug if failing else logger.warning
+                log("advisory fetch failed, retrying every second: %s", error)
+                failing = True
+                await asyncio.sleep(1)
+                continue
+            if failing:
+                logger.info("advisory fetch works again")
+                failing = False
+            for msg in msgs:
+                await _handle(js, msg)
+    finally:
+        # A subscription left behind makes the connection's drain() wait for its timeout.
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 async def _handle(js: JetStreamContext, msg: Msg) -> None:
     try:
         advisory: dict[str, Any] = json.loads(msg.data)
         stream = str(advisory["stream"])
+        consumer = str(advisory["consumer"])
         sequence = int(advisory["stream_seq"])
         deliveries = int(advisory.get("deliveries", 0))
     except (ValueError, KeyError, TypeError) as error:
         logger.warning("dropping unreadable advisory: %s", error)
         await msg.term()
         return
+    if parse_stream_queue(stream) is None or not is_partition_consumer(consumer):
+        await msg.ack()  # another application's stream or consumer: not ours to touch
+        return
+    attempt = msg.metadata.num_delivered or 1
     try:
         moved = await move_to_dlq(
             js,
             stream=stream,
             sequence=sequence,
             deliveries=deliveries,
-            reason=f"max deliveries reached ({deliveries})",
+            drop=attempt >= DLQ_MISSING_ATTEMPTS,
         )
+    except NoDeadLetterStream as missing:
+        logger.info("no dead-letter stream %s yet for %s#%d", missing, stream, sequence)
+        await msg.nak(delay=DLQ_MISSING_DELAY)
+        return
     except Exception as error:
         logger.warning("could not dead-letter %s#%d, will retry: %s", stream, sequence, error)
         await msg.nak(delay=2)

@@ -4,7 +4,9 @@ One work-queue stream per Queue (``constants.stream_name``) over the subjects
 ``kadence.<namespace>.<queue>.<partition>``, one durable pull consumer per partition with explicit
 ack, and a dead-letter stream. Mutable settings are updated in place; changes JetStream cannot make
 in place (storage type, fewer partitions) are refused with :class:`ImmutableChange`, never applied
-by deleting messages.
+by deleting messages. A configuration the NATS deployment cannot host (3 replicas on a single
+server, more storage than it has) is refused by JetStream; :func:`apply` reports that as
+:class:`StreamRejected`, naming the field, so it is not mistaken for NATS being down.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from kadence import constants
 from kadence_operator.api import QueueSpec, parse_duration
@@ -21,6 +23,43 @@ from kadence_operator.api import QueueSpec, parse_duration
 
 class ImmutableChange(ValueError):
     """The spec asks for a change JetStream cannot make in place; the message says what to do."""
+
+
+class StreamRejected(ValueError):
+    """JetStream refused the configuration (not a transient failure); the message names the field.
+
+    Retrying the same request does not help until the NATS deployment changes (more servers, more
+    storage) or the spec does.
+    """
+
+
+#: JetStream error codes meaning "this server or cluster cannot host it", with the field to blame.
+_REJECTION_FIELDS: dict[int, str] = {
+    10074: "spec.replicas",  # replicas > 1 not supported in non-clustered mode
+    10005: "spec.replicas",  # no suitable peers for placement
+    10023: "spec.replicas",  # insufficient resources
+    10047: "spec.retention.maxBytes",  # insufficient storage resources available
+    10028: "spec.retention.maxBytes",  # insufficient memory resources available
+}
+
+
+def rejection(error: BaseException, *, stream: str) -> str | None:
+    """The ``Ready`` message for a JetStream refusal, or None for a transient failure.
+
+    Only answers from JetStream count as refusals: a 400, or a 500 with one of the codes above.
+    Timeouts, lost connections, 503 (no quorum, leader election) and 404 are transient.
+    """
+    if not isinstance(error, APIError) or isinstance(
+        error, NotFoundError | ServiceUnavailableError
+    ):
+        return None
+    where = _REJECTION_FIELDS.get(error.err_code or 0)
+    if where is None and error.code != 400:
+        return None
+    return (
+        f"{where or 'spec'}: JetStream refused stream {stream}: {error.description} "
+        f"(error {error.err_code})"
+    )
 
 
 @dataclass(frozen=True)
@@ -57,10 +96,14 @@ def desired_stream(
         max_bytes=retention.max_bytes if retention.max_bytes is not None else -1,
         discard=jsapi.DiscardPolicy(retention.discard),
         duplicate_window=duplicate_window,
+        # Publishers (the SDK's client) read the partition count from here.
+        metadata={constants.PARTITIONS_METADATA_KEY: str(spec.partitions)},
     )
 
 
-def desired_dlq(ref: QueueRef, spec: QueueSpec) -> jsapi.StreamConfig | None:
+def desired_dlq(
+    ref: QueueRef, spec: QueueSpec, *, duplicate_window: float = 120.0
+) -> jsapi.StreamConfig | None:
     if not spec.dead_letter.enabled:
         return None
     return jsapi.StreamConfig(
@@ -71,6 +114,9 @@ def desired_dlq(ref: QueueRef, spec: QueueSpec) -> jsapi.StreamConfig | None:
         storage=jsapi.StorageType(spec.storage),
         num_replicas=spec.replicas,
         max_age=_seconds(spec.dead_letter.max_age) or 0,
+        # Explicit: the dataclass default (0) would differ from the server's every time. Copies
+        # carry ``Nats-Msg-Id: dlq:<stream>:<seq>``, so a repeated move within it keeps one.
+        duplicate_window=duplicate_window,
     )
 
 
@@ -135,8 +181,22 @@ async def apply(
 ) -> list[str]:
     """Create or update the stream, consumers and DLQ. Returns what was created or restored.
 
-    Raises :class:`ImmutableChange` and changes nothing when the spec cannot be applied in place.
+    Raises :class:`ImmutableChange` and changes nothing when the spec cannot be applied in place,
+    and :class:`StreamRejected` when JetStream refuses the configuration. Other errors (NATS
+    unreachable, no quorum) propagate as they are.
     """
+    try:
+        return await _apply(js, ref, spec, duplicate_window=duplicate_window)
+    except APIError as error:
+        message = rejection(error, stream=ref.stream)
+        if message is None:
+            raise
+        raise StreamRejected(message) from error
+
+
+async def _apply(
+    js: JetStreamContext, ref: QueueRef, spec: QueueSpec, *, duplicate_window: float
+) -> list[str]:
     changes: list[str] = []
     desired = desired_stream(ref, spec, duplicate_window=duplicate_window)
     try:
@@ -164,7 +224,7 @@ async def apply(
         elif _consumer_differs(have.config, consumer):
             await js.add_consumer(ref.stream, config=consumer)
             changes.append(f"updated consumer {name}")
-    dlq = desired_dlq(ref, spec)
+    dlq = desired_dlq(ref, spec, duplicate_window=duplicate_window)
     if dlq is not None:
         try:
             dlq_info = await js.stream_info(ref.dlq_stream)
@@ -174,6 +234,7 @@ async def apply(
         else:
             if _differs(dlq_info.config, dlq):
                 await js.update_stream(config=dlq)
+                changes.append(f"updated stream {ref.dlq_stream}")
     return changes
 
 
@@ -206,7 +267,11 @@ def _same(current: object, desired: object) -> bool:
 
 
 def _differs(current: jsapi.StreamConfig, desired: jsapi.StreamConfig) -> bool:
-    return not all(_same(getattr(current, f), getattr(desired, f)) for f in _STREAM_FIELDS)
+    if not all(_same(getattr(current, f), getattr(desired, f)) for f in _STREAM_FIELDS):
+        return True
+    # The server adds its own metadata keys (``_nats.*``); only ours are compared.
+    have, want = current.metadata or {}, desired.metadata or {}
+    return any(have.get(key) != value for key, value in want.items())
 
 
 def _consumer_differs(current: jsapi.ConsumerConfig, desired: jsapi.ConsumerConfig) -> bool:

@@ -4,21 +4,46 @@ This is a purely computational module with no side-effects: it renders the Deplo
 owns when ``spec.workers`` is set, and decides autoscaling — ``ceil(pending / backlogPerWorker)``
 clamped to ``[min, max]`` — with a cooldown before any scale-down, so a brief dip in backlog does
 not kill warm workers. Workers drain in-flight tasks on SIGTERM, so scaling down loses no work.
+
+The time of the last change of replicas is kept on the Deployment (annotation
+:data:`SCALED_AT_ANNOTATION`), so the cooldown holds across operator restarts and failovers.
+Credentials never appear in the Deployment: they come from a Secret named by the operator's
+``KADENCE_WORKER_SECRET`` through ``envFrom``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kadence_operator.api import QueueSpec, parse_duration
 
 MANAGED_BY = "kadence-operator"
+#: Annotation on the worker Deployment: when the operator last changed its replicas (RFC 3339).
+SCALED_AT_ANNOTATION = "kadence.io/scaled-at"
 
 
 def deployment_name(queue: str) -> str:
     return f"{queue}-workers"[:63].rstrip("-")
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds_since(stamp: str | None, now: datetime) -> float | None:
+    """Seconds from the RFC 3339 ``stamp`` to ``now``; None if it is absent or unreadable."""
+    if not stamp:
+        return None
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return max(0.0, (now - then).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -30,17 +55,26 @@ class ScaleDecision:
 def decide_replicas(
     *,
     spec: QueueSpec,
-    pending: int,
+    pending: int | None,
     current: int | None,
     seconds_since_last_scale: float | None,
 ) -> ScaleDecision:
-    """Desired worker replicas for ``pending`` messages (``current`` = replicas now)."""
+    """Desired worker replicas for ``pending`` messages (``current`` = replicas now).
+
+    ``pending`` None means the backlog is unknown (NATS not read): the current size is kept,
+    clamped to ``[min, max]``; a new Deployment starts at ``min``.
+    """
     workers = spec.workers
     if workers is None:
         return ScaleDecision(0, "no workers")
     if workers.autoscale is None:
         return ScaleDecision(workers.replicas if workers.replicas is not None else 1, "fixed")
     auto = workers.autoscale
+    if pending is None:
+        if current is None:
+            return ScaleDecision(auto.min, "initial (backlog unknown)")
+        kept = max(auto.min, min(auto.max, current))
+        return ScaleDecision(kept, "backlog unknown" if kept == current else "clamped to min/max")
     wanted = math.ceil(max(0, pending) / auto.backlog_per_worker)
     wanted = max(auto.min, min(auto.max, wanted))
     if current is None:
@@ -48,7 +82,9 @@ def decide_replicas(
     if wanted < current:
         cooldown = parse_duration(auto.cooldown).total_seconds()
         if seconds_since_last_scale is not None and seconds_since_last_scale < cooldown:
-            return ScaleDecision(current, f"cooldown ({cooldown:.0f}s) before scaling down")
+            # The cooldown never keeps more workers than max allows (max lowered in the spec).
+            kept = min(current, auto.max)
+            return ScaleDecision(kept, f"cooldown ({cooldown:.0f}s) before scaling down")
         return ScaleDecision(wanted, f"scale down for {pending} pending")
     if wanted > current:
         return ScaleDecision(wanted, f"scale up for {pending} pending")
@@ -65,12 +101,22 @@ _RESTRICTED_CONTAINER: dict[str, Any] = {
 
 
 def render_deployment(
-    *, namespace: str, queue: str, spec: QueueSpec, replicas: int, worker_env: dict[str, str]
+    *,
+    namespace: str,
+    queue: str,
+    spec: QueueSpec,
+    replicas: int,
+    worker_env: dict[str, str],
+    secret_name: str | None = None,
+    scaled_at: str | None = None,
 ) -> dict[str, Any]:
-    """The worker Deployment (without ownerReferences; the caller adopts it).
+    """The worker Deployment (without ownerReferences; the caller adds the Queue as owner).
 
-    ``worker_env`` carries the connection settings (NATS URL, S3 endpoint, bucket); credentials
-    are referenced from Secrets by the chart's defaults, never inlined here.
+    ``worker_env`` carries the connection settings (NATS URL, S3 endpoint, bucket), never
+    credentials: those come from the Secret ``secret_name`` in the Queue's namespace, referenced
+    with ``envFrom`` (optional, so the workers start without it where no credentials are needed).
+    The Queue's own ``workers.env`` wins over both. ``scaled_at`` becomes the
+    :data:`SCALED_AT_ANNOTATION`.
     """
     workers = spec.workers
     if workers is None:
@@ -95,7 +141,8 @@ def render_deployment(
             str(workers.concurrency),
             *args,
         ]
-    env = [{"name": k, "value": v} for k, v in sorted(worker_env.items())]
+    own = {e.name for e in workers.env}  # the Queue's env wins; names stay unique (a list map)
+    env = [{"name": k, "value": v} for k, v in sorted(worker_env.items()) if k not in own]
     env += [{"name": e.name, "value": e.value} for e in workers.env]
     container: dict[str, Any] = {
         "name": "worker",
@@ -106,6 +153,8 @@ def render_deployment(
         "securityContext": dict(_RESTRICTED_CONTAINER),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    if secret_name:
+        container["envFrom"] = [{"secretRef": {"name": secret_name, "optional": True}}]
     if workers.resources is not None:
         container["resources"] = workers.resources.model_dump(by_alias=True, exclude_none=True)
     pod_spec: dict[str, Any] = {
@@ -127,10 +176,17 @@ def render_deployment(
         pod_spec["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in workers.tolerations
         ]
+    metadata: dict[str, Any] = {
+        "name": deployment_name(queue),
+        "namespace": namespace,
+        "labels": labels,
+    }
+    if scaled_at:
+        metadata["annotations"] = {SCALED_AT_ANNOTATION: scaled_at}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": deployment_name(queue), "namespace": namespace, "labels": labels},
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"kadence.io/queue": queue}},

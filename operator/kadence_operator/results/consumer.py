@@ -10,6 +10,7 @@ exists are acknowledged and dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,14 +28,19 @@ from kadence_operator.statuswriter import ObjectGone, Status, StatusWriter
 
 logger = logging.getLogger(__name__)
 
-#: Results wait in the status writer up to one status interval before they are acknowledged.
-RESULTS_ACK_WAIT = 120.0
 
 Limits = Callable[[str, str], tuple[int, int] | None]
 Notify = Callable[[RunResult], Awaitable[None]]
 
 
-async def ensure_results_stream(js: JetStreamContext, *, duplicate_window: float) -> None:
+async def ensure_results_stream(
+    js: JetStreamContext, *, duplicate_window: float, ack_wait: float
+) -> None:
+    """The results stream and the operator's durable consumer of it.
+
+    Results wait in the status writer up to one status interval before they are acknowledged,
+    so ``ack_wait`` must be longer than that.
+    """
     config = jsapi.StreamConfig(
         name=constants.RESULTS_STREAM,
         description="Kadence run results, folded into Job status by the operator",
@@ -52,7 +58,7 @@ async def ensure_results_stream(js: JetStreamContext, *, duplicate_window: float
         config=jsapi.ConsumerConfig(
             durable_name=constants.RESULTS_CONSUMER,
             ack_policy=jsapi.AckPolicy.EXPLICIT,
-            ack_wait=RESULTS_ACK_WAIT,
+            ack_wait=ack_wait,
             max_ack_pending=20_000,
             deliver_policy=jsapi.DeliverPolicy.ALL,
         ),
@@ -95,17 +101,22 @@ class ResultsConsumer:
         sub = await self._js.pull_subscribe_bind(
             constants.RESULTS_CONSUMER, stream=constants.RESULTS_STREAM
         )
-        while not stop.is_set():
-            try:
-                msgs: list[Msg] = await sub.fetch(256, timeout=1)
-            except TimeoutError:
-                continue
-            except Exception as error:
-                logger.warning("results fetch failed: %s", error)
-                await asyncio.sleep(1)
-                continue
-            for msg in msgs:
-                await self._handle(msg)
+        try:
+            while not stop.is_set():
+                try:
+                    msgs: list[Msg] = await sub.fetch(256, timeout=1)
+                except TimeoutError:
+                    continue
+                except Exception as error:
+                    logger.warning("results fetch failed: %s", error)
+                    await asyncio.sleep(1)
+                    continue
+                for msg in msgs:
+                    await self._handle(msg)
+        finally:
+            # An open pull subscription would make the connection's drain wait its full timeout.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -114,8 +125,8 @@ class ResultsConsumer:
             logger.warning("dropping undecodable result: %s", error)
             await msg.term()
             return
-        if result.job is None:
-            await msg.ack()  # an ad-hoc run: nothing to fold
+        if result.job is None or result.job.name == constants.ADHOC_JOB:
+            await msg.ack()  # an ad-hoc run (kadence enqueue): no Job to fold it into
             return
         job = result.job
         limits = self._limits(job.namespace, job.name) or (3, 3)
