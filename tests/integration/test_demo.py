@@ -52,7 +52,7 @@ def test_demo_shows_runs_with_outputs_and_ctrl_c_stops_everything(tmp_path: Path
                 for run in (job.get("status") or {}).get("runs") or []
             )
 
-        wait_for(a_run_with_output, timeout=60, interval=1, what="a run with an output URI")
+        wait_for(a_run_with_output, timeout=180, interval=1, what="a run with an output URI")
         assert _processes_mentioning(str(workdir)), "the stack's processes should be running"
         demo.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
         assert demo.wait(timeout=60) == 0

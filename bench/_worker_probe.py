@@ -1,0 +1,180 @@
+"""Where the Kadence worker's time goes: the real :class:`~kadence.runtime.Worker`, in-process,
+instrumented, on a Queue that already holds ``--count`` run requests.
+
+Wraps (for this process only) the JetStream fetch, the result publish and the double ack to count
+fetch sizes and time each step, and runs cProfile on the event-loop thread from the first fetched
+message until the last run is acked (start-up and imports excluded). Prints a report: runs/s
+under the profiler, the fetch-size histogram, the mean latency of each step, and the top
+functions by own time and by cumulative time. ``--no-profile`` only times; ``--skip`` leaves
+steps out (the Running report, the final report, the double ack) to see what each one costs:
+a what-if, for this process only, that breaks the worker's guarantees.
+
+    .venv/bin/python -m bench._worker_probe --url nats://127.0.0.1:4222 --namespace bench \
+        --queue tp1 --count 20000 --concurrency 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import cProfile
+import logging
+import pstats
+import statistics
+import sys
+import time
+from typing import IO, Any
+
+from nats.js import JetStreamContext
+
+from bench._worker_app import app
+from kadence.client import KadenceClient, QueueMessage
+from kadence.config import Settings
+from kadence.metrics import WorkerMetrics
+from kadence.protocol import RunResult, RunState
+from kadence.runtime import Worker
+
+#: Steps a what-if run can leave out (never in a real worker: it breaks the guarantees).
+SKIPPABLE = frozenset({"running", "result", "ack-sync"})
+
+
+class Probe:
+    def __init__(self, count: int, *, profile: bool, skip: frozenset[str]) -> None:
+        self.count = count
+        self.profile = profile
+        self.skip = skip
+        self.fetch_sizes: collections.Counter[int] = collections.Counter()
+        self.latency: dict[str, list[float]] = collections.defaultdict(list)
+        self.acked = 0
+        self.first: float | None = None
+        self.last = 0.0
+        self.done = asyncio.Event()
+        self.profiler = cProfile.Profile()
+
+    def install(self) -> None:
+        fetch = JetStreamContext.PullSubscription.fetch
+        publish_result = KadenceClient.publish_result
+        ack_sync = QueueMessage.ack_sync
+        probe = self
+
+        async def counted_fetch(sub: Any, batch: int = 1, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            msgs = await fetch(sub, batch, *args, **kwargs)
+            if msgs:
+                probe.latency["fetch (with messages)"].append(time.perf_counter() - started)
+                probe.fetch_sizes[len(msgs)] += 1
+                if probe.first is None:
+                    probe.first = time.perf_counter()
+                    if probe.profile:
+                        probe.profiler.enable()
+            return msgs
+
+        async def counted_ack(message: QueueMessage, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+            started = time.perf_counter()
+            if "ack-sync" in probe.skip:
+                await message.ack()
+            else:
+                await ack_sync(message, timeout)
+            probe.latency["ack_sync"].append(time.perf_counter() - started)
+            probe.acked += 1
+            if probe.acked == probe.count:
+                probe.profiler.disable()
+                probe.last = time.perf_counter()
+                probe.done.set()
+
+        async def timed_publish(client: KadenceClient, result: RunResult, **kwargs: Any) -> Any:
+            final = "result" in probe.skip and result.state is not RunState.RUNNING
+            if final or ("running" in probe.skip and result.state is RunState.RUNNING):
+                return None
+            started = time.perf_counter()
+            ack = await publish_result(client, result, **kwargs)
+            probe.latency[f"publish_result {result.state.value}"].append(
+                time.perf_counter() - started
+            )
+            return ack
+
+        JetStreamContext.PullSubscription.fetch = counted_fetch  # type: ignore[method-assign,assignment]
+        QueueMessage.ack_sync = counted_ack  # type: ignore[method-assign,assignment]
+        KadenceClient.publish_result = timed_publish  # type: ignore[method-assign,assignment]
+
+    def report(self, stream: IO[str]) -> None:
+        assert self.first is not None
+        seconds = self.last - self.first
+        fetches = sum(self.fetch_sizes.values())
+        fetched = sum(size * n for size, n in self.fetch_sizes.items())
+        how = "under cProfile" if self.profile else "without profiler"
+        skipped = f", skipping {','.join(sorted(self.skip))}" if self.skip else ""
+        print(
+            f"{self.count} runs in {seconds:.2f}s {how}{skipped}: {self.count / seconds:,.0f} "
+            f"runs/s; {fetches} fetches with messages, {fetched / fetches:.2f} messages each",
+            file=stream,
+        )
+        print("fetch sizes (size: fetches):", dict(sorted(self.fetch_sizes.items())), file=stream)
+        for name, values in sorted(self.latency.items()):
+            ordered = sorted(values)
+            print(
+                f"  {name:28s} n={len(values):6d} mean {statistics.fmean(values) * 1000:7.3f} ms"
+                f"  p50 {ordered[len(ordered) // 2] * 1000:7.3f} ms"
+                f"  p99 {ordered[int(len(ordered) * 0.99)] * 1000:7.3f} ms",
+                file=stream,
+            )
+        if not self.profile:
+            return
+        stats = pstats.Stats(self.profiler, stream=stream)
+        stats.strip_dirs().sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(30)
+
+
+async def run(args: argparse.Namespace) -> None:
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    skip = frozenset(s for s in args.skip.split(",") if s)
+    if unknown := skip - SKIPPABLE:
+        raise SystemExit(f"cannot skip {sorted(unknown)}; choose from {sorted(SKIPPABLE)}")
+    probe = Probe(args.count, profile=not args.no_profile, skip=skip)
+    probe.install()
+    settings = Settings.from_env(namespace=args.namespace, nats_urls=(args.url,))
+    client = await KadenceClient.connect(settings)
+    worker = Worker(
+        app,
+        client,
+        queue=args.queue,
+        concurrency=args.concurrency,
+        metrics=WorkerMetrics(),
+        name="bench-probe",
+        grace_period=10,
+    )
+    serving = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(probe.done.wait(), timeout=120 + args.count / 20)
+    finally:
+        worker.stop()
+        await serving
+        await client.close()
+    probe.report(sys.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--namespace", default="bench")
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--no-profile", action="store_true", help="time only, no cProfile")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="what-if, comma-separated: running (no Running report), result (no final report), "
+        "ack-sync (plain ack instead of the double ack)",
+    )
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
