@@ -180,17 +180,27 @@ def run(*, workdir: Path, seconds: float | None, console: Console) -> int:
             api = new_client(config_file=str(stack.kube.kubeconfig))
             objects = client.CustomObjectsApi(api)
             deadline = None if seconds is None else time.monotonic() + seconds
+
+            def refresh(live: Live) -> int:
+                listing: Any = objects.list_namespaced_custom_object(
+                    "kadence.io", "v1alpha1", NAMESPACE, "jobs"
+                )
+                table, count = runs_table(listing["items"])
+                live.update(table, refresh=True)
+                return count
+
             with Live(console=console, refresh_per_second=2) as live:
-                while deadline is None or time.monotonic() < deadline:
-                    listing: Any = objects.list_namespaced_custom_object(
-                        "kadence.io", "v1alpha1", NAMESPACE, "jobs"
-                    )
-                    table, with_output = runs_table(listing["items"])
-                    live.update(table)
-                    for proc in procs:
-                        if not proc.running:
-                            raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail(20)}")
-                    time.sleep(1)
+                try:
+                    while deadline is None or time.monotonic() < deadline:
+                        with_output = refresh(live)
+                        for proc in procs:
+                            if not proc.running:
+                                raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail(20)}")
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    # Show the state at the moment of Ctrl-C, not the one a second before.
+                    with_output = refresh(live)
+                    raise
     except KeyboardInterrupt:
         console.print("stopping…")
     finally:
