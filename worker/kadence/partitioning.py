@@ -22,6 +22,8 @@ def jump_hash(key: int, buckets: int) -> int:
     """Jump consistent hash: the bucket in ``[0, buckets)`` of a 64-bit ``key``."""
     if buckets < 1:
         raise ValueError(f"buckets must be >= 1, got {buckets}")
+    if not 0 <= key <= _MASK64:
+        raise ValueError(f"key must be an unsigned 64-bit integer, got {key}")
     b, j = -1, 0
     while j < buckets:
         b = j

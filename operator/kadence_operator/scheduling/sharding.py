@@ -11,26 +11,13 @@ This is a purely computational module with no side-effects.
 
 from __future__ import annotations
 
+from kadence import partitioning
 from kadence_operator.scheduling._hashing import hash64
 
 __all__ = ["jump_consistent_hash", "shard_for"]
 
-_MASK64 = (1 << 64) - 1
-_MULTIPLIER = 2862933555777941757
-
-
-def jump_consistent_hash(key: int, buckets: int) -> int:
-    """The bucket in ``[0, buckets)`` of the unsigned 64-bit ``key`` (the paper's algorithm)."""
-    if buckets < 1:
-        raise ValueError(f"buckets must be at least 1, got {buckets}")
-    if not 0 <= key <= _MASK64:
-        raise ValueError(f"key must be an unsigned 64-bit integer, got {key}")
-    b, j = -1, 0
-    while j < buckets:
-        b = j
-        key = (key * _MULTIPLIER + 1) & _MASK64
-        j = int((b + 1) * (float(1 << 31) / float((key >> 33) + 1)))
-    return b
+#: The one implementation, shared with Queue partitioning (:mod:`kadence.partitioning`).
+jump_consistent_hash = partitioning.jump_hash
 
 
 def shard_for(job_uid: str, shards: int) -> int:
