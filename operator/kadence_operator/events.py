@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes import client
 
-from kadence_operator import kube
+from kadence_operator import timefmt
 
 logger = logging.getLogger(__name__)
 COMPONENT = "kadence-operator"
@@ -38,8 +38,8 @@ def _post(api: client.ApiClient, body: dict[str, Any]) -> None:
         "type": body["_type"],
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
-        "firstTimestamp": kube.rfc3339(),
-        "lastTimestamp": kube.rfc3339(),
+        "firstTimestamp": timefmt.rfc3339(),
+        "lastTimestamp": timefmt.rfc3339(),
         "count": 1,
     }
     client.CoreV1Api(api).create_namespaced_event(namespace, event)  # type: ignore[arg-type]

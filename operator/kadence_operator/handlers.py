@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from nats.js.errors import NotFoundError
 
 from kadence import constants
-from kadence_operator import events, runtime
+from kadence_operator import events, runtime, timefmt
 from kadence_operator.api import (
     GROUP,
     VERSION,
@@ -439,7 +439,7 @@ async def _refresh_queue(rt: runtime.Runtime, body: dict[str, Any]) -> None:
         "pending": sum(c.num_pending or 0 for c in consumers),
         "ackPending": sum(c.num_ack_pending or 0 for c in consumers),
         "redelivered": sum(c.num_redelivered or 0 for c in consumers),
-        "lastSyncTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastSyncTime": timefmt.rfc3339(),
     }
     if spec.dead_letter.enabled:
         try:

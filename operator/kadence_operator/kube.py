@@ -27,9 +27,3 @@ def micro_time(moment: datetime | None = None) -> str:
     """A Kubernetes ``MicroTime`` string (what Lease ``renewTime`` wants)."""
     moment = moment or datetime.now(UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def rfc3339(moment: datetime | None = None) -> str:
-    """A Kubernetes ``Time`` string, second precision (conditions, status times)."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 
 from kadence import constants
 from kadence.protocol import JobRef
-from kadence_operator import scheduling
+from kadence_operator import scheduling, timefmt
 from kadence_operator.api import (
     MAX_BACKFILL_SLOTS,
     TRIGGER_ANNOTATION,
@@ -690,8 +690,7 @@ def _set_field(name: str, value: Any, status: Status) -> Status:
     return {**status, name: value}
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+_iso = timefmt.rfc3339
 
 
 def _ready_mutation(entry: Entry, now: datetime) -> Callable[[Status], Status]:

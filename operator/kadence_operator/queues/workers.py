@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kadence_operator import timefmt
 from kadence_operator.api import QueueSpec, parse_duration
 
 MANAGED_BY = "kadence-operator"
@@ -29,8 +30,7 @@ def deployment_name(queue: str) -> str:
     return f"{queue}-workers"[:63].rstrip("-")
 
 
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+format_time = timefmt.rfc3339
 
 
 def seconds_since(stamp: str | None, now: datetime) -> float | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from kadence_operator import timefmt
+
 
 def set_condition(
     conditions: list[dict[str, Any]],
@@ -25,7 +27,7 @@ def set_condition(
     transition = (
         old["lastTransitionTime"]
         if old is not None and old.get("status") == value and old.get("lastTransitionTime")
-        else now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        else timefmt.rfc3339(now)
     )
     new: dict[str, Any] = {
         "type": type_,

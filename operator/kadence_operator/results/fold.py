@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from kadence.protocol import RunResult, RunState
+from kadence_operator import timefmt
 from kadence_operator.results.conditions import set_condition
 
 Status = dict[str, Any]
@@ -28,7 +29,7 @@ _FAILED_LIKE = frozenset({"Failed", "TimedOut", "Cancelled", "DeadLettered"})
 
 
 def _ts(moment: datetime | None) -> str | None:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else None
+    return timefmt.rfc3339(moment) if moment is not None else None
 
 
 def _counters(status: Status) -> dict[str, int]:
