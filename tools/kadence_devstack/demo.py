@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kadence import jobstatus
 from kadence_devstack import binaries
 from kadence_devstack.procs import ManagedProcess
 from kadence_devstack.stack import LocalStack
@@ -69,16 +69,6 @@ def _seed_storage(stack: LocalStack) -> None:
     s3.put_object(INPUT_BUCKET, INPUT_KEY, io.BytesIO(data), len(data), content_type="text/csv")
 
 
-def _duration(run: dict[str, Any]) -> str:
-    start, end = run.get("startedAt"), run.get("finishedAt")
-    if not start or not end:
-        return ""
-    delta = datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(
-        start.replace("Z", "+00:00")
-    )
-    return f"{delta.total_seconds():.0f}s"
-
-
 def runs_table(jobs: list[dict[str, Any]], *, limit: int = 20) -> tuple[Table, int]:
     """The live view: newest runs of every Job first. Returns the table and how many runs have an
     output URI."""
@@ -100,7 +90,7 @@ def runs_table(jobs: list[dict[str, Any]], *, limit: int = 20) -> tuple[Table, i
         table.add_row(
             f"{name}\n[dim]{run['runId']}[/dim]",
             f"[{style}]{run['state']}[/{style}]" if style else run["state"],
-            f"{scheduled[11:19]}\n{_duration(run)}",
+            f"{scheduled[11:19]}\n{jobstatus.run_duration(run)}",
             "\n".join(o["uri"] for o in outputs) or (run.get("error") or "")[:200],
         )
     return table, with_output

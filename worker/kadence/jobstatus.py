@@ -41,7 +41,8 @@ def fetch_job(*, namespace: str, name: str, kubeconfig: str | None) -> dict[str,
     return dict(body)
 
 
-def _duration(run: dict[str, Any]) -> str:
+def run_duration(run: dict[str, Any]) -> str:
+    """``startedAt`` → ``finishedAt`` of a status run, as whole seconds (empty if unfinished)."""
     start, end = run.get("startedAt"), run.get("finishedAt")
     if not start or not end:
         return ""
@@ -65,7 +66,7 @@ def runs_table(job: dict[str, Any]) -> Table:
             run["runId"],
             run["state"],
             run.get("scheduledAt") or "",
-            _duration(run),
+            run_duration(run),
             str(run.get("attempts", 0)),
             detail or (run.get("error") or ""),
         )
