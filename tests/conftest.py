@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -22,6 +24,16 @@ from kadence_devstack.s3 import S3Server
 
 REPO = Path(__file__).resolve().parent.parent
 _LIVE: list[ManagedProcess] = []
+
+
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (CI cancel, `kill`) would end pytest without its fixture finalizers and leave the
+    # servers running; as KeyboardInterrupt, pytest tears the session down and stops them.
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
 
 
 def track(processes: list[ManagedProcess]) -> None:
