@@ -103,6 +103,9 @@ def demo(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # A shell starting us in the background sets SIGINT to "ignore", and Python keeps that; take
+    # Ctrl-C back so it always stops the demo cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = workdir.resolve()
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / "env").exists() and not (workdir / "kube").exists():
