@@ -204,3 +204,70 @@ def test_condition_transition_time_changes_only_with_status() -> None:
     assert same[0]["lastTransitionTime"] == "2026-11-25T12:00:00Z"
     assert same[0]["reason"] == "B"
     assert flipped[0]["lastTransitionTime"] == "2026-11-25T13:00:00Z"
+
+
+def test_no_step_modifies_the_status_it_is_given() -> None:
+    """The fold shares unchanged parts with its input, so it must never write into them."""
+    import copy
+
+    steps: list[Any] = [
+        lambda s: fold.record_dispatch(
+            s, run_id="r1", scheduled_at=SLOT, trigger="Schedule", limits=LIMITS
+        ),
+        lambda s: fold.record_dispatch(
+            s, run_id="r2", scheduled_at=NOW, trigger="Manual", limits=LIMITS
+        ),
+        lambda s: fold.record_skipped(s, skipped=2, missed=1),
+        lambda s: (
+            fold.fold_result(
+                s, result(RunState.RUNNING, fencing_token=3), limits=LIMITS, generation=4, now=NOW
+            ).status
+        ),
+        lambda s: (
+            fold.fold_result(
+                s,
+                result(RunState.RETRYING, attempt=2, error=RunError(type="E", message="m")),
+                limits=LIMITS,
+                generation=4,
+                now=NOW,
+            ).status
+        ),
+        lambda s: (
+            fold.fold_result(
+                s,
+                result(RunState.SUCCEEDED, attempt=2, outputs=(OUTPUT,)),
+                limits=LIMITS,
+                generation=4,
+                now=NOW,
+            ).status
+        ),
+        lambda s: (
+            fold.fold_result(
+                s,
+                result(RunState.FAILED, run="r2", error=RunError(type="E", message="m")),
+                limits=LIMITS,
+                generation=4,
+                now=NOW,
+            ).status
+        ),
+        lambda s: (
+            fold.fold_result(  # rejected: already final
+                s, result(RunState.RUNNING), limits=LIMITS, generation=4, now=NOW
+            ).status
+        ),
+    ]
+    status: dict[str, Any] = {}
+    for step in steps:
+        before = copy.deepcopy(status)
+        after = step(status)
+        assert status == before
+        status = after
+    assert status["counters"] == {
+        "dispatched": 2,
+        "succeeded": 1,
+        "failed": 1,
+        "skipped": 2,
+        "missed": 1,
+        "deadLettered": 0,
+    }
+    assert status["active"] == []

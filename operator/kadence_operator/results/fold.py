@@ -2,7 +2,9 @@
 
 This is a purely computational module with no side-effects. Every function takes the status as a
 plain dict (the camelCase body the API server stores) and returns a new dict; the status writer
-applies them in order and sends one PATCH. The fold is idempotent — the same result twice gives
+applies them in order and sends one PATCH. The input is never modified: the new status shares the
+parts that did not change with it and copies only what changes (a deep copy of the whole status
+for every dispatch and result was most of the operator's CPU at 1,000 runs a second). The fold is idempotent — the same result twice gives
 the same status — and it rejects results from the past: an attempt older than one already recorded,
 a fencing token smaller than the largest seen for the run (a stale Lease holder's late report), or
 anything for a run already finished.
@@ -10,7 +12,6 @@ anything for a run already finished.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,10 +33,14 @@ def _ts(moment: datetime | None) -> str | None:
     return timefmt.rfc3339(moment) if moment is not None else None
 
 
-def _counters(status: Status) -> dict[str, int]:
-    counters: dict[str, int] = status.setdefault("counters", {})
-    for key in ("dispatched", "succeeded", "failed", "skipped", "missed", "deadLettered"):
-        counters.setdefault(key, 0)
+_COUNTERS = ("dispatched", "succeeded", "failed", "skipped", "missed", "deadLettered")
+
+
+def _counters(new: Status) -> dict[str, int]:
+    """A fresh copy of ``new``'s counters (all keys present), stored in ``new``."""
+    counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+    counters.update(new.get("counters") or {})
+    new["counters"] = counters
     return counters
 
 
@@ -78,8 +83,8 @@ def record_dispatch(
     limits: tuple[int, int],
 ) -> Status:
     """A run was acknowledged by JetStream: it is Pending and active. Idempotent per ``run_id``."""
-    new = copy.deepcopy(status)
-    runs: list[dict[str, Any]] = new.setdefault("runs", [])
+    new = dict(status)
+    runs: list[dict[str, Any]] = list(status.get("runs") or [])
     if any(r.get("runId") == run_id for r in runs):
         return new
     slot = _ts(scheduled_at)
@@ -93,9 +98,10 @@ def record_dispatch(
         }
     )
     new["runs"] = trim_runs(_sort_runs(runs), succeeded=limits[0], failed=limits[1])
-    active: list[dict[str, Any]] = new.setdefault("active", [])
+    active: list[dict[str, Any]] = list(status.get("active") or [])
     if not any(a.get("runId") == run_id for a in active):
         active.append({"runId": run_id, "attempt": 1, "scheduledAt": slot})
+    new["active"] = active
     _counters(new)["dispatched"] += 1
     if trigger in ("Schedule", "CatchUp", "Backfill"):
         new["lastScheduleTime"] = _later(new.get("lastScheduleTime"), slot)
@@ -103,7 +109,7 @@ def record_dispatch(
 
 
 def record_skipped(status: Status, *, skipped: int = 0, missed: int = 0) -> Status:
-    new = copy.deepcopy(status)
+    new = dict(status)
     counters = _counters(new)
     counters["skipped"] += skipped
     counters["missed"] += missed
@@ -126,18 +132,20 @@ def fold_result(
     now: datetime,
 ) -> FoldOutcome:
     """Apply one worker result. Returns the new status and whether the result was accepted."""
-    new = copy.deepcopy(status)
-    runs: list[dict[str, Any]] = new.setdefault("runs", [])
-    run = next((r for r in runs if r.get("runId") == result.run_id), None)
-    if run is None:
+    new = dict(status)
+    runs: list[dict[str, Any]] = list(status.get("runs") or [])
+    index = next((i for i, r in enumerate(runs) if r.get("runId") == result.run_id), None)
+    if index is None:
         # A run this status never saw dispatched (trimmed already, or ad-hoc): record it.
-        run = {
+        run: dict[str, Any] = {
             "runId": result.run_id,
             "scheduledAt": _ts(result.scheduled_at),
             "attempts": 0,
             "state": "Pending",
         }
         runs.append(run)
+    else:
+        run = runs[index] = dict(runs[index])  # copied: the input status stays as it was
     if run.get("state") in FINAL_STATES:
         return FoldOutcome(status, False, f"run {result.run_id} already {run['state']}")
     if result.attempt < run.get("attempts", 0):
@@ -156,16 +164,19 @@ def fold_result(
     run["attempts"] = max(run.get("attempts", 0), result.attempt)
     if result.started_at is not None and not run.get("startedAt"):
         run["startedAt"] = _ts(result.started_at)
-    active: list[dict[str, Any]] = new.setdefault("active", [])
-    entry = next((a for a in active if a.get("runId") == result.run_id), None)
+    active: list[dict[str, Any]] = list(status.get("active") or [])
+    new["active"] = active
     state = result.state
     if state in (RunState.RUNNING, RunState.RETRYING):
         run["state"] = "Running" if state is RunState.RUNNING else "Pending"
         if result.error is not None:
             run["error"] = f"{result.error.type}: {result.error.message}"[:4000]
-        if entry is None:
+        at = next((i for i, a in enumerate(active) if a.get("runId") == result.run_id), None)
+        if at is None:
             entry = {"runId": result.run_id, "scheduledAt": run.get("scheduledAt")}
             active.append(entry)
+        else:
+            entry = active[at] = dict(active[at])
         entry["attempt"] = result.attempt
         if state is RunState.RUNNING:
             if result.started_at is not None:
