@@ -55,7 +55,7 @@ FIRE_CONCURRENCY = 4096
 SENT_TTL = 120.0
 #: A run known to have ended stays excluded while stale watch events still list it as active.
 ENDED_TTL = 60.0
-#: A batch of fires slower than this (seconds) is logged at INFO, others at DEBUG.
+#: Fires started later than this (seconds) after they were due are logged at INFO.
 SLOW_BATCH = 0.5
 #: How long a hand-over waits for the fires in progress to end.
 HAND_OVER_WAIT = 5.0
@@ -339,9 +339,17 @@ class Scheduler:
     # ----------------------------------------------------------------- loop
 
     async def run(self, stop: asyncio.Event) -> None:
+        fires: set[asyncio.Task[None]] = set()
+        try:
+            await self._loop(stop, fires)
+        finally:
+            if fires:  # let the fires in progress record their runs
+                await asyncio.wait(set(fires), timeout=HAND_OVER_WAIT)
+
+    async def _loop(self, stop: asyncio.Event, fires: set[asyncio.Task[None]]) -> None:
         while not stop.is_set():
             now = self._clock()
-            batch: dict[Key, Entry] = {}
+            fired = 0
             earliest: datetime | None = None
             while self._heap and self._heap[0].at <= now:
                 due = heapq.heappop(self._heap)
@@ -351,22 +359,20 @@ class Scheduler:
                     continue  # removed or superseded by a newer push
                 if entry.shard not in self._owned:
                     continue  # on_shards pushes it again if this replica gains the shard
-                batch[due.key] = entry
-            if batch:
-                # Fire the due Jobs concurrently: a thousand Jobs due at the same second must
-                # not wait for each other's publish acks one by one.
-                started = time.monotonic()
-                await asyncio.gather(*(self._fire_guarded(e, now) for e in batch.values()))
-                took = time.monotonic() - started
-                late = (now - earliest).total_seconds() if earliest is not None else 0.0
-                log = logger.info if took > SLOW_BATCH else logger.debug
-                log(
-                    "fired %d Job(s) in %.0f ms, %.0f ms after the first was due",
-                    len(batch),
-                    took * 1000,
-                    late * 1000,
-                )
-                continue
+                if entry.firing:
+                    entry.refire = True  # one fire of a Job at a time: again once it ends
+                    continue
+                # Each fire is its own task and the loop does not wait for it: Jobs due while
+                # others await their publish acks fire at once, not after the slowest of them.
+                entry.firing = True
+                task = asyncio.create_task(self._fire_guarded(entry, now))
+                fires.add(task)
+                task.add_done_callback(fires.discard)
+                fired += 1
+            if fired and earliest is not None:
+                late = (self._clock() - earliest).total_seconds()
+                log = logger.info if late > SLOW_BATCH else logger.debug
+                log("fired %d Job(s), %.0f ms after the first was due", fired, late * 1000)
             timeout = 1.0
             if self._heap:
                 timeout = max(0.0, min(1.0, (self._heap[0].at - self._clock()).total_seconds()))
@@ -374,26 +380,28 @@ class Scheduler:
             if timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            else:
+                await asyncio.sleep(0)  # let the fires just started run
 
     async def _fire_guarded(self, entry: Entry, now: datetime) -> None:
-        async with self._fire_slots:
-            entry.firing = True
-            self._firing += 1
-            self._quiet.clear()
-            try:
+        entry.firing = True
+        self._firing += 1
+        self._quiet.clear()
+        try:
+            async with self._fire_slots:
                 await self._fire(entry, now)
-            except Exception:
-                logger.exception("firing %s/%s failed; retrying in 5s", *entry.key)
-                entry.refire = False
-                self._push(entry, now + timedelta(seconds=5))
-            finally:
-                entry.firing = False
-                self._firing -= 1
-                if self._firing == 0:
-                    self._quiet.set()
-            if entry.refire:
-                entry.refire = False
-                self._push(entry, self._clock())
+        except Exception:
+            logger.exception("firing %s/%s failed; retrying in 5s", *entry.key)
+            entry.refire = False
+            self._push(entry, now + timedelta(seconds=5))
+        finally:
+            entry.firing = False
+            self._firing -= 1
+            if self._firing == 0:
+                self._quiet.set()
+        if entry.refire:
+            entry.refire = False
+            self._push(entry, self._clock())
 
     def _submit(self, entry: Entry, mutation: Callable[[Status], Status]) -> None:
         future = self._writer.submit(entry.namespace, entry.name, mutation, uid=entry.uid)

@@ -4,10 +4,12 @@ This is a purely computational module with no side-effects. Every function takes
 plain dict (the camelCase body the API server stores) and returns a new dict; the status writer
 applies them in order and sends one PATCH. The input is never modified: the new status shares the
 parts that did not change with it and copies only what changes (a deep copy of the whole status
-for every dispatch and result was most of the operator's CPU at 1,000 runs a second). The fold is idempotent — the same result twice gives
-the same status — and it rejects results from the past: an attempt older than one already recorded,
-a fencing token smaller than the largest seen for the run (a stale Lease holder's late report), or
-anything for a run already finished.
+for every dispatch and result was most of the operator's CPU at 1,000 runs a second).
+
+The fold is idempotent — the same result twice gives the same status — and it rejects results
+from the past: an attempt older than one already recorded, a fencing token smaller than the
+largest seen for the run (a stale Lease holder's late report), or anything for a run already
+finished.
 """
 
 from __future__ import annotations
