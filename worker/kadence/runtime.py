@@ -39,6 +39,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -214,12 +215,13 @@ async def run_attempt(
     cancel_event: threading.Event,
     store: ObjectStore | None,
     lock: JobLock | None = None,
-    abort: asyncio.Event | None = None,
+    abort: asyncio.Future[Any] | None = None,
 ) -> Outcome:
     """Run one attempt of ``spec`` to an :class:`Outcome`; never raises for task errors.
 
     The handler is stopped by the attempt's timeout, by the loss of the Lease (``lock``) or by
-    ``abort`` (worker shutdown). An async handler is cancelled; a sync one cannot be interrupted,
+    ``abort`` (worker shutdown: one future shared by all attempts, which this function only
+    watches and never cancels). An async handler is cancelled; a sync one cannot be interrupted,
     so ``cancel_event`` is set (SDK calls then raise ``Cancelled``) and its future is returned as
     ``abandoned``.
     """
@@ -254,10 +256,12 @@ async def run_attempt(
         handler = asyncio.wrap_future(thread_future)
 
     watchers: dict[asyncio.Future[Any], str] = {}
+    keeper: asyncio.Future[Any] | None = None
     if lock is not None:
-        watchers[asyncio.ensure_future(lock.keep())] = "lease"
+        keeper = asyncio.ensure_future(lock.keep())
+        watchers[keeper] = "lease"
     if abort is not None:
-        watchers[asyncio.ensure_future(abort.wait())] = "shutdown"
+        watchers[abort] = "shutdown"  # shared: watched, never cancelled here
     try:
         finished, _ = await asyncio.wait(
             {handler, *watchers},
@@ -269,9 +273,9 @@ async def run_attempt(
         handler.cancel()
         raise
     finally:
-        for watcher in watchers:
-            watcher.cancel()
-        await asyncio.gather(*watchers, return_exceptions=True)
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
 
     if handler not in finished:
         cancel_event.set()
@@ -317,7 +321,7 @@ async def run_attempt(
         except LeaseError as error:
             log.warning("could not verify lease %s before reporting: %s", lock.name, error)
     try:
-        if store is not None:
+        if store is not None and value is not None:  # None stores nothing: no thread hop
             await asyncio.to_thread(store_value, value, ctx.output)
     except Fail as error:
         return done(classify(error, request=request, attempt=attempt))
@@ -388,6 +392,31 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class _Heartbeats:
+    """Calls ``beat`` every ``interval`` seconds until cancelled, on event-loop timers.
+
+    One timer per running attempt instead of a task: most attempts end before the first beat,
+    and a timer costs far less to create and cancel than a task.
+    """
+
+    __slots__ = ("_beat", "_handle", "_interval", "_loop")
+
+    def __init__(self, beat: Callable[[], None], interval: float) -> None:
+        self._beat = beat
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(interval, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = self._loop.call_later(self._interval, self._fire)
+        self._beat()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class Worker:
     """Serves one Queue: fetches its run requests and runs them with an :class:`App`."""
 
@@ -429,7 +458,8 @@ class Worker:
         #: Set once the worker is bound to the Queue's partitions and fetching.
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._abort = asyncio.Event()
+        #: Resolved when the grace period is over: every running attempt watches this one future.
+        self._abort: asyncio.Future[None] | None = None
         self._slots = Slots(concurrency)
         self._loops: dict[int, asyncio.Task[None]] = {}
         self._inflight: set[asyncio.Task[None]] = set()
@@ -438,6 +468,7 @@ class Worker:
         #: The shortest redelivery deadline of each partition consumer (ack wait or backoff).
         self._ack_waits: dict[int, float] = {}
         self.abandoned = 0
+        self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def __repr__(self) -> str:
         return f"Worker({self.namespace}/{self.queue}, name={self.name!r})"
@@ -462,6 +493,7 @@ class Worker:
 
     async def run(self) -> None:
         """Serve the Queue until :meth:`stop`; then drain within the grace period."""
+        self._abort = asyncio.get_running_loop().create_future()
         self._executor = ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix=f"kadence-{self.queue}"
         )
@@ -581,7 +613,8 @@ class Worker:
             _, still = await asyncio.wait(set(self._inflight), timeout=self.grace_period)
             if still:
                 log.warning("grace period over: cancelling %d task(s)", len(still))
-                self._abort.set()
+                if self._abort is not None and not self._abort.done():
+                    self._abort.set_result(None)
                 await asyncio.wait(still, timeout=_HANDLER_CLEANUP + 10)
         if self._background:
             await asyncio.wait(set(self._background), timeout=5)
@@ -615,6 +648,17 @@ class Worker:
                 abandoned.add_done_callback(release)
             else:
                 self._slots.give(1)
+
+    def _task_metrics(self, task: str, state: RunState) -> tuple[Any, Any]:
+        """The duration histogram and outcome counter of ``(task, state)``, looked up once."""
+        key = (task, state.value)
+        children = self._metric_children.get(key)
+        if children is None:
+            children = self._metric_children[key] = (
+                self.metrics.task_duration.labels(*key),
+                self.metrics.outcomes.labels(*key),
+            )
+        return children
 
     def _release_abandoned(self) -> None:
         self.abandoned -= 1
@@ -760,13 +804,11 @@ class Worker:
         future.add_done_callback(self._background.discard)
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    async def _heartbeats(self, message: QueueMessage, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await message.in_progress()
-            except nats.errors.Error as error:
-                log.debug("in-progress ack failed: %s", error)
+    async def _in_progress(self, message: QueueMessage) -> None:
+        try:
+            await message.in_progress()
+        except nats.errors.Error as error:
+            log.debug("in-progress ack failed: %s", error)
 
     async def _attempt(
         self, message: QueueMessage, *, request: RunRequest, spec: TaskSpec, attempt: int
@@ -775,7 +817,7 @@ class Worker:
         partition = message.partition
         ack_wait = min(request.ack_wait_seconds, self._ack_waits.get(partition or 0, math.inf))
         interval = max(0.1, ack_wait / 3)
-        heartbeats = asyncio.create_task(self._heartbeats(message, interval))
+        heartbeats = _Heartbeats(lambda: self._spawn(self._in_progress(message)), interval)
         try:
             proceed, lock, token = await self._lock(
                 message, request=request, spec=spec, attempt=attempt
@@ -793,7 +835,6 @@ class Worker:
             )
         finally:
             heartbeats.cancel()
-            await asyncio.gather(heartbeats, return_exceptions=True)
 
     async def _lock(
         self, message: QueueMessage, *, request: RunRequest, spec: TaskSpec, attempt: int
@@ -857,7 +898,7 @@ class Worker:
         attempt: int,
         lock: JobLock | None,
         token: int | None,
-        heartbeats: asyncio.Task[None],
+        heartbeats: _Heartbeats,
     ) -> concurrent.futures.Future[Any] | None:
         started_at = _now()
         base = {
@@ -899,8 +940,9 @@ class Worker:
             )
         finally:
             heartbeats.cancel()
-        self.metrics.task_duration.labels(spec.name, outcome.state.value).observe(outcome.duration)
-        self.metrics.outcomes.labels(spec.name, outcome.state.value).inc()
+        duration, outcomes = self._task_metrics(spec.name, outcome.state)
+        duration.observe(outcome.duration)
+        outcomes.inc()
         if outcome.state is RunState.RETRYING:
             self.metrics.retries.labels(spec.name).inc()
         log_level = logging.INFO if outcome.state is RunState.SUCCEEDED else logging.WARNING
