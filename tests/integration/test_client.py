@@ -319,3 +319,45 @@ async def test_slots_hand_out_permits_fairly() -> None:
     slots.close()
     assert await c == 0
     assert await slots.take() == 0
+
+
+async def test_requests_report_what_nats_py_reports(nats_server: NatsServer) -> None:
+    """The hot-path requester: acks, duplicates, wrong stream, no stream, no reply, concurrency."""
+    import nats.errors
+    import nats.js.errors
+
+    async with connected(nats_server) as client, fresh_queue(client) as queue:
+        requests = client.requests
+        subject = constants.subject(client.namespace, queue.name, 0)
+        acks = await asyncio.gather(
+            *(
+                requests.publish(subject, b"x", headers={constants.MSG_ID_HEADER: f"r-{i % 50}"})
+                for i in range(200)
+            )
+        )
+        assert {a.stream for a in acks} == {queue.stream}
+        assert sum(1 for a in acks if not a.duplicate) == 50  # one store per id
+        assert len({a.seq for a in acks if not a.duplicate}) == 50
+        with pytest.raises(nats.js.errors.BadRequestError, match="expected stream"):
+            await requests.publish(subject, b"x", stream="NOT_THIS_ONE")
+        with pytest.raises(nats.js.errors.NoStreamResponseError):
+            await requests.publish(f"kadence-nowhere.{unique('s')}", b"x")
+        silent = await client.nc.subscribe(f"silent.{unique('s')}")  # answers nothing
+        started = time.monotonic()
+        with pytest.raises(nats.errors.TimeoutError):
+            await requests.request(silent.subject, b"?", timeout=0.3)
+        assert 0.25 < time.monotonic() - started < 2.0
+        await silent.unsubscribe()
+        assert not requests._waiting  # nothing left behind by the errors
+
+        stream = client.consume(queue.name, batch=4, fetch_timeout=1)
+        try:
+            message = await asyncio.wait_for(anext(stream), 10)
+            await message.ack_sync()
+            assert message.msg.is_acked
+            with pytest.raises(nats.errors.MsgAlreadyAckdError):
+                await message.ack_sync()
+        finally:
+            await stream.aclose()
+        info = await client.js.consumer_info(queue.stream, constants.consumer_name(0))
+        assert info.ack_floor.stream_seq >= 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -364,11 +365,109 @@ class QueueInfo:
         return max(self.partitions) + 1 if self.partitions else 1
 
 
+class Requests:
+    """Requests over one connection, each awaited without a task or a ``wait_for`` of its own.
+
+    nats-py's ``request`` and ``JetStreamContext.publish`` cost about 100 µs of CPU per message
+    (a fresh inbox token, a ``wait_for`` wrapper, the reply parsed into a dataclass). The hot
+    paths (the operator's run dispatch, the worker's reports and double acks) use this instead:
+    replies arrive on one wildcard inbox subscription, each waiter is a plain future, and a
+    timer handle enforces the timeout. Same errors as nats-py: ``nats.errors.TimeoutError``,
+    ``NoRespondersError`` (``NoStreamResponseError`` for :meth:`publish`) and
+    ``nats.js.errors.APIError``.
+    """
+
+    def __init__(self, nc: NATS, *, timeout: float = 5.0) -> None:
+        self._nc = nc
+        self._timeout = timeout
+        self._prefix = ""
+        self._started: asyncio.Future[None] | None = None
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._tokens = itertools.count()
+
+    async def _start(self) -> None:
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                prefix = self._nc.new_inbox() + "."
+                await self._nc.subscribe(prefix + "*", cb=self._reply)
+                self._prefix = prefix
+                self._started.set_result(None)
+            except BaseException as error:
+                self._started.set_exception(error)
+                self._started = None
+                raise
+        await self._started
+
+    async def _reply(self, msg: Msg) -> None:
+        waiter = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(msg)
+
+    @staticmethod
+    def _expire(waiter: asyncio.Future[Msg]) -> None:
+        if not waiter.done():
+            waiter.set_exception(nats.errors.TimeoutError())
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> Msg:
+        """Send ``payload`` to ``subject`` and return the first reply."""
+        if not self._prefix:
+            await self._start()
+        token = str(next(self._tokens))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[token] = waiter
+        timer = loop.call_later(timeout or self._timeout, self._expire, waiter)
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            msg = await waiter
+        finally:
+            timer.cancel()
+            self._waiting.pop(token, None)
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise nats.errors.NoRespondersError
+        return msg
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        stream: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> PubAck:
+        """Publish to JetStream and wait for the stream's acknowledgement (its ``PubAck``)."""
+        if stream is not None:
+            headers = {**(headers or {}), "Nats-Expected-Stream": stream}
+        try:
+            msg = await self.request(subject, payload, headers=headers, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise nats.js.errors.NoStreamResponseError from None
+        reply = json.loads(msg.data)
+        if "error" in reply:
+            raise nats.js.errors.APIError.from_error(reply["error"])
+        return PubAck(
+            stream=reply["stream"],
+            seq=reply["seq"],
+            domain=reply.get("domain"),
+            duplicate=reply.get("duplicate"),
+        )
+
+
 class QueueMessage:
     """A message consumed from a Queue partition, with its acknowledgement methods."""
 
-    def __init__(self, msg: Msg) -> None:
+    def __init__(self, msg: Msg, requests: Requests | None = None) -> None:
         self.msg = msg
+        self._requests = requests
 
     def __repr__(self) -> str:
         return f"QueueMessage(subject={self.subject!r}, deliveries={self.num_delivered})"
@@ -409,7 +508,15 @@ class QueueMessage:
 
     async def ack_sync(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- NATS request timeout
         """Ack and wait for the server to confirm it (a "double ack")."""
-        await self.msg.ack_sync(timeout=timeout)
+        if self._requests is None:
+            await self.msg.ack_sync(timeout=timeout)
+            return
+        if not self.msg.reply:
+            raise nats.errors.NotJSMessageError
+        if self.msg.is_acked:
+            raise nats.errors.MsgAlreadyAckdError(self.msg)
+        await self._requests.request(self.msg.reply, b"", timeout=timeout)  # b"": +ACK
+        self.msg._ackd = True  # what nats-py's own ack_sync records
 
     async def nak(self, delay: float | None = None) -> None:
         """Redeliver, after ``delay`` seconds if given."""
@@ -490,7 +597,7 @@ class QueueConsumer:
             await self._start()
         msg = await self._buffer.get()
         self._credits.give(1)
-        return QueueMessage(msg)
+        return QueueMessage(msg, self.client.requests)
 
     async def aclose(self) -> None:
         """Stop fetching, put back what was fetched but not taken, unsubscribe."""
@@ -529,6 +636,8 @@ class KadenceClient:
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
+        #: Publishes and double acks on the hot paths (see :class:`Requests`).
+        self.requests = Requests(nc)
         self.namespace = namespace
         self.settings = settings
         self._queues: dict[str, QueueInfo] = {}
@@ -635,7 +744,7 @@ class KadenceClient:
         if msg_id is not None:
             hdrs[constants.MSG_ID_HEADER] = msg_id
         payload = data.encode() if isinstance(data, str) else data
-        return await self.js.publish(
+        return await self.requests.publish(
             constants.subject(self.namespace, queue, partition),
             payload,
             timeout=timeout,
@@ -717,7 +826,7 @@ class KadenceClient:
         """Publish a run result to ``kadence-results.<ns>.<job>`` (de-duplicated)."""
         ns = result.job.namespace if result.job is not None else (namespace or self.namespace)
         job = result.job.name if result.job is not None else constants.ADHOC_JOB
-        return await self.js.publish(
+        return await self.requests.publish(
             constants.results_subject(ns, job),
             encode(result),
             timeout=timeout,

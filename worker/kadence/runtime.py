@@ -628,7 +628,7 @@ class Worker:
         self.metrics.in_flight.inc()
         abandoned: concurrent.futures.Future[Any] | None = None
         try:
-            abandoned = await self._process(QueueMessage(msg))
+            abandoned = await self._process(QueueMessage(msg, self.client.requests))
         except Exception:
             # The worker must survive anything a message does; put it back and go on.
             log.exception("unexpected error handling a message from %s", msg.subject)

@@ -27,6 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from kadence import constants
+from kadence.client import Requests
 from kadence.protocol import JobRef
 from kadence_operator import scheduling, timefmt
 from kadence_operator.api import (
@@ -202,6 +203,8 @@ class Scheduler:
     ) -> None:
         self._js = js
         self._nc = nc
+        # Dispatch publishes go through one reply subscription, not a request each.
+        self._requests = Requests(nc if nc is not None else js._nc)
         self._writer = writer
         self._settings = settings
         self._queues = queues
@@ -597,7 +600,7 @@ class Scheduler:
                 default_bucket=self._settings.output_bucket,
             )
             entry.template, entry.template_queue = template, queue
-        ack = await self._js.publish(
+        ack = await self._requests.publish(
             template.subject,
             template.encode(run_id=run_id, scheduled_at=slot),
             timeout=10,
