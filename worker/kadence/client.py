@@ -365,14 +365,20 @@ class QueueInfo:
         return max(self.partitions) + 1 if self.partitions else 1
 
 
+#: How often :class:`Requests` looks for requests past their timeout (seconds).
+SWEEP_INTERVAL = 0.25
+
+
 class Requests:
     """Requests over one connection, each awaited without a task or a ``wait_for`` of its own.
 
     nats-py's ``request`` and ``JetStreamContext.publish`` cost about 100 µs of CPU per message
     (a fresh inbox token, a ``wait_for`` wrapper, the reply parsed into a dataclass). The hot
     paths (the operator's run dispatch, the worker's reports and double acks) use this instead:
-    replies arrive on one wildcard inbox subscription, each waiter is a plain future, and a
-    timer handle enforces the timeout. Same errors as nats-py: ``nats.errors.TimeoutError``,
+    replies arrive on one wildcard inbox subscription, each waiter is a plain future, and one
+    sweep every :data:`SWEEP_INTERVAL` seconds (while requests are waiting) fails those past
+    their deadline, so a timeout fires up to that much late. A timer per request would cost a
+    push into the event loop's heap each. Same errors as nats-py: ``nats.errors.TimeoutError``,
     ``NoRespondersError`` (``NoStreamResponseError`` for :meth:`publish`) and
     ``nats.js.errors.APIError``.
     """
@@ -382,8 +388,9 @@ class Requests:
         self._timeout = timeout
         self._prefix = ""
         self._started: asyncio.Future[None] | None = None
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._waiting: dict[str, tuple[asyncio.Future[Msg], float]] = {}
         self._tokens = itertools.count()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def _start(self) -> None:
         if self._started is None:
@@ -400,14 +407,19 @@ class Requests:
         await self._started
 
     async def _reply(self, msg: Msg) -> None:
-        waiter = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(msg)
+        found = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if found is not None and not found[0].done():
+            found[0].set_result(msg)
 
-    @staticmethod
-    def _expire(waiter: asyncio.Future[Msg]) -> None:
-        if not waiter.done():
-            waiter.set_exception(nats.errors.TimeoutError())
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = [token for token, (_, deadline) in self._waiting.items() if deadline <= now]
+        for token in expired:
+            waiter, _ = self._waiting.pop(token)
+            if not waiter.done():
+                waiter.set_exception(nats.errors.TimeoutError())
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep) if self._waiting else None
 
     async def request(
         self,
@@ -423,13 +435,13 @@ class Requests:
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Msg] = loop.create_future()
-        self._waiting[token] = waiter
-        timer = loop.call_later(timeout or self._timeout, self._expire, waiter)
+        self._waiting[token] = (waiter, loop.time() + (timeout or self._timeout))
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
             msg = await waiter
         finally:
-            timer.cancel()
             self._waiting.pop(token, None)
         if msg.headers and msg.headers.get("Status") == "503":
             raise nats.errors.NoRespondersError
