@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from kadence import App, Context
 from kadence.constants import LEASE_JOB_LABEL, lease_name
-from kadence.leases import LeaseClient, LeaseHeld, LeaseLost, LeaseRecord
+from kadence.leases import LeaseClient, LeaseHeld, LeaseLost, LeasePreempted, LeaseRecord
 from kadence.metrics import WorkerMetrics
 from kadence.protocol import ConcurrencyPolicy, JobRef, RunRequest, RunState, encode
 from kadence_devstack.kube import KubeControlPlane
@@ -363,3 +363,42 @@ async def test_a_frozen_holder_reports_with_a_stale_fencing_token(
         lease = read_lease(kube, job.name)
         assert lease is not None
         assert lease.holder is None
+
+
+class CountingLeaseClient(LeaseClient):
+    """Counts the reads the lock makes (the real API server answers them)."""
+
+    reads = 0
+
+    def read(self, namespace: str, name: str) -> LeaseRecord | None:
+        self.reads += 1
+        return super().read(namespace, name)
+
+
+def test_renew_and_release_write_without_reading_unless_someone_else_wrote(
+    worker_kubeconfig: Path, kube: KubeControlPlane
+) -> None:
+    leases = CountingLeaseClient(LeaseClient.from_kubeconfig(str(worker_kubeconfig)).api.api_client)
+    job = unique("job-")
+    lock = leases.lock(namespace=NAMESPACE, job=job, holder="w1/r1/1", duration=5)
+    other = leases.lock(namespace=NAMESPACE, job=job, holder="w2/r2/1", duration=5)
+    lock.acquire()
+    reads = leases.reads
+    lock.renew()
+    lock.verify()
+    lock.renew()
+    assert leases.reads == reads  # only our own writes since: each renew is a single PUT
+    assert read_lease(kube, job).holder == "w1/r1/1"  # type: ignore[union-attr]
+    # A preemption request changes the Lease: the next renew sees the 409, reads, and stops.
+    assert other.preempt()
+    with pytest.raises(LeasePreempted):
+        lock.renew()
+    assert leases.reads > reads
+    lock.verify()  # verify ignores a preemption request and still holds the Lease
+    reads = leases.reads
+    lock.release()
+    assert leases.reads == reads
+    record = read_lease(kube, job)
+    assert record is not None
+    assert (record.holder, record.transitions) == (None, 0)
+    assert other.acquire() == 1

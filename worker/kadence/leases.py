@@ -206,6 +206,10 @@ class JobLock:
         #: ``leaseTransitions`` when acquired: the fencing token.
         self.token: int | None = None
         self._renewed_at = 0.0  # monotonic time of the last successful acquire/renew
+        #: The Lease as this holder last wrote it. Renew, verify and release first write over
+        #: exactly that version (no read): if anyone else wrote since (a take-over, a preemption
+        #: request), the API server answers 409 and they read and decide as before.
+        self._mine: LeaseRecord | None = None
 
     def __repr__(self) -> str:
         return f"JobLock({self.namespace}/{self.name}, holder={self.holder!r}, token={self.token})"
@@ -301,10 +305,40 @@ class JobLock:
     def _acquired(self, record: LeaseRecord) -> int:
         self.token = record.transitions
         self._renewed_at = time.monotonic()
+        self._mine = record
         return record.transitions
+
+    def _overwrite_mine(self, *, holder: str | None) -> bool:
+        """Write over this holder's own last version; False if it changed since (or unknown).
+
+        Saves the read before each renew/verify/release while nobody else touches the Lease.
+        """
+        mine = self._mine
+        if mine is None or mine.holder != self.holder:
+            return False
+        body = self._body(
+            holder=holder,
+            acquire_time=mine.acquire_time,
+            renew_time=_now(),
+            transitions=mine.transitions,
+            resource_version=mine.resource_version,
+        )
+        try:
+            written = self._replace(body)
+        except ApiException as error:
+            if error.status in (404, 409):
+                self._mine = None
+                return False  # the slow path reads it and tells what happened
+            raise LeaseError(f"updating lease: {_reason(error)}") from error
+        self._mine = written if holder == self.holder else None
+        return True
 
     def renew(self, *, check_preempted: bool = True) -> None:
         """Extend the hold; :class:`LeaseLost`/:class:`LeasePreempted` if it must stop."""
+        if self._overwrite_mine(holder=self.holder):
+            # Unchanged since our own last write, so no preemption request arrived either.
+            self._renewed_at = time.monotonic()
+            return
         for _ in range(_CONFLICT_RETRIES):
             current = self.client.read(self.namespace, self.name)
             if current is None or current.holder != self.holder:
@@ -321,7 +355,7 @@ class JobLock:
                 resource_version=current.resource_version,
             )
             try:
-                self._replace(body)
+                self._mine = self._replace(body)
             except ApiException as error:
                 if error.status == 409:
                     continue  # changed since we read it (a preemption request?): look again
@@ -342,6 +376,8 @@ class JobLock:
 
     def release(self) -> None:
         """Clear the holder (only if it is still us); the transitions count stays."""
+        if self._overwrite_mine(holder=None):
+            return
         for _ in range(_CONFLICT_RETRIES):
             current = self.client.read(self.namespace, self.name)
             if current is None or current.holder != self.holder:
@@ -355,6 +391,7 @@ class JobLock:
             )
             try:
                 self._replace(body)
+                self._mine = None
                 return
             except ApiException as error:
                 if error.status == 409:
