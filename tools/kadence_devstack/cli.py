@@ -1,4 +1,5 @@
-"""``kadence-devstack``: build the control plane once, or run the local stack in the foreground."""
+"""``kadence-devstack``: build the control plane once, run the local stack in the foreground, or run
+the demo on it (``demo``) or on a kind cluster through the Helm chart (``demo-kind``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kadence_devstack import binaries
 from kadence_devstack.procs import SetupError, StartError
@@ -120,6 +122,45 @@ def demo(
         console.print(f"[red]error:[/red] {error}")
         console.print(f"logs: {workdir / 'logs'}")
         sys.exit(2)
+
+
+@app.command("demo-kind")
+def demo_kind(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the cluster's kubeconfig and logs go.")
+    ] = Path(".devstack-kind"),
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+    delete: Annotated[
+        bool,
+        typer.Option(
+            "--delete",
+            help="Delete the kind cluster on exit (default: keep it for the next run and print "
+            "how to delete it).",
+        ),
+    ] = False,
+) -> None:
+    """`demo` on the kind cluster `kadence-demo`, installed with the Helm chart (needs Docker)."""
+    from kadence_devstack import demo_kind as demo_kind_module
+    from kadence_devstack.kind import ClusterError
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in `demo`
+    try:
+        demo_kind_module.run(
+            workdir=workdir.resolve(), seconds=seconds, delete=delete, console=console
+        )
+    except (SetupError, StartError, ClusterError) as error:
+        # One line for a missing prerequisite, whatever the terminal's width.
+        console.print("[red]error:[/red]", escape(str(error)), soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:  # before the cluster exists, e.g. while Go installs kind
+        console.print("stopped")
+        sys.exit(130)
 
 
 def main() -> None:

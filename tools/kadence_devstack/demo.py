@@ -4,6 +4,9 @@ Starts NATS, S3 and the Kubernetes control plane, installs the CRDs, runs the op
 worker (``examples/app.py``) as child processes, uploads the one-shot Job's input object, applies
 ``examples/`` into the ``demo`` namespace and shows each run as it happens — Job, run id, state,
 duration, output URI — until Ctrl-C (or ``--seconds``), then stops everything it started.
+
+The live view (:func:`watch_runs`) and the input upload (:func:`seed_storage`) are shared with
+``make demo-kind`` (:mod:`kadence_devstack.demo_kind`), which shows the same view of a kind cluster.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +56,13 @@ def _kubectl(stack: LocalStack, *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def _seed_storage(stack: LocalStack) -> None:
+def seed_storage(*, endpoint: str, access_key: str, secret_key: str) -> None:
+    """Create the examples' buckets and upload the one-shot Job's input object (``host:port``,
+    plain HTTP). ``make demo`` points it at the local S3, ``make demo-kind`` at a port-forward to
+    the chart's MinIO."""
     from minio import Minio
 
-    assert stack.s3 is not None
-    s3 = Minio(
-        stack.s3.endpoint,
-        access_key=stack.s3.access_key,
-        secret_key=stack.s3.secret_key,
-        secure=False,
-    )
+    s3 = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=False)
     for bucket in ("kadence-outputs", "reports", INPUT_BUCKET):
         if not s3.bucket_exists(bucket):
             s3.make_bucket(bucket)
@@ -143,22 +144,75 @@ def _processes(stack: LocalStack, workdir: Path) -> Iterator[list[ManagedProcess
             proc.stop()
 
 
-def run(*, workdir: Path, seconds: float | None, console: Console) -> int:
-    """Run the demo; returns how many runs showed an output URI at the end."""
+@dataclass(frozen=True)
+class ViewEnd:
+    """How the live view ended: the runs with an output URI in its last frame, and whether it was
+    Ctrl-C (else ``seconds`` ran out)."""
+
+    runs_with_output: int
+    interrupted: bool
+
+
+def watch_runs(
+    *,
+    kubeconfig: Path,
+    console: Console,
+    seconds: float | None,
+    check: Callable[[], None] | None = None,
+) -> ViewEnd:
+    """The live view of ``make demo`` and ``make demo-kind``: the Jobs in :data:`NAMESPACE`, read
+    through ``kubeconfig`` once a second, until Ctrl-C or ``seconds``. ``check`` runs each second
+    too and raises to end the view (the local demo checks that its processes still run)."""
     from kubernetes import client, config
 
+    new_client: Any = config.new_client_from_config
+    api = new_client(config_file=str(kubeconfig))
+    objects = client.CustomObjectsApi(api)
+    deadline = None if seconds is None else time.monotonic() + seconds
+
+    def refresh(live: Live) -> int:
+        listing: Any = objects.list_namespaced_custom_object(
+            "kadence.io", "v1alpha1", NAMESPACE, "jobs"
+        )
+        table, count = runs_table(listing["items"])
+        live.update(table, refresh=True)
+        return count
+
+    with_output = 0
+    with Live(console=console, refresh_per_second=2) as live:
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                with_output = refresh(live)
+                if check is not None:
+                    check()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            # Show the state at the moment of Ctrl-C, not the one a second before.
+            with contextlib.suppress(Exception):
+                with_output = refresh(live)
+            return ViewEnd(with_output, interrupted=True)
+    return ViewEnd(with_output, interrupted=False)
+
+
+def run(*, workdir: Path, seconds: float | None, console: Console) -> int:
+    """Run the demo; returns how many runs showed an output URI at the end."""
     stack = LocalStack(workdir)
     with_output = 0
     try:
         with console.status("starting NATS, S3 and the Kubernetes control plane…"):
             stack.start()
         assert stack.kube is not None
+        assert stack.s3 is not None
         env_file = stack.write_env_file(workdir / "env")
         _kubectl(stack, "apply", "--server-side", "-f", str(REPO / "crds"))
         for crd in ("jobs.kadence.io", "queues.kadence.io"):
             _kubectl(stack, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
         _kubectl(stack, "create", "namespace", NAMESPACE)
-        _seed_storage(stack)
+        seed_storage(
+            endpoint=stack.s3.endpoint,
+            access_key=stack.s3.access_key,
+            secret_key=stack.s3.secret_key,
+        )
         console.print(f"[green]stack up[/green]; kubeconfig: {stack.kube.kubeconfig}")
         console.print(
             f"  export KUBECONFIG={stack.kube.kubeconfig}   # then: kubectl get kadence -A"
@@ -166,31 +220,18 @@ def run(*, workdir: Path, seconds: float | None, console: Console) -> int:
         console.print(f"  source {env_file}   # every KADENCE_* variable of this stack")
         with _processes(stack, workdir) as procs:
             _kubectl(stack, "apply", "-n", NAMESPACE, "-f", str(REPO / "examples"))
-            new_client: Any = config.new_client_from_config
-            api = new_client(config_file=str(stack.kube.kubeconfig))
-            objects = client.CustomObjectsApi(api)
-            deadline = None if seconds is None else time.monotonic() + seconds
 
-            def refresh(live: Live) -> int:
-                listing: Any = objects.list_namespaced_custom_object(
-                    "kadence.io", "v1alpha1", NAMESPACE, "jobs"
-                )
-                table, count = runs_table(listing["items"])
-                live.update(table, refresh=True)
-                return count
+            def check() -> None:
+                for proc in procs:
+                    if not proc.running:
+                        raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail(20)}")
 
-            with Live(console=console, refresh_per_second=2) as live:
-                try:
-                    while deadline is None or time.monotonic() < deadline:
-                        with_output = refresh(live)
-                        for proc in procs:
-                            if not proc.running:
-                                raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail(20)}")
-                        time.sleep(1)
-                except KeyboardInterrupt:
-                    # Show the state at the moment of Ctrl-C, not the one a second before.
-                    with_output = refresh(live)
-                    raise
+            end = watch_runs(
+                kubeconfig=stack.kube.kubeconfig, console=console, seconds=seconds, check=check
+            )
+            with_output = end.runs_with_output
+            if end.interrupted:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         console.print("stopping…")
     finally:
