@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import ssl
@@ -49,6 +50,19 @@ class ObjectGone(Exception):
 class _Pending:
     mutations: list[tuple[Mutation, asyncio.Future[None]]] = field(default_factory=list)
     uid: str | None = None
+    #: The pending mutation of each ``supersede`` tag (see :meth:`StatusWriter.submit`).
+    tagged: dict[str, tuple[Mutation, asyncio.Future[None]]] = field(default_factory=dict)
+
+
+def _follow(follower: asyncio.Future[None], leader: asyncio.Future[None]) -> None:
+    if follower.done():
+        return
+    if leader.cancelled():
+        follower.cancel()
+    elif (error := leader.exception()) is not None:
+        follower.set_exception(error)
+    else:
+        follower.set_result(None)
 
 
 def merge_patch(old: Status, new: Status) -> Status:
@@ -228,15 +242,29 @@ class StatusWriter:
         self._last_flush.pop((namespace, name), None)
 
     def submit(
-        self, namespace: str, name: str, mutation: Mutation, *, uid: str | None = None
+        self,
+        namespace: str,
+        name: str,
+        mutation: Mutation,
+        *,
+        uid: str | None = None,
+        supersede: str | None = None,
     ) -> asyncio.Future[None]:
         """Queue ``mutation``; the future resolves when persisted or raises :class:`ObjectGone`.
 
         ``uid`` pins the object: a mutation meant for a deleted Job never lands on a new Job that
-        reuses the name.
+        reuses the name. ``supersede`` tags a mutation that makes any earlier pending one with the
+        same tag pointless (it sets the same fields from scratch, e.g. the next run time): the
+        earlier one is dropped, and its future follows the new one's.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pending = self._pending.setdefault((namespace, name), _Pending())
+        if supersede is not None:
+            earlier = pending.tagged.get(supersede)
+            if earlier is not None and earlier in pending.mutations:
+                pending.mutations.remove(earlier)
+                future.add_done_callback(functools.partial(_follow, earlier[1]))
+            pending.tagged[supersede] = (mutation, future)
         pending.mutations.append((mutation, future))
         if uid is not None:
             pending.uid = uid

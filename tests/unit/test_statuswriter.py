@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -88,3 +89,44 @@ def test_merge_patch_round_trips(old: dict[str, Any], new: dict[str, Any]) -> No
 )
 def test_older(new: dict[str, Any], cached: dict[str, Any], older: bool) -> None:
     assert _older(new, cached) is older
+
+
+async def test_a_superseding_mutation_replaces_the_pending_one_and_carries_its_future() -> None:
+    from kubernetes import client
+
+    from kadence_operator.statuswriter import StatusWriter
+
+    writer = StatusWriter(
+        api=client.ApiClient(), group="kadence.io", version="v1alpha1", plural="jobs", interval=5
+    )
+
+    def setter(value: int) -> Any:
+        return lambda status: {**status, "nextRunTime": value}
+
+    def counter(status: dict[str, Any]) -> dict[str, Any]:
+        return {**status, "n": status.get("n", 0) + 1}
+
+    first = writer.submit("ns", "job", setter(1), supersede="next-run")
+    counted = writer.submit("ns", "job", counter)
+    second = writer.submit("ns", "job", setter(2), supersede="next-run")
+    other = writer.submit("ns", "other", setter(9), supersede="next-run")
+    third = writer.submit("ns", "job", setter(3), supersede="next-run")
+    pending = writer._pending[("ns", "job")]
+    status: dict[str, Any] = {}
+    for mutation, _ in pending.mutations:
+        status = mutation(status)
+    assert status == {"n": 1, "nextRunTime": 3}
+    assert len(pending.mutations) == 2  # the counter and the last setter
+    assert len(writer._pending[("ns", "other")].mutations) == 1  # tags are per object
+    assert [f.done() for f in (first, second, third, counted, other)] == [False] * 5
+    pending.mutations[-1][1].set_result(None)  # what a persisted write does
+    for _ in range(3):  # each superseded future follows the next one, a loop turn each
+        await asyncio.sleep(0)
+    assert [f.done() for f in (first, second, third, counted)] == [True, True, True, False]
+    failed = writer.submit("ns", "gone", setter(1), supersede="next-run")
+    writer.submit("ns", "gone", setter(2), supersede="next-run")
+    writer._pending[("ns", "gone")].mutations[-1][1].set_exception(RuntimeError("404"))
+    for _ in range(2):
+        await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="404"):
+        failed.result()

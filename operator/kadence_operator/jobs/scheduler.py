@@ -329,8 +329,12 @@ class Scheduler:
 
     def _push(self, entry: Entry, at: datetime) -> None:
         entry.version = next(self._seq)
+        # The loop sleeps until the earliest item: only an earlier one needs to wake it (each
+        # fire pushes its Job again, and a wake-up per fire cost a loop turn each).
+        earlier = not self._heap or at < self._heap[0].at
         heapq.heappush(self._heap, _Due(at, entry.version, entry.key, entry.version))
-        self._wake.set()
+        if earlier:
+            self._wake.set()
 
     def _wake_entry(self, entry: Entry) -> None:
         """Fire ``entry`` as soon as possible (after the fire in progress, if any)."""
@@ -406,8 +410,12 @@ class Scheduler:
             entry.refire = False
             self._push(entry, self._clock())
 
-    def _submit(self, entry: Entry, mutation: Callable[[Status], Status]) -> None:
-        future = self._writer.submit(entry.namespace, entry.name, mutation, uid=entry.uid)
+    def _submit(
+        self, entry: Entry, mutation: Callable[[Status], Status], *, supersede: str | None = None
+    ) -> None:
+        future = self._writer.submit(
+            entry.namespace, entry.name, mutation, uid=entry.uid, supersede=supersede
+        )
         future.add_done_callback(_log_failure)
 
     def _count(self, reason: str, amount: int = 1) -> None:
@@ -453,7 +461,7 @@ class Scheduler:
                     entry, queue, run_id=run_id, slot=entry.created, trigger="Schedule"
                 )
                 entry.dispatched_once = True
-            self._submit(entry, _next_run_mutation(entry, None, now))
+            self._submit(entry, _next_run_mutation(entry, None, now), supersede="next-run")
             return
 
         await self._backfill(entry, queue, now)
@@ -471,7 +479,7 @@ class Scheduler:
             if previous is not None and (entry.last_slot is None or previous > entry.last_slot):
                 entry.last_slot = previous
             upcoming = scheduling.next_fire_time(schedule, after=now)
-            self._submit(entry, _next_run_mutation(entry, upcoming, now))
+            self._submit(entry, _next_run_mutation(entry, upcoming, now), supersede="next-run")
             if upcoming is not None:
                 self._push(entry, upcoming)
             return
@@ -545,7 +553,7 @@ class Scheduler:
             nxt = scheduling.next_fire_time(schedule, after=max(entry.last_slot, plan_now))
         else:
             nxt = scheduling.next_fire_time(schedule, after=plan_now)
-        self._submit(entry, _next_run_mutation(entry, nxt, now))
+        self._submit(entry, _next_run_mutation(entry, nxt, now), supersede="next-run")
         if nxt is not None:
             self._push(entry, scheduling.dispatch_time(schedule, job_uid=entry.uid, slot=nxt))
 
