@@ -279,12 +279,21 @@ class StatusWriter:
                 for key in list(self._pending)
                 if now - self._last_flush.get(key, 0.0) >= self._interval
             ]
-            batch = []
-            for key in due:
-                self._last_flush[key] = now
-                batch.append(self._flush(key, self._pending.pop(key)))
-            if batch:
-                await asyncio.gather(*batch)
+            batch: list[asyncio.Future[None]] = []
+            try:
+                for key in due:
+                    self._last_flush[key] = now
+                    batch.append(asyncio.ensure_future(self._flush(key, self._pending.pop(key))))
+                    # Start one write per loop turn: each begins with its CPU part (the
+                    # mutations, the JSON), and fires and results waiting for the loop must not
+                    # queue behind all of them at once.
+                    await asyncio.sleep(0)
+                if batch:
+                    await asyncio.gather(*batch)
+            except asyncio.CancelledError:
+                for started in batch:
+                    started.cancel()
+                raise
             waits = [
                 self._last_flush.get(key, 0.0) + self._interval - time.monotonic()
                 for key in self._pending
