@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,39 @@ def test_lease_names(name: str, shard: int | None) -> None:
     assert shard_of_lease(name) == shard
     if shard is not None and shard < 1000:
         assert shard_lease_name(shard) == name
+
+
+@pytest.mark.parametrize(
+    ("lease", "expected"),
+    [
+        (
+            {
+                "metadata": {"name": "kadence-shard-007"},
+                "spec": {
+                    "holderIdentity": "op-a",
+                    "renewTime": "2026-11-25T13:50:24.123456Z",
+                    "leaseDurationSeconds": 15,
+                },
+            },
+            ("kadence-shard-007", "op-a", datetime(2026, 11, 25, 13, 50, 24, 123456, UTC), 15.0),
+        ),
+        (  # released: no holder; renewTime with fewer fraction digits
+            {
+                "metadata": {"name": "kadence-shard-000"},
+                "spec": {"holderIdentity": "", "renewTime": "2026-11-25T13:50:24.1Z"},
+            },
+            ("kadence-shard-000", None, datetime(2026, 11, 25, 13, 50, 24, 100000, UTC), 0.0),
+        ),
+        (  # created by hand, no spec at all
+            {"metadata": {"name": "kadence-member-x"}},
+            ("kadence-member-x", None, None, 0.0),
+        ),
+    ],
+)
+def test_lease_views_from_the_api_servers_json(
+    lease: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    from kadence_operator.shards import _view
+
+    view = _view(lease)
+    assert (view.name, view.holder, view.renew_time, view.duration_seconds) == expected
