@@ -253,6 +253,16 @@ class JobLock:
             "spec": spec,
         }
 
+    def _rewrite(self, record: LeaseRecord, *, holder: str | None) -> dict[str, Any]:
+        """``record`` renewed now with ``holder``, guarded by its ``resourceVersion``."""
+        return self._body(
+            holder=holder,
+            acquire_time=record.acquire_time,
+            renew_time=_now(),
+            transitions=record.transitions,
+            resource_version=record.resource_version,
+        )
+
     def _replace(self, body: dict[str, Any]) -> LeaseRecord:
         """A ``resourceVersion``-guarded replace; ApiException 409 if someone wrote first."""
         try:
@@ -316,13 +326,7 @@ class JobLock:
         mine = self._mine
         if mine is None or mine.holder != self.holder:
             return False
-        body = self._body(
-            holder=holder,
-            acquire_time=mine.acquire_time,
-            renew_time=_now(),
-            transitions=mine.transitions,
-            resource_version=mine.resource_version,
-        )
+        body = self._rewrite(mine, holder=holder)
         try:
             written = self._replace(body)
         except ApiException as error:
@@ -347,13 +351,7 @@ class JobLock:
             by = current.annotations.get(LEASE_PREEMPT_ANNOTATION)
             if check_preempted and by is not None:
                 raise LeasePreempted(by)
-            body = self._body(
-                holder=self.holder,
-                acquire_time=current.acquire_time,
-                renew_time=_now(),
-                transitions=current.transitions,
-                resource_version=current.resource_version,
-            )
+            body = self._rewrite(current, holder=self.holder)
             try:
                 self._mine = self._replace(body)
             except ApiException as error:
@@ -382,13 +380,7 @@ class JobLock:
             current = self.client.read(self.namespace, self.name)
             if current is None or current.holder != self.holder:
                 return
-            body = self._body(
-                holder=None,
-                acquire_time=current.acquire_time,
-                renew_time=_now(),
-                transitions=current.transitions,
-                resource_version=current.resource_version,
-            )
+            body = self._rewrite(current, holder=None)
             try:
                 self._replace(body)
                 self._mine = None
