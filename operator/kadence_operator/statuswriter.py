@@ -54,6 +54,11 @@ class _Pending:
     tagged: dict[str, tuple[Mutation, asyncio.Future[None]]] = field(default_factory=dict)
 
 
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait after a 429: the server's ``Retry-After`` (whole seconds), at most 10."""
+    return min(10.0, float(value)) if value and value.isdigit() else 1.0
+
+
 def _follow(follower: asyncio.Future[None], leader: asyncio.Future[None]) -> None:
     if follower.done():
         return
@@ -261,9 +266,13 @@ class StatusWriter:
         pending = self._pending.setdefault((namespace, name), _Pending())
         if supersede is not None:
             earlier = pending.tagged.get(supersede)
-            if earlier is not None and earlier in pending.mutations:
-                pending.mutations.remove(earlier)
-                future.add_done_callback(functools.partial(_follow, earlier[1]))
+            if earlier is not None:
+                try:
+                    pending.mutations.remove(earlier)
+                except ValueError:  # not pending any more: nothing to supersede
+                    pass
+                else:
+                    future.add_done_callback(functools.partial(_follow, earlier[1]))
             pending.tagged[supersede] = (mutation, future)
         pending.mutations.append((mutation, future))
         if uid is not None:
@@ -367,27 +376,36 @@ class StatusWriter:
         cached = self._cache[key] = slim(body)
         return cached
 
+    def _patch_request(self, key: Key, cached: Cached, pending: _Pending) -> Status | None:
+        """The PATCH body applying ``pending`` to ``cached`` (counted as sent); None if no change.
+
+        Shared by the event-loop writer and the threaded one.
+        """
+        uid = cached.metadata.get("uid")
+        if pending.uid is not None and uid != pending.uid:
+            raise ObjectGone(f"{key[0]}/{key[1]} was replaced (uid {uid})")
+        old = cached.decode()
+        new = cached.decode()
+        for mutation, _ in pending.mutations:
+            new = mutation(new)
+        patch = merge_patch(old, new)
+        if not patch:
+            return None
+        self.patches += 1
+        if self._metrics is not None:
+            self._metrics.status_patches.labels(self._plural, key[0]).inc()
+        return {
+            "metadata": {"resourceVersion": cached.metadata["resourceVersion"]},
+            "status": patch,
+        }
+
     def _write(self, key: Key, pending: _Pending) -> None:
         cached = self._cache.get(key) or self._get(key)
         for _ in range(10):
-            uid = cached.metadata.get("uid")
-            if pending.uid is not None and uid != pending.uid:
-                raise ObjectGone(f"{key[0]}/{key[1]} was replaced (uid {uid})")
-            old = cached.decode()
-            new = cached.decode()
-            for mutation, _ in pending.mutations:
-                new = mutation(new)
-            patch = merge_patch(old, new)
-            if not patch:
+            request = self._patch_request(key, cached, pending)
+            if request is None:
                 return
-            request = {
-                "metadata": {"resourceVersion": cached.metadata["resourceVersion"]},
-                "status": patch,
-            }
             try:
-                self.patches += 1
-                if self._metrics is not None:
-                    self._metrics.status_patches.labels(self._plural, key[0]).inc()
                 result: dict[str, Any] = self._api.patch_namespaced_custom_object_status(  # type: ignore[assignment]
                     self._group, self._version, key[0], self._plural, key[1], request
                 )
@@ -402,8 +420,7 @@ class StatusWriter:
                 if error.status == 404:
                     raise ObjectGone(f"{key[0]}/{key[1]} not found") from None
                 if error.status == 429:
-                    retry_after = (error.headers or {}).get("Retry-After", "1")
-                    time.sleep(min(10.0, float(retry_after) if retry_after.isdigit() else 1.0))
+                    time.sleep(_retry_after((error.headers or {}).get("Retry-After")))
                     cached = self._get(key)
                     continue
                 raise
@@ -429,23 +446,9 @@ class StatusWriter:
         assert self._async is not None
         cached = self._cache.get(key) or await self._aget(key)
         for _ in range(10):
-            uid = cached.metadata.get("uid")
-            if pending.uid is not None and uid != pending.uid:
-                raise ObjectGone(f"{key[0]}/{key[1]} was replaced (uid {uid})")
-            old = cached.decode()
-            new = cached.decode()
-            for mutation, _ in pending.mutations:
-                new = mutation(new)
-            patch = merge_patch(old, new)
-            if not patch:
+            request = self._patch_request(key, cached, pending)
+            if request is None:
                 return
-            request = {
-                "metadata": {"resourceVersion": cached.metadata["resourceVersion"]},
-                "status": patch,
-            }
-            self.patches += 1
-            if self._metrics is not None:
-                self._metrics.status_patches.labels(self._plural, key[0]).inc()
             try:
                 result = await self._async.merge_patch(self._path(key, status=True), request)
             except _HttpError as error:
@@ -457,10 +460,7 @@ class StatusWriter:
                 if error.status == 404:
                     raise ObjectGone(f"{key[0]}/{key[1]} not found") from None
                 if error.status == 429:
-                    retry_after = error.headers.get("Retry-After", "1")
-                    await asyncio.sleep(
-                        min(10.0, float(retry_after) if retry_after.isdigit() else 1.0)
-                    )
+                    await asyncio.sleep(_retry_after(error.headers.get("Retry-After")))
                     cached = await self._aget(key)
                     continue
                 raise

@@ -393,7 +393,7 @@ class Scheduler:
                 await asyncio.sleep(0)  # let the fires just started run
 
     async def _fire_guarded(self, entry: Entry, now: datetime) -> None:
-        entry.firing = True
+        # entry.firing was set by the loop when it started this task.
         self._firing += 1
         self._quiet.clear()
         try:
