@@ -89,6 +89,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 30
+        # A Queue's status refresh (a timer) may be mid-way through NATS calls when the Queue is
+        # deleted; kopf keeps the finalizer until the timer returns and by default looks again
+        # only after 60 s, so `kubectl delete queue` hung for a minute. Look again every second.
+        settings.background.instant_exit_timeout = 0.5
+        settings.background.cancellation_polling = 1.0
         memo.runtime = await runtime.start(operator_settings)
 
     operator_settings = settings
@@ -134,18 +139,27 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         rt = _rt(memo)
         ref = streams.QueueRef(body.metadata.namespace or "", body.metadata.name or "")
         policy = (body.get("spec") or {}).get("deletionPolicy", "Delete")
-        if policy == "Delete":
-            removed = await streams.delete(rt.js, ref)
-            logger.info("deleted streams of %s/%s: %s", ref.namespace, ref.name, removed)
+        # Wait for a status refresh under way: it may restore a missing stream, and must not do
+        # so after the streams are deleted here.
+        async with _queue_lock(body.metadata.uid or ""):
+            if policy == "Delete":
+                removed = await streams.delete(rt.js, ref)
+                logger.info("deleted streams of %s/%s: %s", ref.namespace, ref.name, removed)
         rt.queue_writer.forget(ref.namespace, ref.name)
         forget_queue(body.metadata.uid or "")
 
     @kopf.timer(*queues, registry=registry, interval=settings.queue_status_interval, idle=1)
-    async def queue_refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def queue_refresh(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         rt = _rt(memo)
-        if not rt.owns(body.metadata.uid or ""):
+        uid = body.metadata.uid or ""
+        if not rt.owns(uid):
             return
-        await _refresh_queue(rt, dict(body))
+        async with _queue_lock(uid):
+            # kopf sets `stopped` (timers get it too) before it calls the delete handler, which
+            # waits for this lock.
+            if kwargs.get("stopped") or body.metadata.deletion_timestamp:
+                return
+            await _refresh_queue(rt, dict(body))
 
     # ------------------------------------------------------------------ Jobs
 
@@ -323,11 +337,18 @@ async def _reconcile_queue(rt: runtime.Runtime, body: dict[str, Any], *, retry: 
 _LAST_DRIFT: dict[str, float] = {}
 #: uid -> when reading the Queue's stream from NATS started failing (monotonic).
 _FAILING_SINCE: dict[str, float] = {}
+#: uid -> held by a status refresh and by the delete handler, so the two never interleave.
+_QUEUE_LOCKS: dict[str, asyncio.Lock] = {}
+
+
+def _queue_lock(uid: str) -> asyncio.Lock:
+    return _QUEUE_LOCKS.setdefault(uid, asyncio.Lock())
 
 
 def forget_queue(uid: str) -> None:
     _LAST_DRIFT.pop(uid, None)
     _FAILING_SINCE.pop(uid, None)
+    _QUEUE_LOCKS.pop(uid, None)
 
 
 def _unavailable_grace(rt: runtime.Runtime) -> float:
