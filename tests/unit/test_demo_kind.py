@@ -532,3 +532,22 @@ def test_watch_runs_ends_when_the_check_raises(tmp_path: Path) -> None:
         pytest.raises(RuntimeError, match="kadence-operator exited"),
     ):
         demo.watch_runs(kubeconfig=kubeconfig, console=console, seconds=30, check=check)
+
+
+def _job(state: str, outputs: list[str]) -> dict[str, Any]:
+    run = {**JOB["status"]["runs"][0], "state": state, "output": [{"uri": u} for u in outputs]}
+    return {"metadata": {"name": "heartbeat-report"}, "status": {"runs": [run]}}
+
+
+def test_run_log_prints_a_line_per_change_of_a_run() -> None:
+    out = io.StringIO()
+    log = demo.RunLog(Console(file=out, width=200, force_terminal=False))
+    uri = "s3://kadence-outputs/heartbeat-report-1/report.csv"
+    assert log.update([_job("Running", [])]) == 0
+    assert log.update([_job("Running", [])]) == 0  # nothing changed: nothing printed
+    assert log.update([_job("Succeeded", [uri])]) == 1
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].split()[:4] == ["12:00:05", "heartbeat-report", "heartbeat-report-1", "Running"]
+    assert lines[1].split()[3] == "Succeeded"
+    assert lines[1].endswith(uri)

@@ -70,31 +70,88 @@ def seed_storage(*, endpoint: str, access_key: str, secret_key: str) -> None:
     s3.put_object(INPUT_BUCKET, INPUT_KEY, io.BytesIO(data), len(data), content_type="text/csv")
 
 
+@dataclass(frozen=True)
+class RunRow:
+    """One run as both views show it."""
+
+    job: str
+    run_id: str
+    state: str
+    scheduled: str
+    duration: str
+    outputs: tuple[str, ...]
+    error: str
+
+    @property
+    def detail(self) -> str:
+        return "\n".join(self.outputs) or self.error[:200]
+
+
+def run_rows(jobs: list[dict[str, Any]]) -> list[RunRow]:
+    """Every run of ``jobs``, newest slot first."""
+    rows = [
+        RunRow(
+            job=job["metadata"]["name"],
+            run_id=run["runId"],
+            state=run["state"],
+            scheduled=run.get("scheduledAt") or "",
+            duration=jobstatus.run_duration(run),
+            outputs=tuple(o["uri"] for o in run.get("output") or []),
+            error=run.get("error") or "",
+        )
+        for job in jobs
+        for run in (job.get("status") or {}).get("runs") or []
+    ]
+    rows.sort(key=lambda r: r.scheduled, reverse=True)
+    return rows
+
+
 def runs_table(jobs: list[dict[str, Any]], *, limit: int = 20) -> tuple[Table, int]:
     """The live view: newest runs of every Job first. Returns the table and how many runs have an
     output URI."""
-    rows = []
-    for job in jobs:
-        for run in (job.get("status") or {}).get("runs") or []:
-            rows.append((run.get("scheduledAt") or "", job["metadata"]["name"], run))
-    rows.sort(key=lambda r: r[0], reverse=True)
     table = Table(title=f"Kadence runs in namespace {NAMESPACE!r} (Ctrl-C to stop)")
     table.add_column("Job / run", no_wrap=True)
     table.add_column("State", no_wrap=True)
     table.add_column("Slot / duration", no_wrap=True)
     table.add_column("Output (or error)", overflow="fold", ratio=1)
     with_output = 0
-    for scheduled, name, run in rows[:limit]:
-        outputs = run.get("output") or []
-        with_output += bool(outputs)
-        style = {"Succeeded": "green", "Failed": "red", "Running": "yellow"}.get(run["state"], "")
+    for row in run_rows(jobs)[:limit]:
+        with_output += bool(row.outputs)
+        style = {"Succeeded": "green", "Failed": "red", "Running": "yellow"}.get(row.state, "")
         table.add_row(
-            f"{name}\n[dim]{run['runId']}[/dim]",
-            f"[{style}]{run['state']}[/{style}]" if style else run["state"],
-            f"{scheduled[11:19]}\n{jobstatus.run_duration(run)}",
-            "\n".join(o["uri"] for o in outputs) or (run.get("error") or "")[:200],
+            f"{row.job}\n[dim]{row.run_id}[/dim]",
+            f"[{style}]{row.state}[/{style}]" if style else row.state,
+            f"{row.scheduled[11:19]}\n{row.duration}",
+            row.detail,
         )
     return table, with_output
+
+
+class RunLog:
+    """The view for output that is not a terminal (a pipe, a file, a CI log), where a live table
+    cannot redraw: one line per run each time its state or output changes, oldest first."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._shown: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def update(self, jobs: list[dict[str, Any]]) -> int:
+        """Print what changed since the last call; returns how many runs have an output URI."""
+        rows = run_rows(jobs)
+        for row in reversed(rows):
+            key, seen = (row.job, row.run_id), (row.state, row.detail)
+            if self._shown.get(key) == seen:
+                continue
+            self._shown[key] = seen
+            detail = " ".join(row.outputs) or row.error[:200]
+            self.console.print(
+                f"{row.scheduled[11:19] or '-':8}  {row.job}  {row.run_id}  {row.state}  "
+                f"{row.duration}  {detail}".rstrip(),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        return sum(bool(row.outputs) for row in rows)
 
 
 @contextlib.contextmanager
@@ -170,26 +227,39 @@ def watch_runs(
     objects = client.CustomObjectsApi(api)
     deadline = None if seconds is None else time.monotonic() + seconds
 
-    def refresh(live: Live) -> int:
+    def jobs() -> list[dict[str, Any]]:
         listing: Any = objects.list_namespaced_custom_object(
             "kadence.io", "v1alpha1", NAMESPACE, "jobs"
         )
-        table, count = runs_table(listing["items"])
-        live.update(table, refresh=True)
-        return count
+        items: list[dict[str, Any]] = listing["items"]
+        return items
 
     with_output = 0
-    with Live(console=console, refresh_per_second=2) as live:
+    with contextlib.ExitStack() as stack:
+        refresh: Callable[[], int]
+        if console.is_terminal:
+            live = stack.enter_context(Live(console=console, refresh_per_second=2))
+
+            def redraw() -> int:
+                table, count = runs_table(jobs())
+                live.update(table, refresh=True)
+                return count
+
+            refresh = redraw
+        else:
+            console.print(f"runs in namespace {NAMESPACE!r}, one line per change (Ctrl-C to stop)")
+            run_log = RunLog(console)
+            refresh = lambda: run_log.update(jobs())  # noqa: E731
         try:
             while deadline is None or time.monotonic() < deadline:
-                with_output = refresh(live)
+                with_output = refresh()
                 if check is not None:
                     check()
                 time.sleep(1)
         except KeyboardInterrupt:
             # Show the state at the moment of Ctrl-C, not the one a second before.
             with contextlib.suppress(Exception):
-                with_output = refresh(live)
+                with_output = refresh()
             return ViewEnd(with_output, interrupted=True)
     return ViewEnd(with_output, interrupted=False)
 
