@@ -121,6 +121,19 @@ async def _stream(servers: list[str], stream: str) -> Any:
         await nc.close()
 
 
+async def _add_single_replica_results_stream(servers: list[str]) -> None:
+    """What an operator before replicated results left on a cluster: KADENCE_RESULTS as R1."""
+    nc = await _connect(servers)
+    try:
+        await nc.jetstream().add_stream(
+            name=constants.RESULTS_STREAM,
+            subjects=[constants.RESULTS_SUBJECTS],
+            num_replicas=1,
+        )
+    finally:
+        await nc.close()
+
+
 async def _publish(
     servers: list[str], name: str, bodies: list[bytes], partitions: int
 ) -> list[int]:
@@ -228,8 +241,13 @@ def test_replicated_queue_survives_a_node_loss(kube: KubeControlPlane, tmp_path:
         assert env["KADENCE_NATS_URL"].count(",") == 2  # every node, comma-separated
         name = unique("r3")
         stream = constants.stream_name(NS, name)
+        run(_add_single_replica_results_stream(cluster.urls))
         with running_operator(kube, env, tmp_path, "operator-r3"):
             try:
+                # The operator's own streams are replicated too: losing a node loses no result
+                # and no advisory, and the R1 results stream it found was raised in place.
+                for own in (constants.RESULTS_STREAM, constants.ADVISORIES_STREAM):
+                    assert run(_stream(cluster.urls, own)).config.num_replicas == 3, own
                 apply(kube, queue(name, replicas=3, partitions=2))
                 assert "3 replicas" in wait_ready(kube, name)["message"]
                 info = run(_stream(cluster.urls, stream))

@@ -27,9 +27,10 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
-from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from kadence import constants
+from kadence_operator.queues import streams
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ async def ensure_advisory_stream(js: JetStreamContext) -> None:
     """The stream that keeps max-deliveries advisories, and the operator's consumer of it.
 
     Created with 3 replicas where JetStream is clustered (so losing a server loses no
-    advisory), with 1 on a single server. An existing stream with other subjects (an older
-    operator's) is corrected in place.
+    advisory), with 1 on a single server (:func:`streams.ensure_operator_stream`). An existing
+    stream with other subjects (an older operator's) is corrected in place.
     """
     config = jsapi.StreamConfig(
         name=constants.ADVISORIES_STREAM,
@@ -60,19 +61,7 @@ async def ensure_advisory_stream(js: JetStreamContext) -> None:
         retention=jsapi.RetentionPolicy.WORK_QUEUE,
         max_age=7 * 24 * 3600,
     )
-    try:
-        info = await js.stream_info(constants.ADVISORIES_STREAM)
-    except NotFoundError:
-        try:
-            await js.add_stream(config=config, num_replicas=3)
-        except APIError as error:
-            # 10074: not clustered; 10005/10023: fewer than 3 servers can take it.
-            if error.err_code not in (10074, 10005, 10023):
-                raise
-            await js.add_stream(config=config, num_replicas=1)
-    else:
-        if list(info.config.subjects or []) != [ADVISORY_SUBJECT]:
-            await js.update_stream(config=info.config, subjects=[ADVISORY_SUBJECT])
+    await streams.ensure_operator_stream(js, config)
     await js.add_consumer(
         constants.ADVISORIES_STREAM,
         config=jsapi.ConsumerConfig(

@@ -11,6 +11,8 @@ server, more storage than it has) is refused by JetStream; :func:`apply` reports
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -19,6 +21,64 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from kadence import constants
 from kadence_operator.api import QueueSpec, parse_duration
+
+#: JetStream errors meaning "cannot place this many replicas": not clustered, no suitable peers,
+#: insufficient resources.
+_NO_REPLICA_PLACEMENT = (10074, 10005, 10023)
+#: Replicas of the operator's own streams (results, advisories) where JetStream is clustered.
+OPERATOR_STREAM_REPLICAS = 3
+
+
+async def ensure_operator_stream(js: JetStreamContext, config: jsapi.StreamConfig) -> None:
+    """Create one of the operator's own streams, replicated where NATS can replicate it.
+
+    Three replicas where JetStream is clustered with enough servers (losing one then loses no
+    result or advisory), one on a single server. An existing stream with fewer replicas (created
+    before the cluster grew, or by an older operator) is raised in place where the cluster allows;
+    its other settings, and what it holds, are kept.
+    """
+    assert config.name is not None
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config=config, num_replicas=OPERATOR_STREAM_REPLICAS)
+        except APIError as error:
+            if error.err_code not in _NO_REPLICA_PLACEMENT:
+                raise
+            await js.add_stream(config=config, num_replicas=1)
+        return
+    current = info.config
+    changes: dict[str, object] = {}
+    if list(current.subjects or []) != list(config.subjects or []):
+        changes["subjects"] = config.subjects
+    if (current.num_replicas or 1) < OPERATOR_STREAM_REPLICAS:
+        try:
+            await js.update_stream(config=current, num_replicas=OPERATOR_STREAM_REPLICAS, **changes)
+        except APIError as error:
+            if error.err_code not in _NO_REPLICA_PLACEMENT:
+                raise
+        else:
+            await _wait_for_leader(js, config.name)
+            return
+    if changes:
+        await js.update_stream(config=current, **changes)
+
+
+#: How long to wait for a stream whose replicas just changed to elect a leader.
+_LEADER_WAIT = 15.0
+
+
+async def _wait_for_leader(js: JetStreamContext, stream: str) -> None:
+    """Wait (bounded) until a stream whose replicas just changed has elected a leader: creating a
+    consumer before that fails with "insufficient resources"."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_LEADER_WAIT):
+            while True:
+                info = await js.stream_info(stream)
+                if info.cluster is None or info.cluster.leader:
+                    return
+                await asyncio.sleep(0.2)
 
 
 class ImmutableChange(ValueError):

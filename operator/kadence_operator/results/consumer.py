@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
-from nats.js.errors import NotFoundError
 
 from kadence import constants
 from kadence.protocol import DecodeError, RunResult, RunState, decode_result
+from kadence_operator.queues import streams
 from kadence_operator.results import fold
 from kadence_operator.statuswriter import ObjectGone, Status, StatusWriter
 
@@ -39,7 +39,8 @@ async def ensure_results_stream(
     """The results stream and the operator's durable consumer of it.
 
     Results wait in the status writer up to one status interval before they are acknowledged,
-    so ``ack_wait`` must be longer than that.
+    so ``ack_wait`` must be longer than that. Replicated (3) where JetStream is clustered, so
+    losing a NATS server loses no result.
     """
     config = jsapi.StreamConfig(
         name=constants.RESULTS_STREAM,
@@ -49,10 +50,7 @@ async def ensure_results_stream(
         max_age=7 * 24 * 3600,
         duplicate_window=duplicate_window,
     )
-    try:
-        await js.stream_info(constants.RESULTS_STREAM)
-    except NotFoundError:
-        await js.add_stream(config=config)
+    await streams.ensure_operator_stream(js, config)
     await js.add_consumer(
         constants.RESULTS_STREAM,
         config=jsapi.ConsumerConfig(
