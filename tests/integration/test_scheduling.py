@@ -26,7 +26,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from kadence import constants
-from kadence.protocol import RunRequest, RunResult, RunState, decode_run, encode
+from kadence.protocol import RunRequest, RunResult, RunState, decode_cancel, decode_run, encode
 from kadence_devstack.kube import KubeControlPlane
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import ManagedProcess, free_port
@@ -371,12 +371,16 @@ class TestPolicies:
             cancels = asyncio.run(scenario())
             uid = get(kube, "kjob", jname)["metadata"]["uid"]
             assert len(cancels) >= 2, "a cancel for every slot that replaced an active run"
-            assert set(cancels) == {uid.encode()}
+            requests = [decode_cancel(c) for c in cancels]
+            assert {r.job_uid for r in requests} == {uid}
+            assert all(len(r.run_ids) == 1 for r in requests), "the one active run, by id"
             runs = wait_for(
                 lambda: (r := runs_of(nats_server, qname, jname)) and len(r) >= 3 and r,
                 what="new runs dispatched after each cancel",
             )
             assert len({p.request.run_id for p in runs}) == len(runs)
+            cancelled = {run_id for r in requests for run_id in r.run_ids}
+            assert cancelled <= {p.request.run_id for p in runs}, "cancels name dispatched runs"
             assert counters(kube, jname).get("skipped", 0) == 0
         finally:
             kubectl(kube, "delete", "kjob", jname, "--wait=false")

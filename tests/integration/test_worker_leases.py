@@ -18,10 +18,17 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
 from kadence import App, Context
-from kadence.constants import LEASE_JOB_LABEL, lease_name
+from kadence.constants import LEASE_JOB_LABEL, cancel_subject, lease_name
 from kadence.leases import LeaseClient, LeaseHeld, LeaseLost, LeasePreempted, LeaseRecord
 from kadence.metrics import WorkerMetrics
-from kadence.protocol import ConcurrencyPolicy, JobRef, RunRequest, RunState, encode
+from kadence.protocol import (
+    CancelRequest,
+    ConcurrencyPolicy,
+    JobRef,
+    RunRequest,
+    RunState,
+    encode,
+)
 from kadence_devstack.kube import KubeControlPlane
 from kadence_devstack.nats import NatsServer
 from tests.integration.test_worker_support import (
@@ -266,6 +273,55 @@ async def test_replace_preempts_the_running_attempt(
         assert replaced[-1].finished_at is not None
         assert replaced[-1].finished_at <= succeeded[-1].finished_at
         assert await client.js.stream_info(queue.stream) is not None
+
+
+async def test_replace_cancel_request_stops_the_attempt_of_a_busy_worker(
+    nats_server: NatsServer, kube: KubeControlPlane, worker_kubeconfig: Path
+) -> None:
+    """One worker with one slot is busy with the old attempt, so it cannot fetch the replacing
+    run and preempt through the Lease: the cancel request the scheduler publishes for Replace
+    stops the old attempt, and the new run then runs on the same worker."""
+    job = a_job()
+    async with connected(nats_server) as client, fresh_queue(client, ack_wait=10) as queue:
+        async with running_worker(
+            app,
+            nats_server,
+            queue=queue,
+            name="solo",
+            concurrency=1,
+            lease_duration=3,
+            leases=LeaseClient.from_kubeconfig(str(worker_kubeconfig)),
+        ):
+            old, new = (
+                RunRequest(
+                    run_id=unique("run-"),
+                    task="jobs.exclusive",
+                    payload=seconds,
+                    job=job,
+                    concurrency_policy=ConcurrencyPolicy.REPLACE,
+                    ack_wait_seconds=10,
+                )
+                for seconds in (60.0, 0.5)
+            )
+            await client.publish(queue.name, encode(old), msg_id=old.run_id)
+            await wait_results(client, lambda rs: len(rs) >= 1, job=job.name, run_id=old.run_id)
+            subject = cancel_subject(job.namespace, job.name)
+            # Neither garbage nor a cancel naming other runs stops the attempt (or the worker).
+            await client.nc.publish(subject, b"{not json")
+            other = CancelRequest(job_uid=job.uid, run_ids=("some-other-run",))
+            await client.nc.publish(subject, encode(other))
+            await client.nc.publish(
+                subject, encode(CancelRequest(job_uid=job.uid, run_ids=(old.run_id,)))
+            )
+            await client.publish(queue.name, encode(new), msg_id=new.run_id)
+            replaced = await wait_results(client, final, job=job.name, run_id=old.run_id)
+            succeeded = await wait_results(client, final, job=job.name, run_id=new.run_id)
+        assert [r.state for r in replaced] == [RunState.RUNNING, RunState.CANCELLED]
+        assert replaced[-1].error is not None
+        assert replaced[-1].error.type == "Replaced"
+        assert "cancel request" in replaced[-1].error.message
+        assert succeeded[-1].state is RunState.SUCCEEDED
+        assert succeeded[-1].worker == replaced[-1].worker == "solo"
 
 
 APP = """

@@ -15,6 +15,7 @@ from kadence.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_PAYLOAD_BYTES,
     Backoff,
+    CancelRequest,
     ConcurrencyPolicy,
     DecodeError,
     JobRef,
@@ -27,6 +28,7 @@ from kadence.protocol import (
     RunRequest,
     RunResult,
     RunState,
+    decode_cancel,
     decode_result,
     decode_run,
     encode,
@@ -118,6 +120,34 @@ def test_bad_run_requests_raise_decode_error_naming_the_problem(data: bytes, mes
         decode_run(data)
     assert message in str(info.value)
     assert not isinstance(info.value, OversizeError)
+
+
+def test_cancel_request_round_trip() -> None:
+    request = CancelRequest(job_uid="u-1", run_ids=("s-a", "s-b"))
+    assert json.loads(encode(request)) == {
+        "version": 1,
+        "job_uid": "u-1",
+        "run_ids": ["s-a", "s-b"],
+    }
+    assert decode_cancel(encode(request)) == request
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"u-1", "not valid JSON"),  # a bare Job uid is not a cancel request
+        (b'{"run_ids": ["s-a"]}', "'job_uid'"),
+        (b'{"job_uid": "u-1"}', "'run_ids'"),
+        (b'{"version": 2, "job_uid": "u-1", "run_ids": []}', "'version'"),
+    ],
+)
+def test_bad_cancel_requests_raise_decode_error_naming_the_problem(
+    data: bytes, message: str
+) -> None:
+    with pytest.raises(DecodeError, match="cancel request") as info:
+        decode_cancel(data)
+    assert message in str(info.value)
 
 
 def test_oversize_payload_is_refused() -> None:

@@ -113,5 +113,6 @@ def partition_of_subject(subject: str) -> int | None:
 
 def cancel_subject(namespace: str, job: str) -> str:
     """Core-NATS subject on which the operator asks workers to cancel a Job's running attempt
-    (``concurrencyPolicy: Replace``); the payload is the Job's uid."""
+    (``concurrencyPolicy: Replace``); the payload is a :class:`kadence.protocol.CancelRequest`.
+    ``job="*"`` is the wildcard a worker subscribes to for its namespace."""
     return f"kadence-cancel.{namespace}.{job}"

@@ -198,6 +198,20 @@ class RunResult(_Message):
         return f"{self.run_id}:{self.attempt}:{self.state.value}"
 
 
+class CancelRequest(_Message):
+    """The operator asks workers to stop runs of a Job (``concurrencyPolicy: Replace``).
+
+    Published on core NATS (:func:`kadence.constants.cancel_subject`) just before the run that
+    replaces them. A worker running one of ``run_ids`` for the Job ``job_uid`` stops it and
+    reports it ``Cancelled`` (error ``Replaced``); the Lease preemption of the replacing run is
+    the fallback for a worker that missed the message.
+    """
+
+    version: Literal[1] = 1
+    job_uid: str
+    run_ids: tuple[str, ...]
+
+
 def _decode(model: type[_Message], data: bytes, what: str) -> Any:
     if len(data) > MAX_MESSAGE_BYTES:
         raise OversizeError(f"{what} is {len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
@@ -231,6 +245,12 @@ def decode_result(data: bytes) -> RunResult:
     """Decode a run result; :class:`DecodeError` names what is wrong."""
     result: RunResult = _decode(RunResult, data, "run result")
     return result
+
+
+def decode_cancel(data: bytes) -> CancelRequest:
+    """Decode a cancel request; :class:`DecodeError` names what is wrong."""
+    request: CancelRequest = _decode(CancelRequest, data, "cancel request")
+    return request
 
 
 def salvage_ids(data: bytes) -> tuple[str | None, JobRef | None]:

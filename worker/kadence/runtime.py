@@ -66,6 +66,7 @@ from kadence.protocol import (
     RunRequest,
     RunResult,
     RunState,
+    decode_cancel,
     decode_run,
     salvage_ids,
 )
@@ -216,11 +217,13 @@ async def run_attempt(
     store: ObjectStore | None,
     lock: JobLock | None = None,
     abort: asyncio.Future[Any] | None = None,
+    replaced: asyncio.Future[Any] | None = None,
 ) -> Outcome:
     """Run one attempt of ``spec`` to an :class:`Outcome`; never raises for task errors.
 
-    The handler is stopped by the attempt's timeout, by the loss of the Lease (``lock``) or by
-    ``abort`` (worker shutdown: one future shared by all attempts, which this function only
+    The handler is stopped by the attempt's timeout, by the loss of the Lease (``lock``), by
+    ``replaced`` (the operator's cancel request for this run, ``concurrencyPolicy: Replace``) or
+    by ``abort`` (worker shutdown: one future shared by all attempts, which this function only
     watches and never cancels). An async handler is cancelled; a sync one cannot be interrupted,
     so ``cancel_event`` is set (SDK calls then raise ``Cancelled``) and its future is returned as
     ``abandoned``.
@@ -260,6 +263,8 @@ async def run_attempt(
     if lock is not None:
         keeper = asyncio.ensure_future(lock.keep())
         watchers[keeper] = "lease"
+    if replaced is not None:
+        watchers[replaced] = "replaced"
     if abort is not None:
         watchers[abort] = "shutdown"  # shared: watched, never cancelled here
     try:
@@ -374,18 +379,23 @@ def _interrupted(
             disposition=Disposition.NAK,
             error=RunError(type="WorkerShutdown", message="the worker shut down", retryable=True),
         )
+    if why == "replaced":
+        return _replaced("the operator's cancel request")
     from kadence.leases import LeasePreempted
 
     error = watcher.exception() if watcher is not None and not watcher.cancelled() else None
     if isinstance(error, LeasePreempted):
-        return Outcome(
-            state=RunState.CANCELLED,
-            disposition=Disposition.TERM,
-            error=RunError(
-                type="Replaced", message=f"replaced by a newer run ({error.by})", retryable=False
-            ),
-        )
+        return _replaced(error.by)
     return _lease_lost(str(error) if error else "the lease was lost")
+
+
+def _replaced(by: str) -> Outcome:
+    """``concurrencyPolicy: Replace`` stopped the attempt: the run ends ``Cancelled``."""
+    return Outcome(
+        state=RunState.CANCELLED,
+        disposition=Disposition.TERM,
+        error=RunError(type="Replaced", message=f"replaced by a newer run ({by})", retryable=False),
+    )
 
 
 def _now() -> datetime:
@@ -469,6 +479,8 @@ class Worker:
         self._ack_waits: dict[int, float] = {}
         self.abandoned = 0
         self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        #: (Job uid, run id) -> resolved when the operator asks to cancel that running attempt.
+        self._replaceable: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     def __repr__(self) -> str:
         return f"Worker({self.namespace}/{self.queue}, name={self.name!r})"
@@ -505,13 +517,31 @@ class Worker:
             self.concurrency,
             ", ".join(sorted(self.app.tasks)),
         )
+        cancels = await self.client.nc.subscribe(
+            constants.cancel_subject(self.namespace, "*"), cb=self._on_cancel
+        )
         refresher = asyncio.create_task(self._refresh_partitions())
         try:
             await self._stopping.wait()
         finally:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
+            with contextlib.suppress(nats.errors.Error):
+                await cancels.unsubscribe()
             await self._shutdown()
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        """The operator replaces runs of a Job: stop those running here (Replace policy)."""
+        try:
+            request = decode_cancel(msg.data)
+        except DecodeError as error:
+            log.warning("ignoring a cancel request on %s: %s", msg.subject, error)
+            return
+        for run_id in request.run_ids:
+            replaced = self._replaceable.get((request.job_uid, run_id))
+            if replaced is not None and not replaced.done():
+                log.info("run %s: the operator replaces it; stopping the attempt", run_id)
+                replaced.set_result(None)
 
     async def _refresh_partitions(self) -> None:
         """Bind to the Queue's partition consumers, and to new ones as the Queue grows."""
@@ -917,6 +947,10 @@ class Worker:
         def heartbeat() -> None:
             loop.call_soon_threadsafe(self._spawn, message.in_progress())
 
+        replaced: asyncio.Future[None] | None = None
+        key = (request.job.uid, request.run_id) if request.job is not None else None
+        if key is not None and request.concurrency_policy.value == "Replace":
+            replaced = self._replaceable[key] = loop.create_future()
         location = output_location(request, namespace=self.namespace, bucket=self.output_bucket)
         ctx = Context(
             request=request,
@@ -937,9 +971,12 @@ class Worker:
                 store=self.storage,
                 lock=lock,
                 abort=self._abort,
+                replaced=replaced,
             )
         finally:
             heartbeats.cancel()
+            if replaced is not None and key is not None:
+                self._replaceable.pop(key, None)
         duration, outcomes = self._task_metrics(spec.name, outcome.state)
         duration.observe(outcome.duration)
         outcomes.inc()

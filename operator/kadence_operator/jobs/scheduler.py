@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 
 from kadence import constants
 from kadence.client import Requests
-from kadence.protocol import JobRef
+from kadence.protocol import CancelRequest, JobRef, encode
 from kadence_operator import scheduling, timefmt
 from kadence_operator.api import (
     MAX_BACKFILL_SLOTS,
@@ -655,11 +655,12 @@ class Scheduler:
         The replaced runs stop counting as active here at once; the worker's ``Cancelled``
         result ends them in the status.
         """
+        replaced = entry.active_runs()
         nc = self._nc if self._nc is not None else self._js._nc
-        await nc.publish(constants.cancel_subject(entry.namespace, entry.name), entry.uid.encode())
+        request = CancelRequest(job_uid=entry.uid, run_ids=tuple(sorted(replaced)))
+        await nc.publish(constants.cancel_subject(entry.namespace, entry.name), encode(request))
         if self._metrics is not None:
             self._metrics.cancels.inc()
-        replaced = entry.active_runs()
         now = time.monotonic()
         for run_id in replaced:
             entry.sent.pop(run_id, None)
