@@ -24,6 +24,14 @@ def unavailable_reason() -> str | None:
     return kind.docker_unavailable_reason()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Use the kind that `make demo-kind` uses (kadence_devstack.binaries.KIND_VERSION), not
+    pytest-kind's own default (v0.17.0, whose Kubernetes 1.25 is older than the chart supports),
+    unless --kind-bin names one."""
+    if unavailable_reason() is None and not config.getoption("kind_bin", default=None):
+        config.option.kind_bin = str(kind.kind_binary())
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     reason = unavailable_reason()
     return f"e2e: skipped — {reason}" if reason else "e2e: Docker engine found, kind will be used"
