@@ -73,6 +73,16 @@ def _view(lease: Lease) -> shardplan.LeaseView:
     )
 
 
+def _return_connection(response: Any) -> None:
+    """Give the connection of an unread ``_preload_content=False`` response back to urllib3's pool.
+
+    Left unread, the connection stays checked out and the next call opens a new one: a TLS
+    handshake per Lease write, in a thread that holds the GIL the scheduler's loop needs.
+    """
+    response.drain_conn()
+    response.release_conn()
+
+
 class ShardLeases:
     """Acquires, renews, balances and releases shard Leases for one operator replica."""
 
@@ -131,20 +141,24 @@ class ShardLeases:
     def _write(self, existing: Lease | None, body: dict[str, Any]) -> bool:
         """Create or resourceVersion-guarded replace; False when another writer won (409).
 
-        The answer is not decoded (``_preload_content=False``): only success matters.
+        The answer is not decoded (``_preload_content=False``): only success matters. Its
+        connection goes back to the pool (:func:`_return_connection`).
         """
         try:
             if existing is None:
-                self._api.create_namespaced_lease(self._ns, cast(Any, body), _preload_content=False)
+                response = self._api.create_namespaced_lease(
+                    self._ns, cast(Any, body), _preload_content=False
+                )
             else:
                 body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-                self._api.replace_namespaced_lease(
+                response = self._api.replace_namespaced_lease(
                     _name(existing), self._ns, cast(Any, body), _preload_content=False
                 )
         except ApiException as error:
             if error.status in (409, 404):
                 return False
             raise
+        _return_connection(response)
         return True
 
     def _step(self) -> list[int]:
@@ -288,8 +302,10 @@ class ShardLeases:
                     continue
                 with contextlib.suppress(ApiException):
                     if _role(item) == "member":
-                        self._api.delete_namespaced_lease(
-                            _name(item), self._ns, _preload_content=False
+                        _return_connection(
+                            self._api.delete_namespaced_lease(
+                                _name(item), self._ns, _preload_content=False
+                            )
                         )
                         continue
                     body = self._lease_body(
