@@ -225,6 +225,22 @@ async def test_forbid_never_runs_two_attempts_of_a_job_at_once(
         assert lease.holder is None  # released after the run
 
 
+def replace_runs(job: JobRef) -> tuple[RunRequest, RunRequest]:
+    """A long Replace run (60 s) and the short one (0.5 s) that replaces it."""
+    old, new = (
+        RunRequest(
+            run_id=unique("run-"),
+            task="jobs.exclusive",
+            payload=seconds,
+            job=job,
+            concurrency_policy=ConcurrencyPolicy.REPLACE,
+            ack_wait_seconds=10,
+        )
+        for seconds in (60.0, 0.5)
+    )
+    return old, new
+
+
 async def test_replace_preempts_the_running_attempt(
     nats_server: NatsServer, kube: KubeControlPlane, worker_kubeconfig: Path
 ) -> None:
@@ -248,17 +264,7 @@ async def test_replace_preempts_the_running_attempt(
                 leases=LeaseClient.from_kubeconfig(str(worker_kubeconfig)),
             ),
         ):
-            old, new = (
-                RunRequest(
-                    run_id=unique("run-"),
-                    task="jobs.exclusive",
-                    payload=seconds,
-                    job=job,
-                    concurrency_policy=ConcurrencyPolicy.REPLACE,
-                    ack_wait_seconds=10,
-                )
-                for seconds in (60.0, 0.5)
-            )
+            old, new = replace_runs(job)
             await client.publish(queue.name, encode(old), msg_id=old.run_id)
             await wait_results(client, lambda rs: len(rs) >= 1, job=job.name, run_id=old.run_id)
             await client.publish(queue.name, encode(new), msg_id=new.run_id)
@@ -292,17 +298,7 @@ async def test_replace_cancel_request_stops_the_attempt_of_a_busy_worker(
             lease_duration=3,
             leases=LeaseClient.from_kubeconfig(str(worker_kubeconfig)),
         ):
-            old, new = (
-                RunRequest(
-                    run_id=unique("run-"),
-                    task="jobs.exclusive",
-                    payload=seconds,
-                    job=job,
-                    concurrency_policy=ConcurrencyPolicy.REPLACE,
-                    ack_wait_seconds=10,
-                )
-                for seconds in (60.0, 0.5)
-            )
+            old, new = replace_runs(job)
             await client.publish(queue.name, encode(old), msg_id=old.run_id)
             await wait_results(client, lambda rs: len(rs) >= 1, job=job.name, run_id=old.run_id)
             subject = cancel_subject(job.namespace, job.name)

@@ -57,6 +57,7 @@ from kadence.client import KadenceClient, QueueMessage, Slots, dlq_headers, part
 from kadence.config import default_worker_name
 from kadence.metrics import WorkerMetrics
 from kadence.protocol import (
+    ConcurrencyPolicy,
     DeadLetterReason,
     DecodeError,
     JobRef,
@@ -899,7 +900,8 @@ class Worker:
         except LeaseHeld as held:
             self.metrics.lease_waits.labels(spec.name).inc()
             delay = min(max(held.remaining, 1.0), float(self.lease_duration))
-            if request.concurrency_policy.value == "Replace" and await self._preempt(lock):
+            replace = request.concurrency_policy is ConcurrencyPolicy.REPLACE
+            if replace and await self._preempt(lock):
                 delay = min(delay, max(1.0, lock.renew_interval))
             log.info("run %s waits %.1fs: %s", request.run_id, delay, held)
             await message.nak(delay=delay)
@@ -949,7 +951,7 @@ class Worker:
 
         replaced: asyncio.Future[None] | None = None
         key = (request.job.uid, request.run_id) if request.job is not None else None
-        if key is not None and request.concurrency_policy.value == "Replace":
+        if key is not None and request.concurrency_policy is ConcurrencyPolicy.REPLACE:
             replaced = self._replaceable[key] = loop.create_future()
         location = output_location(request, namespace=self.namespace, bucket=self.output_bucket)
         ctx = Context(
