@@ -143,7 +143,7 @@ class RunLog:
             if self._shown.get(key) == seen:
                 continue
             self._shown[key] = seen
-            detail = " ".join(row.outputs) or row.error[:200]
+            detail = row.detail.replace("\n", " ")  # one line per change
             self.console.print(
                 f"{row.scheduled[11:19] or '-':8}  {row.job}  {row.run_id}  {row.state}  "
                 f"{row.duration}  {detail}".rstrip(),
