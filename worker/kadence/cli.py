@@ -21,12 +21,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
+from kadence import loops
 from kadence.app import App
 from kadence.client import (
     KadenceClient,
@@ -48,6 +50,7 @@ cli = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold credentials
 )
 console = Console(stderr=True)
+T = TypeVar("T")
 out = Console()
 
 Namespace = Annotated[
@@ -92,6 +95,15 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on the event loop ``KADENCE_EVENT_LOOP`` chooses (uvloop by default)."""
+    try:
+        return loops.run(main)
+    except loops.EventLoopError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
 
 
 def _settings(namespace: str | None) -> Settings:
@@ -175,7 +187,7 @@ def worker(
             await client.close()
         return runner.abandoned
 
-    abandoned = asyncio.run(serve())
+    abandoned = _run(serve())
     if abandoned:
         # Sync tasks that ignored cancellation still run in pool threads, which the interpreter
         # would wait for at exit; their messages are already put back, so leave now.
@@ -205,7 +217,7 @@ def publish(
                 data={"stream": ack.stream, "seq": ack.seq, "duplicate": bool(ack.duplicate)}
             )
 
-    asyncio.run(go())
+    _run(go())
 
 
 @cli.command()
@@ -242,7 +254,7 @@ def consume(
             finally:
                 await stream.aclose()
 
-    asyncio.run(go())
+    _run(go())
 
 
 @cli.command()
@@ -287,7 +299,7 @@ def enqueue(
             out.print_json(result.model_dump_json(exclude_none=True))
             return 0 if result.state == "Succeeded" else 1
 
-    raise typer.Exit(asyncio.run(go()))
+    raise typer.Exit(_run(go()))
 
 
 @cli.command("ensure-queue")
@@ -319,7 +331,7 @@ def ensure_queue(
             await ensure_results_stream(client.js, replicas=replicas)
             console.print(f"queue {settings.namespace}/{queue}: {partitions} partition(s) ready")
 
-    asyncio.run(go())
+    _run(go())
 
 
 @cli.command()
