@@ -29,6 +29,7 @@ from typing import IO, Any
 from nats.js import JetStreamContext
 
 from bench._worker_app import app
+from kadence import loops
 from kadence.client import KadenceClient, QueueMessage
 from kadence.config import Settings
 from kadence.metrics import WorkerMetrics
@@ -55,6 +56,7 @@ class Probe:
     def install(self) -> None:
         fetch = JetStreamContext.PullSubscription.fetch
         publish_result = KadenceClient.publish_result
+        announce_result = KadenceClient.announce_result
         ack_sync = QueueMessage.ack_sync
         probe = self
 
@@ -94,9 +96,19 @@ class Probe:
             )
             return ack
 
+        async def timed_announce(client: KadenceClient, result: RunResult, **kwargs: Any) -> None:
+            if "running" in probe.skip:
+                return
+            started = time.perf_counter()
+            await announce_result(client, result, **kwargs)
+            probe.latency[f"announce_result {result.state.value}"].append(
+                time.perf_counter() - started
+            )
+
         JetStreamContext.PullSubscription.fetch = counted_fetch  # type: ignore[method-assign,assignment]
         QueueMessage.ack_sync = counted_ack  # type: ignore[method-assign,assignment]
         KadenceClient.publish_result = timed_publish  # type: ignore[method-assign,assignment]
+        KadenceClient.announce_result = timed_announce  # type: ignore[method-assign]
 
     def report(self, stream: IO[str]) -> None:
         assert self.first is not None
@@ -173,7 +185,7 @@ def main() -> None:
         help="what-if, comma-separated: running (no Running report), result (no final report), "
         "ack-sync (plain ack instead of the double ack)",
     )
-    asyncio.run(run(parser.parse_args()))
+    loops.run(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

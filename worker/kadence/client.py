@@ -421,15 +421,13 @@ class Requests:
                 waiter.set_exception(nats.errors.TimeoutError())
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep) if self._waiting else None
 
-    async def request(
+    async def _send(
         self,
         subject: str,
-        payload: bytes = b"",
-        *,
-        headers: dict[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
-    ) -> Msg:
-        """Send ``payload`` to ``subject`` and return the first reply."""
+        payload: bytes,
+        headers: dict[str, str] | None,
+        timeout: float | None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> tuple[str, asyncio.Future[Msg]]:
         if not self._prefix:
             await self._start()
         token = str(next(self._tokens))
@@ -440,9 +438,38 @@ class Requests:
             self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
-            msg = await waiter
-        finally:
+        except BaseException:
             self._waiting.pop(token, None)
+            raise
+        return token, waiter
+
+    async def send(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> asyncio.Future[Msg]:
+        """Send a request and return the future of its reply without waiting for it.
+
+        For callers that send many requests in one go and handle each reply in a callback
+        (the scheduler's fires): no task and no await per request. The future fails with
+        ``nats.errors.TimeoutError`` after ``timeout``; pass its reply to :func:`pub_ack` for a
+        JetStream publish.
+        """
+        return (await self._send(subject, payload, headers, timeout))[1]
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> Msg:
+        """Send ``payload`` to ``subject`` and return the first reply."""
+        msg = await self._await_reply(subject, payload, headers, timeout)
         if msg.headers and msg.headers.get("Status") == "503":
             raise nats.errors.NoRespondersError
         return msg
@@ -459,19 +486,39 @@ class Requests:
         """Publish to JetStream and wait for the stream's acknowledgement (its ``PubAck``)."""
         if stream is not None:
             headers = {**(headers or {}), "Nats-Expected-Stream": stream}
+        return pub_ack(await self._await_reply(subject, payload, headers, timeout))
+
+    async def _await_reply(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        timeout: float | None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> Msg:
+        token, waiter = await self._send(subject, payload, headers, timeout)
         try:
-            msg = await self.request(subject, payload, headers=headers, timeout=timeout)
-        except nats.errors.NoRespondersError:
-            raise nats.js.errors.NoStreamResponseError from None
-        reply = json.loads(msg.data)
-        if "error" in reply:
-            raise nats.js.errors.APIError.from_error(reply["error"])
-        return PubAck(
-            stream=reply["stream"],
-            seq=reply["seq"],
-            domain=reply.get("domain"),
-            duplicate=reply.get("duplicate"),
-        )
+            return await waiter
+        finally:
+            self._waiting.pop(token, None)
+
+
+def pub_ack(msg: Msg) -> PubAck:
+    """The ``PubAck`` in JetStream's reply to a publish, or the error it reports.
+
+    Raises ``NoStreamResponseError`` when no stream took the subject (no responders) and
+    ``nats.js.errors.APIError`` for an error reply.
+    """
+    if msg.headers and msg.headers.get("Status") == "503":
+        raise nats.js.errors.NoStreamResponseError
+    reply = json.loads(msg.data)
+    if "error" in reply:
+        raise nats.js.errors.APIError.from_error(reply["error"])
+    return PubAck(
+        stream=reply["stream"],
+        seq=reply["seq"],
+        domain=reply.get("domain"),
+        duplicate=reply.get("duplicate"),
+    )
 
 
 class QueueMessage:
@@ -844,6 +891,25 @@ class KadenceClient:
             timeout=timeout,
             stream=constants.RESULTS_STREAM,
             headers={constants.MSG_ID_HEADER: result.dedupe_id},
+        )
+
+    async def announce_result(self, result: RunResult, *, namespace: str | None = None) -> None:
+        """Publish an advisory result (``Running``) without waiting for JetStream's ack.
+
+        The results stream stores it all the same (same subject, same de-duplication id), in
+        order with the final report that follows on this connection; only the round trip is
+        saved. Should it be lost (the stream briefly unavailable), the run's final result still
+        ends it in the Job's status: nothing depends on seeing ``Running`` first.
+        """
+        ns = result.job.namespace if result.job is not None else (namespace or self.namespace)
+        job = result.job.name if result.job is not None else constants.ADHOC_JOB
+        await self.nc.publish(
+            constants.results_subject(ns, job),
+            encode(result),
+            headers={
+                constants.MSG_ID_HEADER: result.dedupe_id,
+                "Nats-Expected-Stream": constants.RESULTS_STREAM,
+            },
         )
 
     async def results(

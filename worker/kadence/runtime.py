@@ -11,8 +11,9 @@ For each message:
    and terminated (and reported ``DeadLettered`` when the run is known);
 2. for locking concurrency policies, take the Job's Lease (:mod:`kadence.leases`); if another
    attempt holds it, put the message back with a delay;
-3. report ``Running``, then run the handler while sending in-progress acks every third of the
-   ack wait, renewing the Lease, and enforcing the attempt's timeout;
+3. report ``Running`` (advisory: sent without waiting for JetStream's ack), then run the handler
+   while sending in-progress acks every third of the ack wait, renewing the Lease, and enforcing
+   the attempt's timeout;
 4. on success write the return value, publish ``Succeeded`` with the outputs, then ack and wait
    for the server to confirm (outputs → result → ack, so a reported output always exists and an
    acked run always has a report); on failure retry with the Job's backoff (``Retrying`` + nak)
@@ -819,6 +820,13 @@ class Worker:
                 await asyncio.sleep(0.5 * 2**attempt)
         return False
 
+    async def _announce(self, result: RunResult) -> None:
+        """Publish the advisory ``Running`` report; the run goes on without its ack."""
+        try:
+            await self.client.announce_result(result, namespace=self.namespace)
+        except nats.errors.Error as error:
+            log.debug("the Running report of %s was not sent: %s", result.run_id, error)
+
     async def _ack(self, message: QueueMessage) -> None:
         for attempt in range(_PUBLISH_TRIES):
             try:
@@ -942,7 +950,7 @@ class Worker:
             "fencing_token": token,
             "worker": self.name,
         }
-        await self._report(RunResult(state=RunState.RUNNING, **base))
+        await self._announce(RunResult(state=RunState.RUNNING, **base))
         loop = asyncio.get_running_loop()
         cancel_event = threading.Event()
 
