@@ -65,6 +65,14 @@ class OperatorMetrics:
             ["trigger"],
             registry=self.registry,
         )
+        self.fires = Counter(
+            "kadence_operator_fires",
+            "Job fires, by path: armed (the on-time run prepared a slot ahead and published as "
+            "soon as due) or full (planned when due: first runs, catch-up, triggers, backfills, "
+            "overlap decisions other than dispatch, changed specs or Queues).",
+            ["path"],
+            registry=self.registry,
+        )
         self.duplicates = Counter(
             "kadence_operator_duplicate_publishes",
             "Run requests JetStream reported as duplicates (the slot was already enqueued).",

@@ -46,12 +46,16 @@ class ObjectGone(Exception):
     """The object was deleted (or replaced by a new one with another uid) before the write."""
 
 
-@dataclass
+#: A pending mutation and the future its submitter waits on (None: posted, nobody waits).
+_Queued = tuple[Mutation, "asyncio.Future[None] | None"]
+
+
+@dataclass(slots=True)
 class _Pending:
-    mutations: list[tuple[Mutation, asyncio.Future[None]]] = field(default_factory=list)
+    mutations: list[_Queued] = field(default_factory=list)
     uid: str | None = None
     #: The pending mutation of each ``supersede`` tag (see :meth:`StatusWriter.submit`).
-    tagged: dict[str, tuple[Mutation, asyncio.Future[None]]] = field(default_factory=dict)
+    tagged: dict[str, _Queued] = field(default_factory=dict)
 
 
 def _retry_after(value: str | None) -> float:
@@ -263,7 +267,41 @@ class StatusWriter:
         earlier one is dropped, and its future follows the new one's.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending = self._pending.setdefault((namespace, name), _Pending())
+        self._queue(namespace, name, mutation, future, uid=uid, supersede=supersede)
+        return future
+
+    def post(
+        self,
+        namespace: str,
+        name: str,
+        mutation: Mutation,
+        *,
+        uid: str | None = None,
+        supersede: str | None = None,
+    ) -> None:
+        """:meth:`submit` for a caller that does not wait for the write.
+
+        No future: the scheduler posts a few mutations per fire, and with a thousand fires a
+        second the futures (and their callbacks) waiting for the next write of each Job were
+        most of the objects the garbage collector had to walk. A mutation for a Job that is
+        gone is dropped (logged at debug level); other failures are retried like any write.
+        """
+        self._queue(namespace, name, mutation, None, uid=uid, supersede=supersede)
+
+    def _queue(
+        self,
+        namespace: str,
+        name: str,
+        mutation: Mutation,
+        future: asyncio.Future[None] | None,
+        *,
+        uid: str | None,
+        supersede: str | None,
+    ) -> None:
+        key = (namespace, name)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending()
         if supersede is not None:
             earlier = pending.tagged.get(supersede)
             if earlier is not None:
@@ -272,13 +310,16 @@ class StatusWriter:
                 except ValueError:  # not pending any more: nothing to supersede
                     pass
                 else:
-                    future.add_done_callback(functools.partial(_follow, earlier[1]))
+                    if earlier[1] is not None:
+                        if future is None:
+                            future = earlier[1]  # the newer mutation resolves it
+                        else:
+                            future.add_done_callback(functools.partial(_follow, earlier[1]))
             pending.tagged[supersede] = (mutation, future)
         pending.mutations.append((mutation, future))
         if uid is not None:
             pending.uid = uid
         self._wake.set()
-        return future
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -344,8 +385,9 @@ class StatusWriter:
                     await asyncio.to_thread(self._write, key, pending)
         except ObjectGone as gone:
             for _, future in pending.mutations:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(ObjectGone(str(gone)))
+            logger.debug("status write for %s/%s dropped: %s", *key, gone)
             self.forget(*key)
             return
         except Exception as error:  # API unreachable etc.: keep the mutations for the next round
@@ -353,7 +395,7 @@ class StatusWriter:
             self._requeue(key, pending)
             return
         for _, future in pending.mutations:
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_result(None)
 
     def _requeue(self, key: Key, pending: _Pending) -> None:

@@ -594,6 +594,9 @@ def test_status_patches_are_coalesced(
             assert 0 < patches <= len(names) * (elapsed / interval + 1), (patches, elapsed)
             assert metric(text, "kadence_operator_runs_dispatched_total", trigger="Schedule") >= 21
             assert metric(text, "kadence_operator_dispatch_lag_seconds_count") >= 21
+            # After each Job's first fire its on-time runs are prepared a slot ahead.
+            assert metric(text, "kadence_operator_fires_total", path="armed") >= 3 * 5
+            assert metric(text, "kadence_operator_fires_total", path="full") >= 3
             assert metric(text, "kadence_operator_shards_owned") == SHARDS
             assert metric(text, "kadence_operator_jobs") >= 3
             assert metric(text, "process_resident_memory_bytes") > 0

@@ -12,19 +12,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kadence_operator.scheduling import (
+    DEFAULT_GRACE,
     MISSED_COUNT_LIMIT,
     CatchUpDecision,
     CatchUpPolicy,
     ConcurrencyPolicy,
     OverlapAction,
     OverlapDecision,
+    PlannedSlot,
     Schedule,
     Spread,
     decide_overlap,
     dispatch_time,
+    next_fire_time,
     plan_catch_up,
+    plan_slot,
+    runs_alone,
 )
 
 H = timedelta(hours=1)
@@ -494,3 +501,129 @@ def test_vocabularies_match_the_crd() -> None:
     assert [p.value for p in ConcurrencyPolicy] == ["Allow", "Forbid", "BufferOne", "Replace"]
     assert [p.value for p in CatchUpPolicy] == ["None", "One", "All"]
     assert [s.value for s in Spread] == ["none", "hash"]
+
+
+# -- planned slots -------------------------------------------------------------------------------
+
+S = timedelta(seconds=1)
+T0 = z("2026-03-29T00:59:58Z")  # two seconds before Europe/Berlin's clocks jump
+
+
+@pytest.mark.parametrize(
+    ("schedule", "last", "slot", "expected"),
+    [
+        pytest.param(
+            Schedule(interval=S),
+            T0,
+            T0 + S,
+            PlannedSlot(slot=T0 + S, due=T0 + S, after=T0, following=T0 + 2 * S),
+            id="interval",
+        ),
+        pytest.param(Schedule(interval=S), T0, T0 + 2 * S, None, id="a-slot-in-between"),
+        pytest.param(Schedule(interval=S), None, T0 + S, None, id="never-handled"),
+        pytest.param(
+            Schedule(interval=S, end_at=T0 + S),
+            T0,
+            T0 + S,
+            PlannedSlot(slot=T0 + S, due=T0 + S, after=T0, following=None),
+            id="last-slot-before-end-at",
+        ),
+        pytest.param(
+            Schedule(cron="0 * * * *", time_zone="Europe/Berlin"),
+            z("2026-03-29T00:00:00Z"),  # 01:00 CET; 02:00 does not exist that night
+            z("2026-03-29T01:00:00Z"),  # 03:00 CEST
+            PlannedSlot(
+                slot=z("2026-03-29T01:00:00Z"),
+                due=z("2026-03-29T01:00:00Z"),
+                after=z("2026-03-29T00:00:00Z"),
+                following=z("2026-03-29T02:00:00Z"),
+            ),
+            id="cron-across-the-dst-gap",
+        ),
+    ],
+)
+def test_plan_slot(
+    schedule: Schedule, last: datetime | None, slot: datetime, expected: PlannedSlot | None
+) -> None:
+    assert plan_slot(schedule, job_uid=UID, last_slot=last, slot=slot) == expected
+
+
+PLANNED = PlannedSlot(slot=T0 + S, due=T0 + S, after=T0, following=T0 + 2 * S)
+
+
+@pytest.mark.parametrize(
+    ("last", "now", "expected"),
+    [
+        pytest.param(T0, T0 + S, True, id="at-the-slot"),
+        pytest.param(T0, T0 + 1.9 * S, True, id="late-within-the-slot"),
+        pytest.param(T0, T0 + 2 * S, False, id="the-following-slot-is-due"),
+        pytest.param(T0, T0 + 0.5 * S, False, id="not-due-yet"),
+        pytest.param(T0 - S, T0 + S, False, id="an-older-last-slot"),
+        pytest.param(T0 + S, T0 + S, False, id="already-handled"),
+        pytest.param(None, T0 + S, False, id="last-slot-unknown"),
+    ],
+)
+def test_runs_alone(last: datetime | None, now: datetime, expected: bool) -> None:
+    assert runs_alone(PLANNED, last_slot=last, now=now) is expected
+
+
+def test_runs_alone_respects_the_grace() -> None:
+    planned = PlannedSlot(slot=T0, due=T0, after=T0 - H, following=T0 + H)
+    assert runs_alone(planned, last_slot=T0 - H, now=T0 + timedelta(seconds=60))
+    assert not runs_alone(planned, last_slot=T0 - H, now=T0 + timedelta(seconds=61))
+
+
+SCHEDULES = st.sampled_from(
+    [
+        Schedule(interval=S),
+        Schedule(interval=timedelta(seconds=7), spread=Spread.HASH),
+        Schedule(interval=timedelta(minutes=5), jitter=timedelta(seconds=90)),
+        Schedule(cron="*/10 * * * * *"),
+        Schedule(cron="30 1-3 * * *", time_zone="Europe/Berlin"),
+        Schedule(cron="0 * * * *", time_zone="America/New_York", spread=Spread.HASH),
+    ]
+)
+
+
+@given(
+    schedule=SCHEDULES,
+    policy=st.sampled_from(list(CatchUpPolicy)),
+    window=st.sampled_from([None, timedelta(0), timedelta(seconds=30), H]),
+    start=st.datetimes(
+        min_value=datetime(2026, 3, 1), max_value=datetime(2026, 11, 30), timezones=st.just(UTC)
+    ),
+    skip=st.integers(min_value=0, max_value=2),
+    offset=st.one_of(
+        st.timedeltas(min_value=timedelta(seconds=-5), max_value=timedelta(seconds=2)),
+        st.timedeltas(min_value=timedelta(0), max_value=timedelta(hours=3)),
+    ),
+)
+def test_runs_alone_agrees_with_plan_catch_up(
+    schedule: Schedule,
+    policy: CatchUpPolicy,
+    window: timedelta | None,
+    start: datetime,
+    skip: int,
+    offset: timedelta,
+) -> None:
+    """Whenever a planned slot runs alone, the full catch-up decision is exactly that slot."""
+    last = next_fire_time(schedule, after=start)
+    assert last is not None
+    slot = last
+    for _ in range(skip + 1):
+        following = next_fire_time(schedule, after=slot)
+        assert following is not None
+        slot = following
+    planned = plan_slot(schedule, job_uid=UID, last_slot=last, slot=slot)
+    assert (planned is None) == (skip > 0)
+    if planned is None:
+        return
+    now = planned.due + offset
+    decision = plan_catch_up(
+        schedule, job_uid=UID, last_slot=last, now=now, policy=policy, window=window
+    )
+    if runs_alone(planned, last_slot=last, now=now):
+        assert decision == CatchUpDecision(to_run=[slot], last_slot=slot, on_time=slot)
+    elif now >= planned.due and (planned.following is None or now < planned.following):
+        # Due, the following slot not yet: only lateness beyond the grace stops it.
+        assert now - planned.due > DEFAULT_GRACE

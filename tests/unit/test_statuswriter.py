@@ -130,3 +130,30 @@ async def test_a_superseding_mutation_replaces_the_pending_one_and_carries_its_f
         await asyncio.sleep(0)
     with pytest.raises(RuntimeError, match="404"):
         failed.result()
+
+
+async def test_posted_mutations_have_no_future_and_keep_a_superseded_ones() -> None:
+    from kubernetes import client
+
+    from kadence_operator.statuswriter import StatusWriter
+
+    writer = StatusWriter(
+        api=client.ApiClient(), group="kadence.io", version="v1alpha1", plural="jobs", interval=5
+    )
+
+    def setter(value: int) -> Any:
+        return lambda status: {**status, "nextRunTime": value}
+
+    writer.post("ns", "job", setter(1), supersede="next-run")
+    waited = writer.submit("ns", "job", setter(2), supersede="next-run")
+    writer.post("ns", "job", setter(3), supersede="next-run")
+    writer.post("ns", "job", lambda status: {**status, "n": 1})
+    pending = writer._pending[("ns", "job")]
+    status: dict[str, Any] = {}
+    for mutation, _ in pending.mutations:
+        status = mutation(status)
+    assert status == {"nextRunTime": 3, "n": 1}
+    futures = [future for _, future in pending.mutations]
+    # The last setter took over the future its submitted predecessor's caller waits on.
+    assert futures == [waited, None]
+    assert not waited.done()

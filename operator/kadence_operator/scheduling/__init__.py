@@ -33,8 +33,11 @@ from kadence_operator.scheduling.policy import (
     ConcurrencyPolicy,
     OverlapAction,
     OverlapDecision,
+    PlannedSlot,
     decide_overlap,
     plan_catch_up,
+    plan_slot,
+    runs_alone,
 )
 from kadence_operator.scheduling.runids import run_id_for_slot, run_id_for_trigger
 from kadence_operator.scheduling.schedule import CRON_ALIASES, Schedule, ScheduleError, Spread
@@ -66,6 +69,7 @@ __all__ = [
     "ConcurrencyPolicy",
     "OverlapAction",
     "OverlapDecision",
+    "PlannedSlot",
     "Schedule",
     "ScheduleError",
     "Spread",
@@ -82,9 +86,11 @@ __all__ = [
     "next_fire_time",
     "next_fire_times",
     "plan_catch_up",
+    "plan_slot",
     "previous_fire_time",
     "run_id_for_slot",
     "run_id_for_trigger",
+    "runs_alone",
     "shard_for",
     "spread_offset",
     "spread_span",

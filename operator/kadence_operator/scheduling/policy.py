@@ -23,6 +23,11 @@ Catch-up (:func:`plan_catch_up`)
     is counted in ``missed``. Counting is exact for interval schedules (arithmetic, ``O(1)``) and
     saturates at :data:`MISSED_COUNT_LIMIT` slots for cron schedules (``missed_saturated``).
 
+Planned slots (:func:`plan_slot`, :func:`runs_alone`)
+    A healthy Job's next slot is known a whole interval ahead: the caller prepares its run then,
+    and when the slot is due, :func:`runs_alone` tells (in a few comparisons) whether
+    :func:`plan_catch_up` would decide exactly that: run this slot, on time, nothing missed.
+
 Overlap (:func:`decide_overlap`)
     What to do with a slot that fires while runs are active, per ``concurrencyPolicy``.
 """
@@ -39,6 +44,7 @@ from kadence_operator.scheduling.schedule import Schedule
 from kadence_operator.scheduling.timing import (
     count_fire_times,
     latest_fire_times,
+    next_fire_time,
     previous_fire_time,
 )
 
@@ -51,8 +57,11 @@ __all__ = [
     "ConcurrencyPolicy",
     "OverlapAction",
     "OverlapDecision",
+    "PlannedSlot",
     "decide_overlap",
     "plan_catch_up",
+    "plan_slot",
+    "runs_alone",
 ]
 
 #: The most slots one catch-up decision runs (``CronJob`` also stops at 100 missed schedules).
@@ -168,6 +177,62 @@ def plan_catch_up(
         missed_saturated=saturated,
         last_slot=newest,
         on_time=on_time,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSlot:
+    """A slot planned ahead of its dispatch time (see :func:`plan_slot`)."""
+
+    #: The slot.
+    slot: datetime
+    #: Its dispatch time (the slot plus its spread and jitter delays).
+    due: datetime
+    #: The slot before it: the newest slot handled when the plan holds.
+    after: datetime
+    #: The slot after it; None when the schedule ends with ``slot``.
+    following: datetime | None
+
+
+def plan_slot(
+    schedule: Schedule, *, job_uid: str, last_slot: datetime | None, slot: datetime
+) -> PlannedSlot | None:
+    """Plan ``slot`` ahead, for a Job whose newest handled slot is ``last_slot``.
+
+    None when that cannot hold: ``last_slot`` is unknown, or slots lie between it and ``slot``
+    (those are :func:`plan_catch_up`'s to decide).
+    """
+    if last_slot is None:
+        return None
+    before = previous_fire_time(schedule, at_or_before=slot - _MICROSECOND)
+    if before is None or before != last_slot:
+        return None
+    return PlannedSlot(
+        slot=slot,
+        due=dispatch_time(schedule, job_uid=job_uid, slot=slot),
+        after=last_slot,
+        following=next_fire_time(schedule, after=slot),
+    )
+
+
+def runs_alone(
+    planned: PlannedSlot,
+    *,
+    last_slot: datetime | None,
+    now: datetime,
+    grace: timedelta = DEFAULT_GRACE,
+) -> bool:
+    """Whether :func:`plan_catch_up` at ``now`` runs exactly ``planned.slot``, on time, and
+    misses nothing -- whatever the catch-up policy and window.
+
+    True when the newest handled slot is still the one the plan follows, the slot is due, not
+    later than ``grace``, and the slot after it has not come yet.
+    """
+    return (
+        last_slot == planned.after
+        and planned.due <= now
+        and now - planned.due <= grace
+        and (planned.following is None or now < planned.following)
     )
 
 
