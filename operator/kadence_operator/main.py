@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 
@@ -12,6 +13,26 @@ import kopf
 from kadence import loops
 from kadence_operator import handlers
 from kadence_operator.settings import OperatorSettings, SettingsError
+
+#: Allocations between two young-generation collections (CPython's default is 700).
+GC_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Make the garbage collector's pauses rarer and shorter for a long-running operator.
+
+    At a thousand runs a second the operator holds a few hundred thousand short-lived objects
+    (runs awaiting their status write), and CPython's default thresholds made a full collection
+    of all of them (0.4-0.6 s, blocking every fire) every few seconds. The objects of start-up
+    (modules, classes, the Kubernetes client's models: ~80,000) never become garbage: frozen,
+    no collection walks them again. A larger young generation lets more objects die before
+    they are promoted, so the older generations are collected far less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, older, oldest)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="kadence-operator", description=__doc__)
@@ -35,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     except loops.EventLoopError as error:
         print(f"kadence-operator: bad configuration: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    tune_gc()
     # kopf picks uvloop by itself only in its own CLI; this entry point chooses the same way.
     with asyncio.Runner(loop_factory=factory) as runner:
         kopf.run(

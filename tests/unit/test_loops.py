@@ -1,4 +1,4 @@
-"""``kadence.loops``: which event loop ``KADENCE_EVENT_LOOP`` chooses, and its errors."""
+"""Event loops and garbage collection of Kadence's processes: `kadence.loops` and `tune_gc`."""
 
 from __future__ import annotations
 
@@ -75,3 +75,17 @@ def test_the_cli_names_a_bad_choice() -> None:
     assert result.exit_code == 2
     assert "KADENCE_EVENT_LOOP must be one of auto, uvloop, asyncio, got 'nope'" in result.output
 
+
+def test_the_operator_freezes_start_up_objects_and_widens_the_young_generation() -> None:
+    import gc
+
+    from kadence_operator.main import GC_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_freeze_count() > 10_000  # modules, classes, the Kubernetes models
+        assert gc.get_threshold() == (GC_THRESHOLD, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
