@@ -503,7 +503,9 @@ class Scheduler:
         self, entry: Entry, armed: Armed, now: datetime, reply: asyncio.Future[Msg]
     ) -> None:
         try:
-            if reply.cancelled():  # shutting down: the next owner catches up
+            if reply.cancelled():  # not published for sure: look again like after a failure
+                entry.refire = False
+                self._push(entry, now + timedelta(seconds=5))
                 return
             planned = armed.planned
             self._published(
