@@ -5,8 +5,9 @@ In one run on one machine, with the same task count and concurrency for every si
 * **kadence** — ``--tasks`` RunRequests for a no-op task (``concurrencyPolicy: Allow``, so no
   Lease) are published to a Queue stream (``ensure_queue_stream``, ``--partitions``), then the
   real ``kadence worker`` CLI runs as a subprocess and drains it: per run it reports ``Running``
-  (without waiting for its ack), runs the task, reports ``Succeeded`` and double-acks. Throughput is runs / (first ``started_at``
-  → last ``finished_at``), read back from the results stream. No S3 (nothing is stored for a
+  (without waiting for its ack), runs the task, reports ``Succeeded`` and double-acks.
+  Throughput is runs / (first ``started_at`` → last ``finished_at``), read back from the results
+  stream. No S3 (nothing is stored for a
   task returning ``None``); ``--s3`` adds a line with SeaweedFS configured.
 * **bare** — the same messages in a fresh stream of the same configuration, drained by a bare
   nats-py ``fetch(batch)`` + ``ack`` loop in its own process (``bench/_worker_bare.py``), with the

@@ -883,15 +883,19 @@ class KadenceClient:
         timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
     ) -> PubAck:
         """Publish a run result to ``kadence-results.<ns>.<job>`` (de-duplicated)."""
-        ns = result.job.namespace if result.job is not None else (namespace or self.namespace)
-        job = result.job.name if result.job is not None else constants.ADHOC_JOB
         return await self.requests.publish(
-            constants.results_subject(ns, job),
+            self._result_subject(result, namespace),
             encode(result),
             timeout=timeout,
             stream=constants.RESULTS_STREAM,
             headers={constants.MSG_ID_HEADER: result.dedupe_id},
         )
+
+    def _result_subject(self, result: RunResult, namespace: str | None) -> str:
+        """``kadence-results.<ns>.<job>`` of ``result`` (``_adhoc`` for runs without a Job)."""
+        if result.job is not None:
+            return constants.results_subject(result.job.namespace, result.job.name)
+        return constants.results_subject(namespace or self.namespace, constants.ADHOC_JOB)
 
     async def announce_result(self, result: RunResult, *, namespace: str | None = None) -> None:
         """Publish an advisory result (``Running``) without waiting for JetStream's ack.
@@ -901,10 +905,8 @@ class KadenceClient:
         saved. Should it be lost (the stream briefly unavailable), the run's final result still
         ends it in the Job's status: nothing depends on seeing ``Running`` first.
         """
-        ns = result.job.namespace if result.job is not None else (namespace or self.namespace)
-        job = result.job.name if result.job is not None else constants.ADHOC_JOB
         await self.nc.publish(
-            constants.results_subject(ns, job),
+            self._result_subject(result, namespace),
             encode(result),
             headers={
                 constants.MSG_ID_HEADER: result.dedupe_id,
