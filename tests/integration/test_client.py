@@ -282,6 +282,24 @@ async def test_results_publish_dedupe_and_wait(nats_server: NatsServer) -> None:
             await client.wait_result("never", wait=0.5)
 
 
+async def test_announced_results_are_stored_in_order_and_deduplicated(
+    nats_server: NatsServer,
+) -> None:
+    """The Running report goes out without an ack wait, yet lands in the stream like any other."""
+    async with connected(nats_server, namespace=unique("ns-")) as client:
+        await ensure_results_stream(client.js)
+        run_id = unique("run-")
+        running = RunResult(run_id=run_id, attempt=1, state=RunState.RUNNING, worker="w")
+        await client.announce_result(running)
+        await client.announce_result(running)  # the same report again: JetStream drops it
+        await client.publish_result(RunResult(run_id=run_id, attempt=1, state=RunState.SUCCEEDED))
+        stored = [r for r in await client.results() if r.run_id == run_id]
+        assert [(r.attempt, r.state, r.worker) for r in stored] == [
+            (1, RunState.RUNNING, "w"),
+            (1, RunState.SUCCEEDED, ""),
+        ]
+
+
 async def test_connect_uses_settings(nats_server: NatsServer) -> None:
     from kadence.config import Settings
 
