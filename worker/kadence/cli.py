@@ -235,7 +235,8 @@ def consume(
     async def go() -> None:
         async with await KadenceClient.connect(_settings(namespace)) as client:
             seen = 0
-            stream = client.consume(queue, batch=min(count, 64))
+            # Short long-polls: closing waits for the one in flight (see QueueConsumer.aclose).
+            stream = client.consume(queue, batch=min(count, 64), fetch_timeout=1.0)
             try:
                 while seen < count:
                     message = await asyncio.wait_for(anext(stream), wait)

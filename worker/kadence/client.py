@@ -659,13 +659,20 @@ class QueueConsumer:
         return QueueMessage(msg, self.client.requests)
 
     async def aclose(self) -> None:
-        """Stop fetching, put back what was fetched but not taken, unsubscribe."""
+        """Stop fetching, put back what was fetched but not taken, unsubscribe.
+
+        A fetch in flight is let run to its end (at most ``fetch_timeout``) rather than
+        cancelled: its pull request would stay open on the server, and a message put back
+        meanwhile would be delivered to it -- to nobody -- and wait the whole ack wait.
+        """
         if self._closed:
             return
         self._closed = True
         self._credits.close()
-        for task in self._fetchers:
-            task.cancel()
+        if self._fetchers:
+            _, stuck = await asyncio.wait(self._fetchers, timeout=self._fetch_timeout + 2)
+            for task in stuck:
+                task.cancel()
         await asyncio.gather(*self._fetchers, return_exceptions=True)
         while not self._buffer.empty():
             leftover = self._buffer.get_nowait()
@@ -823,7 +830,8 @@ class KadenceClient:
 
         At most ``batch`` fetched messages wait to be taken; the caller acknowledges each
         (``ack``/``nak``/``term``). Close it (``aclose()`` or ``async with``) to put the fetched
-        but untaken messages back at once. A timeout around ``anext()`` (``asyncio.wait_for``)
+        but untaken messages back at once (closing waits for a fetch in flight to end, at most
+        ``fetch_timeout``). A timeout around ``anext()`` (``asyncio.wait_for``)
         leaves the consumer usable.
         """
         return QueueConsumer(
