@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import sys
@@ -51,21 +52,21 @@ def main(argv: list[str] | None = None) -> None:
         # kopf logs every handler call at INFO; with thousands of Jobs whose status changes every
         # few seconds that is hundreds of lines a second. Failures are still logged.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    tune_gc()
+    # kopf.run() is kopf.operator() on the current loop; kopf picks uvloop by itself only in its
+    # own CLI, so this entry point runs it on the loop kadence.loops chooses, as workers do.
+    operator = kopf.operator(
+        registry=registry,
+        clusterwide=True,
+        standalone=True,  # sharding is ours (shard Leases); kopf peering is not used
+        liveness_endpoint=args.liveness,
+    )
     try:
-        factory = loops.loop_factory()
+        with contextlib.suppress(asyncio.CancelledError):  # as kopf.run() does
+            loops.run(operator)
     except loops.EventLoopError as error:
         print(f"kadence-operator: bad configuration: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    tune_gc()
-    # kopf picks uvloop by itself only in its own CLI; this entry point chooses the same way.
-    with asyncio.Runner(loop_factory=factory) as runner:
-        kopf.run(
-            loop=runner.get_loop(),
-            registry=registry,
-            clusterwide=True,
-            standalone=True,  # sharding is ours (shard Leases); kopf peering is not used
-            liveness_endpoint=args.liveness,
-        )
 
 
 if __name__ == "__main__":

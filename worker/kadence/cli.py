@@ -50,8 +50,8 @@ cli = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold credentials
 )
 console = Console(stderr=True)
-T = TypeVar("T")
 out = Console()
+T = TypeVar("T")
 
 Namespace = Annotated[
     str | None,
