@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import time
 from typing import Any
 
@@ -201,3 +202,35 @@ async def test_concurrency_limit_and_batched_fetch(nats_server: NatsServer) -> N
     # It fetches only as many messages as it has free slots: none waits inside the worker.
     assert max(pending) <= 4, pending
     assert elapsed < 12 * 0.5  # ran in parallel
+
+
+async def test_running_is_reported_only_for_attempts_past_the_delay(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A short attempt sends only its final report; a long one says Running first.
+
+    Also checks the INFO summary that replaces the line per successful attempt.
+    """
+    caplog.set_level(logging.INFO, logger="kadence.worker")
+    async with connected(nats_server) as client, fresh_queue(client) as queue:
+        options = {"running_report_delay": 0.3, "summary_interval": 0.5, "concurrency": 2}
+        async with running_worker(app, nats_server, queue=queue, **options):
+            quick = await client.enqueue("demo.busy", 0.0, queue=queue.name)
+            slow = await client.enqueue("demo.busy", 1.0, queue=queue.name)
+            for run in (quick, slow):
+                assert (await client.wait_result(run.run_id, wait=20)).state is RunState.SUCCEEDED
+            await asyncio.sleep(0.7)  # one summary interval
+        results = await client.results(namespace=queue.namespace, idle=0.3)
+    by_run = {
+        run.run_id: [(r.attempt, r.state) for r in results if r.run_id == run.run_id]
+        for run in (quick, slow)
+    }
+    assert by_run[quick.run_id] == [(1, RunState.SUCCEEDED)]
+    assert by_run[slow.run_id] == [(1, RunState.RUNNING), (1, RunState.SUCCEEDED)]
+    summaries = [r.getMessage() for r in caplog.records if "finished in the last" in r.getMessage()]
+    assert summaries, [r.getMessage() for r in caplog.records]
+    # "<n> attempt(s) finished in the last 0.5s (<n> Succeeded); <m> in flight", maybe split
+    assert sum(int(line.split()[0]) for line in summaries) == 2, summaries
+    assert all("Succeeded)" in line for line in summaries), summaries
+    # Successful attempts are not logged one by one at INFO.
+    assert not [r for r in caplog.records if r.levelno == logging.INFO and "attempt 1 of" in r.msg]

@@ -121,6 +121,9 @@ async def running_worker(
         Settings(nats_urls=tuple(server.urls), namespace=queue.namespace, worker_name=name)
     )
     options.setdefault("fetch_timeout", 1.0)
+    # The tests check every attempt's full sequence of reports, so Running is sent at once here;
+    # the worker's default (Running only for attempts still going after 0.5 s) has its own test.
+    options.setdefault("running_report_delay", 0.0)
     options.setdefault("metrics", WorkerMetrics(CollectorRegistry()))
     worker = Worker(app, client, queue=queue.name, name=name, **options)
     task = asyncio.create_task(worker.run())

@@ -31,7 +31,7 @@ running tasks ``grace_period`` seconds, then cancels the rest and puts their mes
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
 import contextlib
 import contextvars
 import enum
@@ -41,7 +41,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -73,6 +72,7 @@ from kadence.protocol import (
     salvage_ids,
 )
 from kadence.storage import ObjectStore, OutputWriter, StorageError, output_location
+from kadence.threads import TaskThreads
 
 if TYPE_CHECKING:  # leases imports the Kubernetes client: only load it when a run needs a lock
     from kadence.leases import JobLock, LeaseClient
@@ -83,6 +83,12 @@ log = logging.getLogger("kadence.worker")
 _HANDLER_CLEANUP = 5.0
 #: Publishing a report or confirming an ack is retried this often before giving up.
 _PUBLISH_TRIES = 4
+#: An attempt still running after this many seconds is reported ``Running``; shorter ones send
+#: only their final report (the operator writes a Job's status every few seconds, so a
+#: ``Running`` state that short would never be seen, yet it would cost a publish per run).
+RUNNING_REPORT_DELAY = 0.5
+#: Seconds between the worker's INFO summaries of the attempts it finished.
+SUMMARY_INTERVAL = 60.0
 _MAX_ERROR_MESSAGE = 4000
 
 
@@ -109,8 +115,9 @@ class Outcome:
     #: Copy the message to the dead-letter stream with this reason before reporting.
     dead_letter: DeadLetterReason | None = None
     duration: float = 0.0
-    #: A sync handler that timed out or was cancelled and is still running in its thread.
-    abandoned: concurrent.futures.Future[Any] | None = field(default=None, repr=False)
+    #: A sync handler that timed out or was cancelled and is still running in its thread
+    #: (resolved, on the event loop, once it returns).
+    abandoned: asyncio.Future[Any] | None = field(default=None, repr=False)
 
     @property
     def error_text(self) -> str:
@@ -210,11 +217,43 @@ async def _stop_handler(handler: asyncio.Future[Any]) -> None:
         await asyncio.wait_for(asyncio.shield(handler), _HANDLER_CLEANUP)
 
 
+async def _first_done(
+    handler: asyncio.Future[Any],
+    watchers: dict[asyncio.Future[Any], str],
+    timeout: float | None,  # noqa: ASYNC109 -- the attempt's own timeout, not an API argument
+) -> set[asyncio.Future[Any]]:
+    """``asyncio.wait(..., return_when=FIRST_COMPLETED)`` for one handler and its watchers.
+
+    The same, without the sets, type checks and per-future bookkeeping of ``asyncio.wait``: this
+    runs once per attempt, and attempts of short tasks are what a busy worker does most.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    handler.add_done_callback(wake)
+    for watcher in watchers:
+        watcher.add_done_callback(wake)
+    timer = loop.call_later(timeout, wake) if timeout is not None else None
+    try:
+        await waiter
+    finally:
+        if timer is not None:
+            timer.cancel()
+        handler.remove_done_callback(wake)
+        for watcher in watchers:
+            watcher.remove_done_callback(wake)
+    return {f for f in (handler, *watchers) if f.done()}
+
+
 async def run_attempt(
     spec: TaskSpec,
     ctx: Context,
     *,
-    executor: Executor | None,
+    executor: TaskThreads | None,
     cancel_event: threading.Event,
     store: ObjectStore | None,
     lock: JobLock | None = None,
@@ -250,15 +289,13 @@ async def run_attempt(
             )
         )
 
-    thread_future: concurrent.futures.Future[Any] | None = None
     if spec.is_async:
         handler: asyncio.Future[Any] = asyncio.ensure_future(spec.fn(*args, **kwargs))
     else:
         if executor is None:
             raise RuntimeError("sync tasks need an executor")
         call = functools.partial(contextvars.copy_context().run, spec.fn, *args, **kwargs)
-        thread_future = executor.submit(call)
-        handler = asyncio.wrap_future(thread_future)
+        handler = executor.submit(call)
 
     watchers: dict[asyncio.Future[Any], str] = {}
     keeper: asyncio.Future[Any] | None = None
@@ -270,11 +307,7 @@ async def run_attempt(
     if abort is not None:
         watchers[abort] = "shutdown"  # shared: watched, never cancelled here
     try:
-        finished, _ = await asyncio.wait(
-            {handler, *watchers},
-            timeout=request.timeout_seconds,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        finished = await _first_done(handler, watchers, request.timeout_seconds)
     except asyncio.CancelledError:
         cancel_event.set()
         handler.cancel()
@@ -289,9 +322,8 @@ async def run_attempt(
         fired = next((w for w in watchers if w in finished), None)
         if spec.is_async:
             await _stop_handler(handler)
-        abandoned = (
-            thread_future if thread_future is not None and not thread_future.done() else None
-        )
+        # A sync handler's future is left alone: it resolves once the thread returns.
+        abandoned = handler if not spec.is_async and not handler.done() else None
         outcome = _interrupted(
             request, attempt=attempt, why=watchers.get(fired) if fired else None, watcher=fired
         )
@@ -408,25 +440,74 @@ class _Heartbeats:
     """Calls ``beat`` every ``interval`` seconds until cancelled, on event-loop timers.
 
     One timer per running attempt instead of a task: most attempts end before the first beat,
-    and a timer costs far less to create and cancel than a task.
+    and a timer costs far less to create and cancel than a task. :meth:`once` adds a one-shot
+    call (the deferred ``Running`` report) that :meth:`cancel` also cancels.
     """
 
-    __slots__ = ("_beat", "_handle", "_interval", "_loop")
+    __slots__ = ("_beat", "_handle", "_interval", "_loop", "_once")
 
     def __init__(self, beat: Callable[[], None], interval: float) -> None:
         self._beat = beat
         self._interval = interval
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = self._loop.call_later(interval, self._fire)
+        self._once: asyncio.TimerHandle | None = None
 
     def _fire(self) -> None:
         self._handle = self._loop.call_later(self._interval, self._fire)
         self._beat()
 
+    def once(self, delay: float, call: Callable[[], None]) -> None:
+        """Call ``call`` after ``delay`` seconds unless cancelled first."""
+        if self._handle is not None:
+            self._once = self._loop.call_later(delay, call)
+
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._once is not None:
+            self._once.cancel()
+            self._once = None
+
+
+class _Slot:
+    """One message's concurrency slot, given back exactly once.
+
+    The slot is given back as soon as the handler ends (:meth:`free_early`), so the reports and
+    the ack of a finished run never keep the worker from fetching the next one. At most
+    ``Worker.settle_limit`` finished runs settle (report and ack) at once; past that a run keeps
+    its slot until it is settled, so a slow results stream slows fetching instead of piling up
+    runs.
+    """
+
+    __slots__ = ("_early", "_given", "_worker")
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._given = False
+        self._early = False
+
+    def free_early(self) -> None:
+        """The handler has ended: free the slot now if the settle backlog allows it."""
+        worker = self._worker
+        if not self._given and worker._settling < worker.settle_limit:
+            worker._settling += 1
+            self._given = self._early = True
+            worker._slots.give(1)
+
+    def settled(self) -> None:
+        """The message is settled (or left alone): give the slot back if still held."""
+        if self._early:
+            self._early = False
+            self._worker._settling -= 1
+        elif not self._given:
+            self._given = True
+            self._worker._slots.give(1)
+
+    @property
+    def held(self) -> bool:
+        return not self._given
 
 
 class Worker:
@@ -449,6 +530,9 @@ class Worker:
         fetch_timeout: float = 5.0,
         max_batch: int = 64,
         partition_refresh: float = 30.0,
+        settle_limit: int | None = None,
+        running_report_delay: float = RUNNING_REPORT_DELAY,
+        summary_interval: float = SUMMARY_INTERVAL,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -467,6 +551,13 @@ class Worker:
         self.fetch_timeout = fetch_timeout
         self.max_batch = max_batch
         self.partition_refresh = partition_refresh
+        #: Finished runs that may be reporting and acking at once without holding a slot.
+        self.settle_limit = settle_limit if settle_limit is not None else max(16, 4 * concurrency)
+        self.running_report_delay = running_report_delay
+        self.summary_interval = summary_interval
+        #: Attempts finished since the last summary, by reported state.
+        self._finished: collections.Counter[str] = collections.Counter()
+        self._settling = 0
         #: Set once the worker is bound to the Queue's partitions and fetching.
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -476,7 +567,7 @@ class Worker:
         self._loops: dict[int, asyncio.Task[None]] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Future[Any]] = set()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: TaskThreads | None = None
         #: The shortest redelivery deadline of each partition consumer (ack wait or backoff).
         self._ack_waits: dict[int, float] = {}
         self.abandoned = 0
@@ -508,9 +599,7 @@ class Worker:
     async def run(self) -> None:
         """Serve the Queue until :meth:`stop`; then drain within the grace period."""
         self._abort = asyncio.get_running_loop().create_future()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.concurrency, thread_name_prefix=f"kadence-{self.queue}"
-        )
+        self._executor = TaskThreads(self.concurrency, name=f"kadence-{self.queue}")
         log.info(
             "worker %s serving %s/%s (concurrency %d, tasks: %s)",
             self.name,
@@ -523,11 +612,13 @@ class Worker:
             constants.cancel_subject(self.namespace, "*"), cb=self._on_cancel
         )
         refresher = asyncio.create_task(self._refresh_partitions())
+        summaries = asyncio.create_task(self._summaries())
         try:
             await self._stopping.wait()
         finally:
             refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
+            summaries.cancel()
+            await asyncio.gather(refresher, summaries, return_exceptions=True)
             with contextlib.suppress(nats.errors.Error):
                 await cancels.unsubscribe()
             await self._shutdown()
@@ -544,6 +635,27 @@ class Worker:
             if replaced is not None and not replaced.done():
                 log.info("run %s: the operator replaces it; stopping the attempt", run_id)
                 replaced.set_result(None)
+
+    async def _summaries(self) -> None:
+        """Every ``summary_interval`` seconds, log at INFO what the attempts since then did.
+
+        A line per attempt would cost a busy worker more than short tasks do; successful
+        attempts are logged one by one at DEBUG only (failures and retries at WARNING).
+        """
+        while True:
+            await asyncio.sleep(self.summary_interval)
+            self._summarize()
+
+    def _summarize(self) -> None:
+        finished, self._finished = self._finished, collections.Counter()
+        if finished:
+            log.info(
+                "%d attempt(s) finished in the last %gs (%s); %d in flight",
+                finished.total(),
+                self.summary_interval,
+                ", ".join(f"{n} {state}" for state, n in sorted(finished.items())),
+                len(self._inflight),
+            )
 
     async def _refresh_partitions(self) -> None:
         """Bind to the Queue's partition consumers, and to new ones as the Queue grows."""
@@ -651,16 +763,18 @@ class Worker:
         if self._background:
             await asyncio.wait(set(self._background), timeout=5)
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown()
+        self._summarize()
         log.info("worker %s stopped", self.name)
 
     # -- one message ---------------------------------------------------------------------------
 
     async def _handle(self, msg: Msg) -> None:
         self.metrics.in_flight.inc()
-        abandoned: concurrent.futures.Future[Any] | None = None
+        slot = _Slot(self)
+        abandoned: asyncio.Future[Any] | None = None
         try:
-            abandoned = await self._process(QueueMessage(msg, self.client.requests))
+            abandoned = await self._process(QueueMessage(msg, self.client.requests), slot)
         except Exception:
             # The worker must survive anything a message does; put it back and go on.
             log.exception("unexpected error handling a message from %s", msg.subject)
@@ -668,18 +782,13 @@ class Worker:
                 await msg.nak(delay=5.0)
         finally:
             self.metrics.in_flight.dec()
-            if abandoned is not None and not abandoned.done():
+            if abandoned is not None and not abandoned.done() and slot.held:
                 # A sync task that cannot be interrupted still occupies its thread: keep its slot
                 # until it really ends, so the worker never runs more than `concurrency` threads.
                 self.abandoned += 1
-                loop = asyncio.get_running_loop()
-
-                def release(_: concurrent.futures.Future[Any]) -> None:
-                    loop.call_soon_threadsafe(self._release_abandoned)
-
-                abandoned.add_done_callback(release)
+                abandoned.add_done_callback(self._release_abandoned)
             else:
-                self._slots.give(1)
+                slot.settled()
 
     def _task_metrics(self, task: str, state: RunState) -> tuple[Any, Any]:
         """The duration histogram and outcome counter of ``(task, state)``, looked up once."""
@@ -692,11 +801,11 @@ class Worker:
             )
         return children
 
-    def _release_abandoned(self) -> None:
+    def _release_abandoned(self, _: asyncio.Future[Any]) -> None:
         self.abandoned -= 1
         self._slots.give(1)
 
-    async def _process(self, message: QueueMessage) -> concurrent.futures.Future[Any] | None:
+    async def _process(self, message: QueueMessage, slot: _Slot) -> asyncio.Future[Any] | None:
         attempt = message.num_delivered
         try:
             request = decode_run(message.data)
@@ -731,7 +840,7 @@ class Worker:
                 task=request.task,
             )
             return None
-        return await self._attempt(message, request=request, spec=spec, attempt=attempt)
+        return await self._attempt(message, request=request, spec=spec, attempt=attempt, slot=slot)
 
     async def _dead_end(
         self,
@@ -850,8 +959,14 @@ class Worker:
             log.debug("in-progress ack failed: %s", error)
 
     async def _attempt(
-        self, message: QueueMessage, *, request: RunRequest, spec: TaskSpec, attempt: int
-    ) -> concurrent.futures.Future[Any] | None:
+        self,
+        message: QueueMessage,
+        *,
+        request: RunRequest,
+        spec: TaskSpec,
+        attempt: int,
+        slot: _Slot,
+    ) -> asyncio.Future[Any] | None:
         # Heartbeats start before anything slow (lease, reports) so the ack wait never runs out.
         partition = message.partition
         ack_wait = min(request.ack_wait_seconds, self._ack_waits.get(partition or 0, math.inf))
@@ -871,6 +986,7 @@ class Worker:
                 lock=lock,
                 token=token,
                 heartbeats=heartbeats,
+                slot=slot,
             )
         finally:
             heartbeats.cancel()
@@ -939,7 +1055,8 @@ class Worker:
         lock: JobLock | None,
         token: int | None,
         heartbeats: _Heartbeats,
-    ) -> concurrent.futures.Future[Any] | None:
+        slot: _Slot,
+    ) -> asyncio.Future[Any] | None:
         started_at = _now()
         base = {
             "run_id": request.run_id,
@@ -950,8 +1067,14 @@ class Worker:
             "fencing_token": token,
             "worker": self.name,
         }
-        await self._announce(RunResult(state=RunState.RUNNING, **base))
         loop = asyncio.get_running_loop()
+        if self.running_report_delay <= 0:
+            await self._announce(RunResult(state=RunState.RUNNING, **base))
+        else:
+            heartbeats.once(
+                self.running_report_delay,
+                lambda: self._spawn(self._announce(RunResult(state=RunState.RUNNING, **base))),
+            )
         cancel_event = threading.Event()
 
         def heartbeat() -> None:
@@ -987,14 +1110,16 @@ class Worker:
             heartbeats.cancel()
             if replaced is not None and key is not None:
                 self._replaceable.pop(key, None)
+        if outcome.abandoned is None:
+            slot.free_early()
         duration, outcomes = self._task_metrics(spec.name, outcome.state)
         duration.observe(outcome.duration)
         outcomes.inc()
         if outcome.state is RunState.RETRYING:
             self.metrics.retries.labels(spec.name).inc()
-        log_level = logging.INFO if outcome.state is RunState.SUCCEEDED else logging.WARNING
+        self._finished[outcome.state] += 1
         log.log(
-            log_level,
+            logging.DEBUG if outcome.state is RunState.SUCCEEDED else logging.WARNING,
             "run %s attempt %d of %s: %s in %.2fs%s",
             request.run_id,
             attempt,

@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -52,6 +51,7 @@ from kadence.protocol import (
 )
 from kadence.runtime import Disposition, run_attempt
 from kadence.storage import OutputWriter, Readable, output_location, s3_uri
+from kadence.threads import TaskThreads
 
 __all__ = ["MemoryStorage", "StoredObject", "StubBroker", "StubRun"]
 
@@ -229,7 +229,7 @@ class StubBroker:
     async def join(self) -> list[StubRun]:
         """:meth:`run_until_complete` for async tests."""
         done: list[StubRun] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kadence-stub") as executor:
+        with TaskThreads(1, name="kadence-stub") as executor:
             while self._queue:
                 data, run, delivery = self._queue.popleft()
                 run = await self._deliver(data, run=run, delivery=delivery, executor=executor)
@@ -238,7 +238,7 @@ class StubBroker:
         return done
 
     async def _deliver(
-        self, data: bytes, *, run: StubRun | None, delivery: int, executor: ThreadPoolExecutor
+        self, data: bytes, *, run: StubRun | None, delivery: int, executor: TaskThreads
     ) -> StubRun | None:
         try:
             request = decode_run(data)
