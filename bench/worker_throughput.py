@@ -485,7 +485,8 @@ def kadence_drain(
     if succeeded != count:
         states = sorted({r.state.value for r in results})
         raise RuntimeError(f"{succeeded} of {count} runs succeeded (states seen: {states})")
-    first = min(r.started_at for r in running if r.started_at is not None)
+    # Every report carries the attempt's start (short attempts send no Running report).
+    first = min(r.started_at for r in results if r.started_at is not None)
     last = max(r.finished_at for r in final if r.finished_at is not None)
     seconds = (last - first).total_seconds()
     measure = Measure(
@@ -498,7 +499,8 @@ def kadence_drain(
         quiet=quiet,
         cpu_cores=cpu,
         notes={
-            "retried_attempts": sum(1 for r in running if r.attempt > 1),
+            "retried_attempts": sum(1 for r in results if r.attempt > 1),
+            "running_reports": len(running),
             "results": len(results),
         },
     )
