@@ -1,11 +1,12 @@
 """Where the Kadence worker's time goes: the real :class:`~kadence.runtime.Worker`, in-process,
 instrumented, on a Queue that already holds ``--count`` run requests.
 
-Wraps (for this process only) the JetStream fetch, the result publish and the double ack to count
-fetch sizes and time each step, and runs cProfile on the event-loop thread from the first fetched
-message until the last run is acked (start-up and imports excluded). Prints a report: runs/s
-under the profiler, the fetch-size histogram, the mean latency of each step, and the top
-functions by own time and by cumulative time. ``--no-profile`` only times; ``--skip`` leaves
+Wraps (for this process only) the JetStream pull requests, the result publish and the double
+ack to count pull sizes and time each step, and runs cProfile on the event-loop thread from the
+first message until the last run is acked (start-up and imports excluded). Prints a report:
+runs/s and CPU per run (the process, and the event loop's thread alone), the pull-size
+histogram, the mean latency of each step, and the top functions by own time and by cumulative
+time. ``--no-profile`` only times; ``--skip`` leaves
 steps out (the Running report, the final report, the double ack) to see what each one costs:
 a what-if, for this process only, that breaks the worker's guarantees.
 
@@ -26,11 +27,11 @@ import sys
 import time
 from typing import IO, Any
 
-from nats.js import JetStreamContext
+from nats.aio.msg import Msg
 
 from bench._worker_app import app
 from kadence import loops
-from kadence.client import KadenceClient, QueueMessage
+from kadence.client import KadenceClient, Pull, QueueMessage
 from kadence.config import Settings
 from kadence.metrics import WorkerMetrics
 from kadence.protocol import RunResult, RunState
@@ -50,27 +51,35 @@ class Probe:
         self.acked = 0
         self.first: float | None = None
         self.last = 0.0
+        self.cpu_first = self.loop_cpu_first = 0.0
+        self.cpu_last = self.loop_cpu_last = 0.0
         self.done = asyncio.Event()
         self.profiler = cProfile.Profile()
 
     def install(self) -> None:
-        fetch = JetStreamContext.PullSubscription.fetch
+        pull = Pull.pull
+        dispatch = Worker._dispatch
         publish_result = KadenceClient.publish_result
         announce_result = KadenceClient.announce_result
         ack_sync = QueueMessage.ack_sync
         probe = self
 
-        async def counted_fetch(sub: Any, batch: int = 1, *args: Any, **kwargs: Any) -> Any:
+        async def counted_pull(puller: Pull, batch: int, *, expires: float) -> int:
             started = time.perf_counter()
-            msgs = await fetch(sub, batch, *args, **kwargs)
-            if msgs:
-                probe.latency["fetch (with messages)"].append(time.perf_counter() - started)
-                probe.fetch_sizes[len(msgs)] += 1
-                if probe.first is None:
-                    probe.first = time.perf_counter()
-                    if probe.profile:
-                        probe.profiler.enable()
-            return msgs
+            got = await pull(puller, batch, expires=expires)
+            if got:
+                probe.latency["pull request (with messages)"].append(time.perf_counter() - started)
+                probe.fetch_sizes[got] += 1
+            return got
+
+        def first_dispatch(worker: Worker, msg: Msg) -> None:
+            if probe.first is None:
+                probe.first = time.perf_counter()
+                probe.cpu_first = time.process_time()
+                probe.loop_cpu_first = time.thread_time()
+                if probe.profile:
+                    probe.profiler.enable()
+            dispatch(worker, msg)
 
         async def counted_ack(message: QueueMessage, timeout: float = 5.0) -> None:  # noqa: ASYNC109
             started = time.perf_counter()
@@ -83,6 +92,8 @@ class Probe:
             if probe.acked == probe.count:
                 probe.profiler.disable()
                 probe.last = time.perf_counter()
+                probe.cpu_last = time.process_time()
+                probe.loop_cpu_last = time.thread_time()
                 probe.done.set()
 
         async def timed_publish(client: KadenceClient, result: RunResult, **kwargs: Any) -> Any:
@@ -105,7 +116,8 @@ class Probe:
                 time.perf_counter() - started
             )
 
-        JetStreamContext.PullSubscription.fetch = counted_fetch  # type: ignore[method-assign,assignment]
+        Pull.pull = counted_pull  # type: ignore[method-assign]
+        Worker._dispatch = first_dispatch  # type: ignore[method-assign]
         QueueMessage.ack_sync = counted_ack  # type: ignore[method-assign,assignment]
         KadenceClient.publish_result = timed_publish  # type: ignore[method-assign,assignment]
         KadenceClient.announce_result = timed_announce  # type: ignore[method-assign]
@@ -119,10 +131,18 @@ class Probe:
         skipped = f", skipping {','.join(sorted(self.skip))}" if self.skip else ""
         print(
             f"{self.count} runs in {seconds:.2f}s {how}{skipped}: {self.count / seconds:,.0f} "
-            f"runs/s; {fetches} fetches with messages, {fetched / fetches:.2f} messages each",
+            f"runs/s, {(self.cpu_last - self.cpu_first) / self.count * 1e6:.0f} µs of CPU per run "
+            f"(this process, all threads; the event loop's thread "
+            f"{(self.loop_cpu_last - self.loop_cpu_first) / self.count * 1e6:.0f} µs); "
+            f"{fetches} pull requests with messages, "
+            f"{fetched / fetches:.2f} messages each",
             file=stream,
         )
-        print("fetch sizes (size: fetches):", dict(sorted(self.fetch_sizes.items())), file=stream)
+        print(
+            "messages per pull request (size: requests):",
+            dict(sorted(self.fetch_sizes.items())),
+            file=stream,
+        )
         for name, values in sorted(self.latency.items()):
             ordered = sorted(values)
             print(

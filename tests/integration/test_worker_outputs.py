@@ -234,3 +234,24 @@ async def test_running_is_reported_only_for_attempts_past_the_delay(
     assert all("Succeeded)" in line for line in summaries), summaries
     # Successful attempts are not logged one by one at INFO.
     assert not [r for r in caplog.records if r.levelno == logging.INFO and "attempt 1 of" in r.msg]
+
+
+async def test_a_deleted_partition_consumer_stops_only_its_loop(nats_server: NatsServer) -> None:
+    """The pull loop of a consumer that is deleted ends; the other partitions keep serving."""
+    from kadence.partitioning import partition_for
+
+    async with (
+        connected(nats_server) as client,
+        fresh_queue(client, partitions=2) as queue,
+        running_worker(app, nats_server, queue=queue, concurrency=2) as worker,
+    ):
+        assert worker.partitions == [0, 1]
+        await client.js.delete_consumer(queue.stream, "partition-1")
+        for _ in range(100):  # bounded: the loop notices within one pull (fetch_timeout 1 s)
+            if worker.partitions == [0]:
+                break
+            await asyncio.sleep(0.1)
+        assert worker.partitions == [0]
+        key = next(f"k{i}" for i in range(100) if partition_for(f"k{i}", 2) == 0)
+        run = await client.enqueue("demo.busy", 0.0, queue=queue.name, key=key)
+        assert (await client.wait_result(run.run_id, wait=20)).state is RunState.SUCCEEDED

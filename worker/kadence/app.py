@@ -96,10 +96,17 @@ class Context:
         self._input_store = input_store
         self._heartbeat = heartbeat
         self._cancel = cancel_event or threading.Event()
-        self.logger: logging.LoggerAdapter[logging.Logger] = _RunLogger(
-            logging.getLogger(f"kadence.task.{request.task}"),
-            {"run_id": request.run_id, "attempt": attempt},
-        )
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger (``kadence.task.<task>``) that prefixes each line with the run and attempt."""
+        if self._logger is None:  # made on first use: most tasks never log
+            self._logger = _RunLogger(
+                logging.getLogger(f"kadence.task.{self.request.task}"),
+                {"run_id": self.request.run_id, "attempt": self.attempt},
+            )
+        return self._logger
 
     @property
     def run_id(self) -> str:

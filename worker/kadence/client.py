@@ -24,7 +24,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -519,6 +519,109 @@ def pub_ack(msg: Msg) -> PubAck:
         domain=reply.get("domain"),
         duplicate=reply.get("duplicate"),
     )
+
+
+#: Seconds past a pull request's expiry after which its end (a ``408`` status) is given up on:
+#: the server lost the request (a reconnect or a restart), and the worker asks again.
+PULL_GRACE = 2.0
+
+
+class Pull:
+    """One durable pull consumer, pulled one request at a time; each message is handed on at once.
+
+    The JetStream pull protocol on a core subscription: :meth:`pull` asks for up to ``batch``
+    messages (``$JS.API.CONSUMER.MSG.NEXT``), passes each to ``deliver`` the moment it arrives, and
+    returns how many came once the request is over — all delivered, expired (status 408), or
+    ended by the server (409). nats-py's ``PullSubscription.fetch`` instead returns the batch as a
+    list and waits for each message with a ``wait_for`` task of its own, which costs a worker
+    draining short tasks a large share of its CPU per message. A message that arrives when no
+    request wants it (left from a request given up on) goes to ``extra``, which puts it back.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        stream: str,
+        consumer: str,
+        deliver: Callable[[Msg], None],
+        extra: Callable[[Msg], None],
+    ) -> None:
+        self._nc = nc
+        self.stream = stream
+        self.consumer = consumer
+        self._deliver = deliver
+        self._extra = extra
+        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._inbox = ""
+        self._sub: Any = None
+        self._wanted = 0
+        #: Messages delivered by the current (or last) request.
+        self.got = 0
+        self._over: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def pull(self, batch: int, *, expires: float) -> int:
+        """Ask for up to ``batch`` messages for ``expires`` seconds; the number delivered.
+
+        Raises ``nats.js.errors.NotFoundError`` when the consumer is gone and
+        ``nats.js.errors.APIError`` for other errors the server answers with.
+        """
+        loop = asyncio.get_running_loop()
+        over = self._over = loop.create_future()
+        self._wanted, self.got = batch, 0
+        request = {"batch": batch, "expires": int(expires * 1e9)}
+        try:
+            await self._nc.publish(self._api, json.dumps(request).encode(), reply=self._inbox)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(over, expires + PULL_GRACE)
+            return self.got
+        finally:
+            # Whatever happens now (given up on, cancelled, over), later messages are extras.
+            self._wanted = self.got
+            self._over = None
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            if self.got < self._wanted:
+                self.got += 1
+                self._deliver(msg)
+                if self.got == self._wanted:
+                    self._end()
+            else:
+                self._extra(msg)
+        elif status == "100":  # idle heartbeat
+            return
+        elif status in ("404", "408"):  # no messages / the request expired
+            self._end()
+        elif status == "409":
+            description = (msg.headers or {}).get("Description", "")
+            if "consumer deleted" in description.lower():
+                self._end(nats.js.errors.NotFoundError(description=description))
+            else:  # leadership change, server shutdown, max waiting...: ask again
+                self._end()
+        elif status == "503":
+            self._end(nats.errors.NoRespondersError())
+        else:
+            self._end(nats.js.errors.APIError.from_msg(msg))
+
+    def _end(self, error: BaseException | None = None) -> None:
+        over = self._over
+        if over is not None and not over.done():
+            if error is None:
+                over.set_result(None)
+            else:
+                over.set_exception(error)
 
 
 class QueueMessage:

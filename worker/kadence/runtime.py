@@ -53,7 +53,14 @@ from nats.js import JetStreamContext
 
 from kadence import constants
 from kadence.app import App, Context, Fail, Retry, TaskSpec
-from kadence.client import KadenceClient, QueueMessage, Slots, dlq_headers, partition_consumers
+from kadence.client import (
+    KadenceClient,
+    Pull,
+    QueueMessage,
+    Slots,
+    dlq_headers,
+    partition_consumers,
+)
 from kadence.config import default_worker_name
 from kadence.metrics import WorkerMetrics
 from kadence.protocol import (
@@ -687,7 +694,14 @@ class Worker:
 
     async def _fetch_loop(self, partition: int) -> None:
         consumer = constants.consumer_name(partition)
-        sub = await self.js.pull_subscribe_bind(consumer=consumer, stream=self.stream)
+        puller = Pull(
+            self.client.nc,
+            stream=self.stream,
+            consumer=consumer,
+            deliver=self._dispatch,
+            extra=lambda msg: self._spawn(self._put_back(msg)),
+        )
+        await puller.start()
         with contextlib.suppress(nats.errors.Error, TimeoutError):
             # Heartbeats must beat the consumer's real deadline, which a backoff list shortens,
             # whatever the run request claims.
@@ -703,40 +717,53 @@ class Worker:
                 timeout = (
                     min(1.0, self.fetch_timeout) if self._slots.waiting else self.fetch_timeout
                 )
+                # Each message is dispatched as it arrives (its slot goes with it); the slots of
+                # messages that never came are given back once the request is over.
                 try:
-                    msgs = await sub.fetch(wanted, timeout=timeout)
-                except TimeoutError:
-                    msgs = []
-                except nats.js.errors.NotFoundError:
-                    log.warning(
-                        "consumer %s of %s is gone; stopping its loop", consumer, self.stream
-                    )
-                    self._slots.give(wanted)
-                    self._loops.pop(partition, None)
-                    return
-                except (nats.errors.Error, ValueError) as error:
+                    await puller.pull(wanted, expires=timeout)
+                except (nats.js.errors.NotFoundError, nats.errors.NoRespondersError) as error:
+                    # Nobody answers a pull for a deleted consumer; check that this is why.
+                    self._slots.give(wanted - puller.got)
+                    if await self._consumer_exists(consumer) is False:
+                        log.warning(
+                            "consumer %s of %s is gone; stopping its loop", consumer, self.stream
+                        )
+                        self._loops.pop(partition, None)
+                        return
                     log.warning("fetching from %s/%s failed: %s", self.stream, consumer, error)
-                    msgs = []
                     await asyncio.sleep(1.0)
+                    continue
+                except (nats.errors.Error, ValueError) as error:
+                    self._slots.give(wanted - puller.got)
+                    log.warning("fetching from %s/%s failed: %s", self.stream, consumer, error)
+                    await asyncio.sleep(1.0)
+                    continue
                 except asyncio.CancelledError:
-                    self._slots.give(wanted)
+                    self._slots.give(wanted - puller.got)
                     raise
-                # A fetch may also return messages left from an earlier, timed-out pull.
-                accepted, extra = msgs[:wanted], msgs[wanted:]
-                self._slots.give(wanted - len(accepted))
-                for msg in extra:
-                    await self._put_back(msg)
-                for msg in accepted:
-                    if self._stopping.is_set():
-                        await self._put_back(msg)
-                        self._slots.give(1)
-                        continue
-                    task = asyncio.create_task(self._handle(msg))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
+                self._slots.give(wanted - puller.got)
         finally:
-            with contextlib.suppress(nats.errors.Error, ValueError):
-                await sub.unsubscribe()
+            await puller.stop()
+
+    async def _consumer_exists(self, consumer: str) -> bool | None:
+        """Whether the partition consumer exists; None when JetStream cannot say now."""
+        try:
+            await self.js.consumer_info(self.stream, consumer)
+        except nats.js.errors.NotFoundError:
+            return False
+        except (nats.errors.Error, TimeoutError):
+            return None
+        return True
+
+    def _dispatch(self, msg: Msg) -> None:
+        """A fetched message, which holds one of the slots its pull request took."""
+        if self._stopping.is_set():
+            self._slots.give(1)
+            self._spawn(self._put_back(msg))
+            return
+        task = asyncio.create_task(self._handle(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _put_back(self, msg: Msg) -> None:
         with contextlib.suppress(nats.errors.Error):

@@ -79,7 +79,8 @@ def output_location(request: RunRequest, *, namespace: str, bucket: str) -> Outp
         return request.output
     job = request.job.name if request.job is not None else ADHOC_JOB
     ns = request.job.namespace if request.job is not None else namespace
-    return OutputLocation(bucket=bucket, prefix=f"{ns}/{job}/{request.run_id}/")
+    # Built from fields the request's own validation checked: no second validation per run.
+    return OutputLocation.model_construct(bucket=bucket, prefix=f"{ns}/{job}/{request.run_id}/")
 
 
 class _S3Response:
