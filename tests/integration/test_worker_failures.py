@@ -169,7 +169,7 @@ async def test_bad_messages_are_dead_lettered_and_the_worker_keeps_serving(
                 client, lambda rs: len([r for r in rs if r.is_final]) == 3, job=owner.name
             )
             assert worker.ready.is_set()
-            assert worker.metrics.in_flight._value.get() == 0
+            assert worker.metrics.registry.get_sample_value("kadence_tasks_in_flight") == 0
         by_run = {r.run_id: r for r in results if r.is_final}
         assert by_run[good.run_id].state is RunState.SUCCEEDED
         assert by_run[unknown.run_id].state is RunState.DEAD_LETTERED

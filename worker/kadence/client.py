@@ -652,6 +652,14 @@ class QueueMessage:
 
     @property
     def num_delivered(self) -> int:
+        # Read straight from the ack subject (read once per run; nats-py's metadata parses all
+        # of it): $JS.ACK.<stream>.<consumer>.<delivered>.… (9 tokens) or, with a domain and
+        # an account hash, $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.… (11+).
+        tokens = (self.msg.reply or "").split(".")
+        if len(tokens) == 9 and tokens[1] == "ACK":
+            return int(tokens[4])
+        if len(tokens) >= 11 and tokens[1] == "ACK":
+            return int(tokens[6])
         return int(self.msg.metadata.num_delivered)
 
     @property

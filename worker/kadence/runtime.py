@@ -581,6 +581,8 @@ class Worker:
         self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         #: (Job uid, run id) -> resolved when the operator asks to cancel that running attempt.
         self._replaceable: dict[tuple[str, str], asyncio.Future[None]] = {}
+        # Read when scraped: no gauge update per message.
+        self.metrics.in_flight.set_function(lambda: len(self._inflight))
 
     def __repr__(self) -> str:
         return f"Worker({self.namespace}/{self.queue}, name={self.name!r})"
@@ -797,7 +799,6 @@ class Worker:
     # -- one message ---------------------------------------------------------------------------
 
     async def _handle(self, msg: Msg) -> None:
-        self.metrics.in_flight.inc()
         slot = _Slot(self)
         abandoned: asyncio.Future[Any] | None = None
         try:
@@ -808,7 +809,6 @@ class Worker:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=5.0)
         finally:
-            self.metrics.in_flight.dec()
             if abandoned is not None and not abandoned.done() and slot.held:
                 # A sync task that cannot be interrupted still occupies its thread: keep its slot
                 # until it really ends, so the worker never runs more than `concurrency` threads.
