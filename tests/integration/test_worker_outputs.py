@@ -255,3 +255,25 @@ async def test_a_deleted_partition_consumer_stops_only_its_loop(nats_server: Nat
         key = next(f"k{i}" for i in range(100) if partition_for(f"k{i}", 2) == 0)
         run = await client.enqueue("demo.busy", 0.0, queue=queue.name, key=key)
         assert (await client.wait_result(run.run_id, wait=20)).state is RunState.SUCCEEDED
+
+
+async def test_a_consumer_limiting_pull_batches_is_pulled_within_its_limit(
+    nats_server: NatsServer,
+) -> None:
+    """A partition consumer with MaxRequestBatch below the worker's free slots still serves."""
+    async with (
+        connected(nats_server) as client,
+        fresh_queue(client) as queue,
+    ):
+        # nats-py's ConsumerConfig has no MaxRequestBatch: update the consumer through the API.
+        info = await client.js.consumer_info(queue.stream, "partition-0")
+        config = {**info.config.as_dict(), "max_batch": 2}
+        api = f"$JS.API.CONSUMER.CREATE.{queue.stream}.partition-0"
+        body = {"stream_name": queue.stream, "config": config, "action": "update"}
+        reply = json.loads((await client.nc.request(api, json.dumps(body).encode())).data)
+        assert reply.get("config", {}).get("max_batch") == 2, reply
+        runs = [await client.enqueue("demo.busy", 0.0, queue=queue.name) for _ in range(6)]
+        async with running_worker(app, nats_server, queue=queue, concurrency=8):
+            for run in runs:
+                result = await client.wait_result(run.run_id, wait=20)
+                assert result.state is RunState.SUCCEEDED

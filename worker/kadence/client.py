@@ -521,6 +521,8 @@ def pub_ack(msg: Msg) -> PubAck:
     )
 
 
+_MAX_REQUEST_BATCH = re.compile(r"MaxRequestBatch of (\d+)", re.IGNORECASE)
+
 #: Seconds past a pull request's expiry after which its end (a ``408`` status) is given up on:
 #: the server lost the request (a reconnect or a restart), and the worker asks again.
 PULL_GRACE = 2.0
@@ -558,6 +560,10 @@ class Pull:
         self._wanted = 0
         #: Messages delivered by the current (or last) request.
         self.got = 0
+        #: Why the server ended the last request early (a 409's description), if it did.
+        self.conflict = ""
+        #: The consumer's MaxRequestBatch, once the server has refused a larger request.
+        self.max_batch: int | None = None
         self._over: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
@@ -578,7 +584,7 @@ class Pull:
         """
         loop = asyncio.get_running_loop()
         over = self._over = loop.create_future()
-        self._wanted, self.got = batch, 0
+        self._wanted, self.got, self.conflict = batch, 0, ""
         request = {"batch": batch, "expires": int(expires * 1e9)}
         try:
             await self._nc.publish(self._api, json.dumps(request).encode(), reply=self._inbox)
@@ -608,7 +614,10 @@ class Pull:
             description = (msg.headers or {}).get("Description", "")
             if "consumer deleted" in description.lower():
                 self._end(nats.js.errors.NotFoundError(description=description))
-            else:  # leadership change, server shutdown, max waiting...: ask again
+            else:  # leadership change, server shutdown, exceeded limits...: ask again
+                self.conflict = description or "409"
+                if match := _MAX_REQUEST_BATCH.search(description):
+                    self.max_batch = max(1, int(match.group(1)))
                 self._end()
         elif status == "503":
             self._end(nats.errors.NoRespondersError())

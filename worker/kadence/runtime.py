@@ -721,6 +721,9 @@ class Worker:
                 )
                 # Each message is dispatched as it arrives (its slot goes with it); the slots of
                 # messages that never came are given back once the request is over.
+                if puller.max_batch is not None and wanted > puller.max_batch:
+                    self._slots.give(wanted - puller.max_batch)  # the consumer's own limit
+                    wanted = puller.max_batch
                 try:
                     await puller.pull(wanted, expires=timeout)
                 except (nats.js.errors.NotFoundError, nats.errors.NoRespondersError) as error:
@@ -744,6 +747,11 @@ class Worker:
                     self._slots.give(wanted - puller.got)
                     raise
                 self._slots.give(wanted - puller.got)
+                if puller.conflict and not puller.got and puller.max_batch is None:
+                    # The server refused the request (a leadership change, or another limit of
+                    # the consumer): do not ask again in a tight loop.
+                    log.warning("pulling from %s/%s: %s", self.stream, consumer, puller.conflict)
+                    await asyncio.sleep(1.0)
         finally:
             await puller.stop()
 
