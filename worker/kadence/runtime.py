@@ -1145,7 +1145,9 @@ class Worker:
             heartbeats.cancel()
             if replaced is not None and key is not None:
                 self._replaceable.pop(key, None)
-        if outcome.abandoned is None:
+        if outcome.abandoned is None and lock is None:
+            # (A run holding its Job's Lease keeps the slot until the Lease is released: the
+            # next run of that Job, fetched into the slot, would only find it held and wait.)
             slot.free_early()
         duration, outcomes = self._task_metrics(spec.name, outcome.state)
         duration.observe(outcome.duration)
