@@ -564,6 +564,7 @@ class Worker:
         self.summary_interval = summary_interval
         #: Attempts finished since the last summary, by reported state.
         self._finished: collections.Counter[str] = collections.Counter()
+        self._summary_at = time.monotonic()
         self._settling = 0
         #: Set once the worker is bound to the Queue's partitions and fetching.
         self.ready = asyncio.Event()
@@ -657,11 +658,13 @@ class Worker:
 
     def _summarize(self) -> None:
         finished, self._finished = self._finished, collections.Counter()
+        now = time.monotonic()
+        since, self._summary_at = self._summary_at, now
         if finished:
             log.info(
-                "%d attempt(s) finished in the last %gs (%s); %d in flight",
+                "%d attempt(s) finished in the last %.0fs (%s); %d in flight",
                 finished.total(),
-                self.summary_interval,
+                now - since,
                 ", ".join(f"{n} {state}" for state, n in sorted(finished.items())),
                 len(self._inflight),
             )
