@@ -216,3 +216,29 @@ async def test_sigterm_finishes_running_tasks_within_the_grace_period(
         assert [
             r.run_id for r in await client.results(job=job.name) if r.run_id == late.run_id
         ] == []
+
+
+@pytest.mark.parametrize(
+    ("delay", "expected"), [("0", ["Running", "Succeeded"]), ("5", ["Succeeded"])]
+)
+async def test_running_report_delay_option(
+    nats_server: NatsServer, tmp_path: Path, delay: str, expected: list[str]
+) -> None:
+    """``--running-report-delay``: 0 reports every attempt's start; a run shorter than 5 s not."""
+    job = a_job()
+    async with connected(nats_server) as client, fresh_queue(client, ack_wait=ACK_WAIT) as queue:
+        with worker_processes() as procs:
+            worker = WorkerProcess(
+                tmp_path,
+                app_source=APP,
+                queue=queue,
+                nats=nats_server,
+                name=f"delay-{delay}",
+                args=["--running-report-delay", delay, "--metrics-port", "0"],
+            )
+            procs.append(worker)
+            await worker.start()
+            run = slow_run(job, folder=tmp_path, seconds=0.3)
+            await client.publish(queue.name, encode(run), msg_id=run.run_id)
+            results = await wait_results(client, final, job=job.name, run_id=run.run_id)
+    assert [r.state.value for r in results if r.run_id == run.run_id] == expected

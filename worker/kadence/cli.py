@@ -39,7 +39,7 @@ from kadence.client import (
 from kadence.config import Settings
 from kadence.metrics import WorkerMetrics
 from kadence.protocol import Backoff, RetryPolicy
-from kadence.runtime import Worker
+from kadence.runtime import RUNNING_REPORT_DELAY, Worker
 from kadence.storage import S3Storage
 
 cli = typer.Typer(
@@ -145,6 +145,14 @@ def worker(
     lease_duration: Annotated[
         int, typer.Option(min=1, help="Seconds a Job Lease lasts without renewal.")
     ] = 15,
+    running_report_delay: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="KADENCE_RUNNING_REPORT_DELAY",
+            help="Report Running for attempts still going after this many seconds (0: all).",
+        ),
+    ] = RUNNING_REPORT_DELAY,
     name: Annotated[
         str | None, typer.Option(help="Worker identity (default $KADENCE_WORKER_NAME or host-pid).")
     ] = None,
@@ -176,6 +184,7 @@ def worker(
             metrics=metrics,
             name=settings.worker_name,
             grace_period=grace_period,
+            running_report_delay=running_report_delay,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
