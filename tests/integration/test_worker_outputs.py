@@ -190,7 +190,13 @@ async def test_concurrency_limit_and_batched_fetch(nats_server: NatsServer) -> N
                 pending.append(sum(i.num_ack_pending for i in infos))
                 await asyncio.sleep(0.05)
 
-        async with running_worker(app, nats_server, queue=queue, concurrency=4) as worker:
+        # settle_limit=0: each run keeps its slot until its report and ack are done, so the
+        # messages pending an ack are exactly the slots in use. (By default up to settle_limit
+        # finished runs may still be acking without a slot, and the count below would include
+        # them.)
+        async with running_worker(
+            app, nats_server, queue=queue, concurrency=4, settle_limit=0
+        ) as worker:
             sampler = asyncio.create_task(sample_ack_pending())
             assert worker.partitions == [0, 1, 2]
             for run in runs:
