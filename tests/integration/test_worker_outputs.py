@@ -219,10 +219,11 @@ async def test_running_is_reported_only_for_attempts_past_the_delay(
     """
     caplog.set_level(logging.INFO, logger="kadence.worker")
     async with connected(nats_server) as client, fresh_queue(client) as queue:
-        options = {"running_report_delay": 0.3, "summary_interval": 0.5, "concurrency": 2}
+        # A generous delay: the quick run must end well before it even on a loaded machine.
+        options = {"running_report_delay": 1.0, "summary_interval": 0.5, "concurrency": 2}
         async with running_worker(app, nats_server, queue=queue, **options):
             quick = await client.enqueue("demo.busy", 0.0, queue=queue.name)
-            slow = await client.enqueue("demo.busy", 1.0, queue=queue.name)
+            slow = await client.enqueue("demo.busy", 2.0, queue=queue.name)
             for run in (quick, slow):
                 assert (await client.wait_result(run.run_id, wait=20)).state is RunState.SUCCEEDED
             await asyncio.sleep(0.7)  # one summary interval
