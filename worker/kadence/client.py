@@ -560,7 +560,8 @@ class Pull:
         self._wanted = 0
         #: Messages delivered by the current (or last) request.
         self.got = 0
-        #: Why the server ended the last request early (a 409's description), if it did.
+        #: Why the server ended the last request early (a 409's description), if it did and
+        #: asking again at once would not help.
         self.conflict = ""
         #: The consumer's MaxRequestBatch, once the server has refused a larger request.
         self.max_batch: int | None = None
@@ -614,10 +615,11 @@ class Pull:
             description = (msg.headers or {}).get("Description", "")
             if "consumer deleted" in description.lower():
                 self._end(nats.js.errors.NotFoundError(description=description))
-            else:  # leadership change, server shutdown, exceeded limits...: ask again
+            elif match := _MAX_REQUEST_BATCH.search(description):
+                self.max_batch = max(1, int(match.group(1)))  # ask again within the limit
+                self._end()
+            else:  # leadership change, server shutdown, other limits: ask again, not at once
                 self.conflict = description or "409"
-                if match := _MAX_REQUEST_BATCH.search(description):
-                    self.max_batch = max(1, int(match.group(1)))
                 self._end()
         elif status == "503":
             self._end(nats.errors.NoRespondersError())
@@ -1028,10 +1030,11 @@ class KadenceClient:
     async def announce_result(self, result: RunResult, *, namespace: str | None = None) -> None:
         """Publish an advisory result (``Running``) without waiting for JetStream's ack.
 
-        The results stream stores it all the same (same subject, same de-duplication id), in
-        order with the final report that follows on this connection; only the round trip is
-        saved. Should it be lost (the stream briefly unavailable), the run's final result still
-        ends it in the Job's status: nothing depends on seeing ``Running`` first.
+        The results stream stores it all the same (same subject, same de-duplication id); only
+        the round trip is saved. Sent from a timer, it may even land after the final report;
+        the operator's fold then ignores it (a final state is never overwritten). Should it be
+        lost (the stream briefly unavailable), the run's final result still ends it in the Job's
+        status: nothing depends on seeing ``Running`` first.
         """
         await self.nc.publish(
             self._result_subject(result, namespace),

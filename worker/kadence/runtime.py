@@ -722,17 +722,25 @@ class Worker:
                 timeout = (
                     min(1.0, self.fetch_timeout) if self._slots.waiting else self.fetch_timeout
                 )
-                # Each message is dispatched as it arrives (its slot goes with it); the slots of
-                # messages that never came are given back once the request is over.
                 if puller.max_batch is not None and wanted > puller.max_batch:
                     self._slots.give(wanted - puller.max_batch)  # the consumer's own limit
                     wanted = puller.max_batch
+                error: Exception | None = None
                 try:
                     await puller.pull(wanted, expires=timeout)
-                except (nats.js.errors.NotFoundError, nats.errors.NoRespondersError) as error:
-                    # Nobody answers a pull for a deleted consumer; check that this is why.
+                except (nats.errors.Error, ValueError) as failed:
+                    error = failed
+                finally:
+                    # Each message delivered took its slot along; give back the rest.
                     self._slots.give(wanted - puller.got)
-                    if await self._consumer_exists(consumer) is False:
+                if error is not None:
+                    # Nobody answers a pull for a deleted consumer; check that this is why.
+                    if (
+                        isinstance(
+                            error, nats.js.errors.NotFoundError | nats.errors.NoRespondersError
+                        )
+                        and (await self._consumer_exists(consumer)) is False
+                    ):
                         log.warning(
                             "consumer %s of %s is gone; stopping its loop", consumer, self.stream
                         )
@@ -740,19 +748,9 @@ class Worker:
                         return
                     log.warning("fetching from %s/%s failed: %s", self.stream, consumer, error)
                     await asyncio.sleep(1.0)
-                    continue
-                except (nats.errors.Error, ValueError) as error:
-                    self._slots.give(wanted - puller.got)
-                    log.warning("fetching from %s/%s failed: %s", self.stream, consumer, error)
-                    await asyncio.sleep(1.0)
-                    continue
-                except asyncio.CancelledError:
-                    self._slots.give(wanted - puller.got)
-                    raise
-                self._slots.give(wanted - puller.got)
-                if puller.conflict and not puller.got and puller.max_batch is None:
-                    # The server refused the request (a leadership change, or another limit of
-                    # the consumer): do not ask again in a tight loop.
+                elif puller.conflict and not puller.got:
+                    # The server refused the request (a leadership change, a limit of the
+                    # consumer): do not ask again in a tight loop.
                     log.warning("pulling from %s/%s: %s", self.stream, consumer, puller.conflict)
                     await asyncio.sleep(1.0)
         finally:
