@@ -12,14 +12,22 @@ from typing import Any
 
 from kubernetes import client, config
 
+from kadence.config import user_agent
+
+#: The operator's ``User-Agent``, hence the field manager of its writes.
+USER_AGENT = user_agent("kadence-operator")
+
 
 def api_client() -> client.ApiClient:
+    api: client.ApiClient
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         load: Any = config.load_incluster_config
         load()
-        return client.ApiClient()
-    new_client: Any = config.new_client_from_config
-    api: client.ApiClient = new_client(config_file=os.environ.get("KUBECONFIG"))
+        api = client.ApiClient()
+    else:
+        new_client: Any = config.new_client_from_config
+        api = new_client(config_file=os.environ.get("KUBECONFIG"))
+    api.user_agent = USER_AGENT
     return api
 
 

@@ -151,6 +151,7 @@ class _AsyncApi:
 
     def __init__(self, api: client.ApiClient, *, connections: int) -> None:
         self._config = api.configuration
+        self._user_agent: str = api.user_agent
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -170,7 +171,7 @@ class _AsyncApi:
         return context
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": self._user_agent}
         # As the official client does (``Configuration.auth_settings``), refreshing if it can.
         for setting in self._config.auth_settings().values():
             if setting.get("in") == "header" and setting.get("value"):

@@ -600,6 +600,18 @@ def test_status_patches_are_coalesced(
             assert metric(text, "kadence_operator_shards_owned") == SHARDS
             assert metric(text, "kadence_operator_jobs") >= 3
             assert metric(text, "process_resident_memory_bytes") > 0
+            # The writes name their manager (the operator's User-Agent), not the HTTP library.
+            body = json.loads(
+                kubectl(
+                    kube,
+                    *("get", "job.kadence.io", names[0], "-n", ns),
+                    *("-o", "json", "--show-managed-fields"),
+                )
+            )
+            managers = {
+                (f.get("manager"), f.get("subresource")) for f in body["metadata"]["managedFields"]
+            }
+            assert ("kadence-operator", "status") in managers, managers
         finally:
             kubectl(kube, "delete", "namespace", ns, "--wait=false")
 

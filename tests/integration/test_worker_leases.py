@@ -116,6 +116,10 @@ def test_lock_protocol(worker_kubeconfig: Path, kube: KubeControlPlane) -> None:
     assert record is not None
     assert (record.holder, record.duration, record.transitions) == ("w1/r1/1", 2, 0)
     assert record.labels[LEASE_JOB_LABEL] == job
+    lease = LeaseClient.from_kubeconfig(str(kube.kubeconfig)).api.read_namespaced_lease(
+        lease_name(job), NAMESPACE
+    )
+    assert [f.manager for f in lease.metadata.managed_fields] == ["kadence-worker"]
     with pytest.raises(LeaseHeld) as held:
         second.acquire()
     assert held.value.holder == "w1/r1/1"

@@ -26,6 +26,7 @@ variable                     meaning
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import socket
 import ssl
@@ -140,3 +141,17 @@ class Settings(BaseModel):
         if self.nats_ca is not None:
             options["tls"] = ssl.create_default_context(cafile=self.nats_ca)
         return options
+
+
+def user_agent(component: str) -> str:
+    """The ``User-Agent`` of a Kadence component's Kubernetes requests: ``<component>/<version>``.
+
+    The API server names the field manager of a write after it (the part before ``/``), so
+    ``kubectl get -o yaml --show-managed-fields`` and audit logs show ``kadence-operator`` or
+    ``kadence-worker`` instead of the client library's generic name.
+    """
+    try:
+        version = importlib.metadata.version("kadence")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"{component}/{version}"

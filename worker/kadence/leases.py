@@ -36,7 +36,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from kadence.config import Settings
+from kadence.config import Settings, user_agent
 from kadence.constants import (
     LEASE_JOB_LABEL,
     LEASE_PREEMPT_ANNOTATION,
@@ -50,6 +50,9 @@ log = logging.getLogger("kadence.leases")
 # The client's config loaders are unannotated; give them the types they have.
 _new_client_from_config: Callable[..., Any] = k8s_config.new_client_from_config
 _load_incluster_config: Callable[..., None] = k8s_config.load_incluster_config
+
+#: The worker's ``User-Agent``, hence the field manager of its Lease writes.
+USER_AGENT = user_agent("kadence-worker")
 
 DEFAULT_LEASE_SECONDS = 15
 #: (connect, read) timeouts of every API call: a stuck apiserver must not outlast the lease.
@@ -145,13 +148,17 @@ class LeaseClient:
 
     @classmethod
     def from_kubeconfig(cls, path: str) -> LeaseClient:
-        return cls(_new_client_from_config(config_file=path))
+        api_client = _new_client_from_config(config_file=path)
+        api_client.user_agent = USER_AGENT
+        return cls(api_client)
 
     @classmethod
     def in_cluster(cls) -> LeaseClient:
         configuration = k8s.Configuration()
         _load_incluster_config(client_configuration=configuration)
-        return cls(k8s.ApiClient(configuration))
+        api_client = k8s.ApiClient(configuration)
+        api_client.user_agent = USER_AGENT
+        return cls(api_client)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LeaseClient | None:
