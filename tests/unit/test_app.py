@@ -357,6 +357,41 @@ def test_stub_timeout_retries_then_times_out() -> None:
     assert run.final is run.results[-1]
 
 
+def test_a_sync_task_past_its_timeout_is_told_and_writes_nothing() -> None:
+    local = App("overrun")
+    seen: list[tuple[bool, str]] = []
+
+    @local.task("demo.overrun")
+    def overrun(seconds: float, ctx: Context) -> None:
+        """A sync task that ignores its timeout: it cannot be interrupted, only told."""
+        time.sleep(seconds)
+        try:
+            ctx.output.put("late.txt", b"too late")
+            outcome = "written"
+        except kadence.Cancelled as error:
+            outcome = str(error)
+        seen.append((ctx.cancelled, outcome))
+
+    broker = StubBroker(local)
+    broker.enqueue("demo.overrun", 0.5, timeout_seconds=0.1, max_attempts=1)
+    (run,) = broker.run_until_complete()
+    assert run.final is not None
+    assert run.final.state is RunState.TIMED_OUT
+    assert not run.final.outputs
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)  # the abandoned thread finishes on its own
+    assert seen == [(True, "the attempt was cancelled; not writing outputs")]
+
+
+def test_cancel_flag_is_a_one_way_switch() -> None:
+    flag = kadence.app.CancelFlag()
+    assert not flag.is_set()
+    flag.set()
+    flag.set()
+    assert flag.is_set()
+
+
 def test_stub_reads_input_and_counts_heartbeats() -> None:
     broker = StubBroker(app)
     ref = broker.put_input("books/short.txt", "the quick brown fox jumps")

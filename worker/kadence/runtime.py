@@ -38,7 +38,6 @@ import enum
 import functools
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from kadence import constants
-from kadence.app import App, Context, Fail, Retry, TaskSpec
+from kadence.app import App, CancelFlag, CancelSignal, Context, Fail, Retry, TaskSpec
 from kadence.client import (
     KadenceClient,
     Pull,
@@ -261,7 +260,7 @@ async def run_attempt(
     ctx: Context,
     *,
     executor: TaskThreads | None,
-    cancel_event: threading.Event,
+    cancel_event: CancelSignal,
     store: ObjectStore | None,
     lock: JobLock | None = None,
     abort: asyncio.Future[Any] | None = None,
@@ -1111,7 +1110,7 @@ class Worker:
                 self.running_report_delay,
                 lambda: self._spawn(self._announce(RunResult(state=RunState.RUNNING, **base))),
             )
-        cancel_event = threading.Event()
+        cancel_event = CancelFlag()
 
         def heartbeat() -> None:
             loop.call_soon_threadsafe(self._spawn, message.in_progress())

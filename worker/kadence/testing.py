@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from kadence import constants
-from kadence.app import App, Context
+from kadence.app import App, CancelFlag, Context
 from kadence.client import new_run_id
 from kadence.protocol import (
     DeadLetterReason,
@@ -291,7 +291,7 @@ class StubBroker:
         def heartbeat() -> None:
             run.heartbeats += 1
 
-        cancel = threading.Event()
+        cancel = CancelFlag()
         location = output_location(request, namespace=self.namespace, bucket=self.bucket)
         ctx = Context(
             request=request,
