@@ -58,6 +58,12 @@ def main() -> None:
     parser.add_argument("--spread", default="none", choices=["none", "hash"])
     parser.add_argument("--name", default="dispatch_lag")
     parser.add_argument("--no-sink", dest="sink", action="store_false")
+    parser.add_argument(
+        "--sink-mode",
+        choices=["lean", "acked"],
+        default="lean",
+        help="bench.sink --mode: lean (default) or acked (a PubAck and a double ack per run)",
+    )
     args = parser.parse_args()
 
     result: dict[str, Any] = {"benchmark": "dispatch_lag", "args": vars(args)}
@@ -78,6 +84,8 @@ def main() -> None:
                 st.nats.url,
                 "--record",
                 str(record),
+                "--mode",
+                args.sink_mode,
             ],
             log_path=st.workdir / "sink.log",
             cwd=REPO,

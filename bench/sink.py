@@ -5,6 +5,14 @@ results stream (as a worker would, with ``Nats-Msg-Id`` = the result's dedupe id
 runs no task and writes no output: the benchmarks use it so that runs end and Job status stays
 the size it has in production (``historyLimits``), instead of every run staying active.
 
+It plays a whole fleet of workers on the benchmark's own machine, so by default it spends as
+little CPU per run as it can (``--mode lean``): the worker's own pull requests
+(:class:`kadence.client.Pull`), one task that sends each result and then a plain ack, with no
+round trip awaited per run (the results stream stores a result published without a reply just
+the same; it does not confirm it). ``--mode acked`` (the only mode before 30 Nov 2026) waits for
+JetStream's ``PubAck`` of each result before it acks, with nats-py's own ``fetch`` and
+``js.publish``, a coroutine per run, on asyncio's own loop.
+
     .venv/bin/python -m bench.sink --url nats://127.0.0.1:4222 --namespace bench --queue q
 """
 
@@ -17,31 +25,32 @@ import signal
 from datetime import UTC, datetime
 
 import nats
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from kadence import constants
+from kadence import constants, loops
+from kadence.client import Pull
 from kadence.protocol import RunResult, RunState, decode_run, encode
 
+MODES = ("lean", "acked")
 
-async def serve(url: str, namespace: str, queue: str, partitions: int, record: bool) -> list[str]:
-    nc = await nats.connect(url, name="kadence-bench-sink")
-    js = nc.jetstream()
-    stream = constants.stream_name(namespace, queue)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    done = 0
-    rows: list[str] = []
 
-    async def complete(msg: Msg) -> None:
-        nonlocal done
+class Sink:
+    def __init__(self, nc: NATS, *, record: bool) -> None:
+        self.nc = nc
+        self.record = record
+        self.rows: list[str] = []
+        self.done = 0
+
+    def result(self, msg: Msg) -> tuple[str, bytes, str]:
+        """``(subject, data, dedupe id)`` of the ``Succeeded`` result for the run in ``msg``."""
         run = decode_run(msg.data)
-        now = datetime.now(UTC)
-        if record and run.scheduled_at is not None and run.job is not None:
+        assert run.job is not None
+        if self.record and run.scheduled_at is not None:
             stored = msg.metadata.timestamp.timestamp()
             slot = run.scheduled_at.timestamp()
-            rows.append(f"{run.run_id},{run.job.name},{slot:.6f},{stored:.6f}")
+            self.rows.append(f"{run.run_id},{run.job.name},{slot:.6f},{stored:.6f}")
+        now = datetime.now(UTC)
         result = RunResult(
             run_id=run.run_id,
             attempt=1,
@@ -52,17 +61,51 @@ async def serve(url: str, namespace: str, queue: str, partitions: int, record: b
             finished_at=now,
             worker="bench-sink",
         )
-        assert run.job is not None
-        await js.publish(
-            constants.results_subject(run.job.namespace, run.job.name),
-            encode(result),
-            headers={constants.MSG_ID_HEADER: result.dedupe_id},
-        )
-        await msg.ack()
-        done += 1
+        subject = constants.results_subject(run.job.namespace, run.job.name)
+        return subject, encode(result), result.dedupe_id
 
-    async def partition(n: int) -> None:
-        sub = await js.pull_subscribe_bind(constants.consumer_name(n), stream=stream)
+    async def lean(self, stream: str, partition: int, stop: asyncio.Event) -> None:
+        """Pull with the worker's :class:`Pull`; one task publishes results and acks, in order."""
+        ready: asyncio.Queue[Msg] = asyncio.Queue()
+        puller = Pull(
+            self.nc,
+            stream=stream,
+            consumer=constants.consumer_name(partition),
+            deliver=ready.put_nowait,
+            extra=ready.put_nowait,
+        )
+        await puller.start()
+
+        async def complete() -> None:
+            while True:
+                msg = await ready.get()
+                subject, data, dedupe_id = self.result(msg)
+                await self.nc.publish(subject, data, headers={constants.MSG_ID_HEADER: dedupe_id})
+                await self.nc.publish(msg.reply, b"+ACK")
+                self.done += 1
+
+        completing = asyncio.create_task(complete())
+        try:
+            while not stop.is_set():
+                try:
+                    await puller.pull(256, expires=1.0)
+                except (nats.errors.Error, ValueError):
+                    await asyncio.sleep(0.5)
+        finally:
+            completing.cancel()
+            await puller.stop()
+
+    async def acked(self, stream: str, partition: int, stop: asyncio.Event) -> None:
+        """Wait for each result's ``PubAck``, then ack (nats-py's ``fetch`` and ``js.publish``)."""
+        js = self.nc.jetstream()
+
+        async def complete(msg: Msg) -> None:
+            subject, data, dedupe_id = self.result(msg)
+            await js.publish(subject, data, headers={constants.MSG_ID_HEADER: dedupe_id})
+            await msg.ack()
+            self.done += 1
+
+        sub = await js.pull_subscribe_bind(constants.consumer_name(partition), stream=stream)
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(256, timeout=1)
@@ -73,15 +116,27 @@ async def serve(url: str, namespace: str, queue: str, partitions: int, record: b
                 continue
             await asyncio.gather(*(complete(m) for m in msgs))
 
-    tasks = [asyncio.create_task(partition(n)) for n in range(partitions)]
+
+async def serve(
+    url: str, namespace: str, queue: str, partitions: int, record: bool, mode: str
+) -> list[str]:
+    nc = await nats.connect(url, name="kadence-bench-sink")
+    sink = Sink(nc, record=record)
+    stream = constants.stream_name(namespace, queue)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    serve_partition = sink.lean if mode == "lean" else sink.acked
+    tasks = [asyncio.create_task(serve_partition(stream, n, stop)) for n in range(partitions)]
     await stop.wait()
     for task in tasks:
         task.cancel()
     with contextlib.suppress(BaseException):
         await asyncio.gather(*tasks)
-    print(f"sink completed {done} runs", flush=True)
+    print(f"sink completed {sink.done} runs ({mode})", flush=True)
     await nc.close()
-    return rows
+    return sink.rows
 
 
 def main() -> None:
@@ -90,10 +145,18 @@ def main() -> None:
     parser.add_argument("--namespace", default="bench")
     parser.add_argument("--queue", default="q")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--mode", choices=MODES, default="lean")
     parser.add_argument("--record", help="write run_id,job,slot,stored (epoch seconds) here")
     args = parser.parse_args()
-    rows = asyncio.run(
-        serve(args.url, args.namespace, args.queue, args.partitions, args.record is not None)
+    rows = loops.run(
+        serve(
+            args.url,
+            args.namespace,
+            args.queue,
+            args.partitions,
+            args.record is not None,
+            args.mode,
+        )
     )
     if args.record is not None:
         with open(args.record, "w") as out:
