@@ -963,14 +963,14 @@ def report(
         )
     lines.append("")
     primary = f"kadence {args.kadence[0]}"
-    for other, goal in (
-        (f"bare {args.bare[0]}", "goal >= 0.60"),
-        (f"celery {args.celery[0]}", "goal >= 3"),
-    ):
+    compared = [(f"bare {args.bare[0]}", "goal >= 0.60")]
+    compared += [(f"bare {variant}", "") for variant in args.bare[1:]]
+    compared += [(f"celery {args.celery[0]}", "goal >= 3")]
+    for other, goal in compared:
         for variant in args.kadence:
             ratios = paired(measures, f"kadence {variant}", other)
             if ratios:
-                mark = f"; {goal}" if f"kadence {variant}" == primary else ""
+                mark = f"; {goal}" if goal and f"kadence {variant}" == primary else ""
                 lines.append(
                     f"kadence {variant} / {other}: median {statistics.median(ratios):.2f} "
                     f"(per round: {', '.join(f'{r:.2f}' for r in ratios)}{mark})"
@@ -1039,7 +1039,8 @@ def main() -> None:
         "--bare",
         type=lambda s: [v for v in s.split(",") if v],
         default=["plain", "sync"],
-        help="ack styles of the bare loop, the first is compared (default plain,sync)",
+        help="ack styles of the bare loop: plain, sync, report (bench/_worker_bare.py); the "
+        "first is the goal's baseline (default plain,sync)",
     )
     parser.add_argument(
         "--celery",
