@@ -143,7 +143,11 @@ class Stack:
             "KADENCE_OPERATOR_ID": op_id,
             "KADENCE_METRICS_PORT": str(port),
             # A/B runs of the event loop: KADENCE_EVENT_LOOP=asyncio in the bench's environment.
-            **{k: v for k, v in os.environ.items() if k == "KADENCE_EVENT_LOOP"},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k in ("KADENCE_EVENT_LOOP", "KADENCE_DISPATCH_QUIET")
+            },
             **env,
         }
         proc = ManagedProcess(

@@ -73,6 +73,12 @@ class OperatorMetrics:
             ["path"],
             registry=self.registry,
         )
+        self.dispatch_holds = Counter(
+            "kadence_operator_dispatch_holds",
+            "Times status writes and result folding waited for a burst of fires to go out "
+            "(KADENCE_DISPATCH_QUIET, KADENCE_DISPATCH_BURST).",
+            registry=self.registry,
+        )
         self.duplicates = Counter(
             "kadence_operator_duplicate_publishes",
             "Run requests JetStream reported as duplicates (the slot was already enqueued).",

@@ -104,6 +104,7 @@ async def start(settings: OperatorSettings) -> Runtime:
         post_event=job_event,
         metrics=metrics,
     )
+    job_writer.hold = scheduler.hold_for
     shards = ShardLeases(
         api=api,
         settings=settings,
@@ -136,6 +137,7 @@ async def start(settings: OperatorSettings) -> Runtime:
             )
 
     results = ResultsConsumer(js=js, writer=job_writer, limits=limits, on_final=on_final)
+    results.hold = scheduler.hold_for
     runtime = Runtime(
         settings=settings,
         connection=connection,

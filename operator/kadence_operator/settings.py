@@ -35,6 +35,11 @@ class OperatorSettings(BaseModel):
     lease_retry: float = Field(default=2.0, gt=0)
     #: At most one status PATCH per Job per this many seconds.
     status_interval: float = Field(default=5.0, ge=0)
+    #: Seconds before a burst of fires during which status writes and result folding wait, so
+    #: the burst has the event loop and the API server's CPU to itself (0: never wait).
+    dispatch_quiet: float = Field(default=0.2, ge=0, le=2.0)
+    #: How many fires due within ``dispatch_quiet`` make a burst.
+    dispatch_burst: int = Field(default=100, ge=1)
     #: How often each Queue's status is refreshed from JetStream.
     queue_status_interval: float = Field(default=10.0, gt=0)
     #: How often each Queue's stream and consumers are checked for drift and restored.

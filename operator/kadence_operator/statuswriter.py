@@ -236,6 +236,9 @@ class StatusWriter:
         self._last_flush: dict[Key, float] = {}
         self._wake = asyncio.Event()
         self.patches = 0  # PATCH requests sent (benchmarks read it)
+        #: Seconds to hold a write back now, asked before each one (the scheduler's
+        #: :meth:`~kadence_operator.jobs.scheduler.Scheduler.hold_for`: a burst of fires is due).
+        self.hold: Callable[[], float] | None = None
 
     def observe(self, body: dict[str, Any]) -> None:
         """Remember the newest body seen (from a watch event) to avoid a GET before a PATCH."""
@@ -380,6 +383,8 @@ class StatusWriter:
     async def _flush(self, key: Key, pending: _Pending) -> None:
         try:
             async with self._slots:
+                if self.hold is not None and (wait := self.hold()) > 0:
+                    await asyncio.sleep(wait)
                 if self._async is not None:
                     await self._awrite(key, pending)
                 else:

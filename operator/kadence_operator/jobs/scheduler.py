@@ -43,6 +43,7 @@ from kadence_operator.jobs.runs import QueueInfo, RequestTemplate, request_templ
 from kadence_operator.metrics import OperatorMetrics
 from kadence_operator.results import fold
 from kadence_operator.results.conditions import set_condition
+from kadence_operator.scheduling.bursts import BurstWatch
 from kadence_operator.settings import OperatorSettings
 from kadence_operator.statuswriter import Status, StatusWriter
 
@@ -242,6 +243,8 @@ class Scheduler:
         self._clock = clock
         self._entries: dict[Key, Entry] = {}
         self._heap: list[_Due] = []
+        #: Fires due per 10 ms, to keep background work out of the way of bursts.
+        self._bursts = BurstWatch(quiet=settings.dispatch_quiet, burst=settings.dispatch_burst)
         self._seq = itertools.count()
         self._owned: frozenset[int] = frozenset()
         self._wake = asyncio.Event()
@@ -356,12 +359,23 @@ class Scheduler:
         if entry.buffered is not None and entry.active == 0:
             self._wake_entry(entry)  # BufferOne: the pending slot runs now
 
+    def hold_for(self) -> float:
+        """Seconds background work (status writes, result folding) should wait now: a burst
+        of at least ``dispatch_burst`` fires is due within ``dispatch_quiet`` seconds."""
+        first = self._heap[0].at.timestamp() if self._heap else None
+        before = self._bursts.holds
+        wait = self._bursts.hold(now=self._clock().timestamp(), mono=time.monotonic(), first=first)
+        if self._bursts.holds != before and self._metrics is not None:
+            self._metrics.dispatch_holds.inc()
+        return wait
+
     def _push(self, entry: Entry, at: datetime) -> None:
         entry.version = next(self._seq)
         # The loop sleeps until the earliest item: only an earlier one needs to wake it (each
         # fire pushes its Job again, and a wake-up per fire cost a loop turn each).
         earlier = not self._heap or at < self._heap[0].at
         heapq.heappush(self._heap, _Due(at, entry.version, entry.key, entry.version))
+        self._bursts.add(at.timestamp())
         if earlier:
             self._wake.set()
 
@@ -394,6 +408,7 @@ class Scheduler:
             earliest: datetime | None = None
             while self._heap and self._heap[0].at <= now:
                 due = heapq.heappop(self._heap)
+                self._bursts.remove(due.at.timestamp())
                 earliest = due.at if earliest is None else earliest
                 entry = self._entries.get(due.key)
                 if entry is None or entry.version != due.version:

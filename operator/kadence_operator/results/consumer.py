@@ -89,6 +89,8 @@ class ResultsConsumer:
         self._on_final = on_final
         self.folded = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Seconds to wait before folding a fetched batch (see ``StatusWriter.hold``).
+        self.hold: Callable[[], float] | None = None
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -109,6 +111,8 @@ class ResultsConsumer:
                     logger.warning("results fetch failed: %s", error)
                     await asyncio.sleep(1)
                     continue
+                if self.hold is not None and (wait := self.hold()) > 0:
+                    await asyncio.sleep(wait)
                 for msg in msgs:
                     await self._handle(msg)
         finally:
