@@ -15,6 +15,7 @@ from kadence.protocol import JobRef, RunRequest, RunState, encode
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import free_port
 from tests.integration.test_worker_support import (
+    QueueUnderTest,
     WorkerProcess,
     connected,
     final,
@@ -70,28 +71,37 @@ def a_job() -> JobRef:
     return JobRef(namespace="default", name=unique("job-"), uid=unique("uid-"))
 
 
+async def start_worker(
+    procs: list[WorkerProcess],
+    tmp_path: Path,
+    queue: QueueUnderTest,
+    nats_server: NatsServer,
+    name: str,
+    args: list[str] | None = None,
+) -> WorkerProcess:
+    """A ``kadence worker`` process serving :data:`APP`, stopped with ``procs``; started."""
+    worker = WorkerProcess(
+        tmp_path, app_source=APP, queue=queue, nats=nats_server, name=name, args=args or []
+    )
+    procs.append(worker)
+    await worker.start()
+    return worker
+
+
 async def test_kill_9_mid_task_is_redelivered_and_completes_exactly_once(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
     job = a_job()
     async with connected(nats_server) as client, fresh_queue(client, ack_wait=ACK_WAIT) as queue:
         with worker_processes() as procs:
-            first = WorkerProcess(
-                tmp_path, app_source=APP, queue=queue, nats=nats_server, name="crashy"
-            )
-            procs.append(first)
-            await first.start()
+            first = await start_worker(procs, tmp_path, queue, nats_server, "crashy")
             request = slow_run(job, folder=tmp_path, seconds=3)
             await client.publish(queue.name, encode(request), msg_id=request.run_id)
             await wait_results(client, lambda rs: len(rs) >= 1, job=job.name, run_id=request.run_id)
             first.process.kill()  # SIGKILL: no shutdown, no nak, no report
             killed = time.time()
 
-            second = WorkerProcess(
-                tmp_path, app_source=APP, queue=queue, nats=nats_server, name="survivor"
-            )
-            procs.append(second)
-            await second.start()
+            await start_worker(procs, tmp_path, queue, nats_server, "survivor")
             results = await wait_results(client, final, job=job.name, run_id=request.run_id)
             await asyncio.sleep(ACK_WAIT + 1)  # a duplicate run would show up by now
             results = await wait_results(client, final, job=job.name, run_id=request.run_id)
@@ -114,16 +124,9 @@ async def test_heartbeats_keep_a_long_task_and_stop_when_the_worker_freezes(
     job = a_job()
     async with connected(nats_server) as client, fresh_queue(client, ack_wait=ACK_WAIT) as queue:
         with worker_processes() as procs:
-            worker = WorkerProcess(
-                tmp_path,
-                app_source=APP,
-                queue=queue,
-                nats=nats_server,
-                name="steady",
-                args=["--grace-period", "1"],
+            worker = await start_worker(
+                procs, tmp_path, queue, nats_server, "steady", ["--grace-period", "1"]
             )
-            procs.append(worker)
-            await worker.start()
 
             # 1. A task running 3.25 x ackWait is not redelivered: in-progress acks hold it.
             long = slow_run(job, folder=tmp_path, seconds=3.25 * ACK_WAIT)
@@ -167,16 +170,8 @@ async def test_sigterm_finishes_running_tasks_within_the_grace_period(
     port = free_port()
     async with connected(nats_server) as client, fresh_queue(client, ack_wait=ACK_WAIT) as queue:
         with worker_processes() as procs:
-            worker = WorkerProcess(
-                tmp_path,
-                app_source=APP,
-                queue=queue,
-                nats=nats_server,
-                name="graceful",
-                args=["--concurrency", "2", "--grace-period", "3", "--metrics-port", str(port)],
-            )
-            procs.append(worker)
-            await worker.start()
+            args = ["--concurrency", "2", "--grace-period", "3", "--metrics-port", str(port)]
+            worker = await start_worker(procs, tmp_path, queue, nats_server, "graceful", args)
             short = slow_run(job, folder=tmp_path, seconds=1.5)
             endless = slow_run(job, folder=tmp_path, seconds=60)
             for request in (short, endless):
@@ -228,16 +223,8 @@ async def test_running_report_delay_option(
     job = a_job()
     async with connected(nats_server) as client, fresh_queue(client, ack_wait=ACK_WAIT) as queue:
         with worker_processes() as procs:
-            worker = WorkerProcess(
-                tmp_path,
-                app_source=APP,
-                queue=queue,
-                nats=nats_server,
-                name=f"delay-{delay}",
-                args=["--running-report-delay", delay, "--metrics-port", "0"],
-            )
-            procs.append(worker)
-            await worker.start()
+            args = ["--running-report-delay", delay, "--metrics-port", "0"]
+            await start_worker(procs, tmp_path, queue, nats_server, f"delay-{delay}", args)
             run = slow_run(job, folder=tmp_path, seconds=0.3)
             await client.publish(queue.name, encode(run), msg_id=run.run_id)
             results = await wait_results(client, final, job=job.name, run_id=run.run_id)
