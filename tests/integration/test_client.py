@@ -11,10 +11,12 @@ from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 from kadence import constants
 from kadence.client import (
     KadenceClient,
+    Requests,
     Slots,
     ensure_dlq_stream,
     ensure_queue_stream,
     ensure_results_stream,
+    pub_ack,
     queue_partitions,
 )
 from kadence.partitioning import partition_for
@@ -379,3 +381,50 @@ async def test_requests_report_what_nats_py_reports(nats_server: NatsServer) -> 
             await stream.aclose()
         info = await client.js.consumer_info(queue.stream, constants.consumer_name(0))
         assert info.ack_floor.stream_seq >= 1
+
+
+async def test_prepared_requests_are_what_publish_sends(nats_server: NatsServer) -> None:
+    """Requests.prepare + write (the scheduler's staged bursts): the stream stores the same
+    message nats-py's publish would, deduplicates it, and acks each one; a discarded request
+    sends nothing and leaves no waiter; a closed connection fails the write."""
+    import nats
+    import nats.errors
+
+    async with connected(nats_server) as client, fresh_queue(client) as queue:
+        requests = client.requests
+        subject = constants.subject(client.namespace, queue.name, 0)
+        await requests.ready()
+        with pytest.raises(nats.errors.BadSubjectError):
+            requests.prepare("bad subject", b"x")
+        headers = {constants.MSG_ID_HEADER: "p-0", "X-Note": " two\r\nlines "}
+        prepared = [
+            requests.prepare(
+                subject, b'{"n": %d}' % i, headers={**headers, "Nats-Msg-Id": f"p-{i}"}
+            )
+            for i in range(20)
+        ]
+        dropped = requests.prepare(subject, b"never", headers={"Nats-Msg-Id": "dropped"})
+        requests.discard(dropped)
+        assert dropped.reply.cancelled()
+        again = requests.prepare(subject, b"again", headers={"Nats-Msg-Id": "p-3"})
+        await requests.write([*prepared, again])
+        acks = [pub_ack(await asyncio.wait_for(p.reply, 10)) for p in [*prepared, again]]
+        assert [a.duplicate for a in acks] == [None] * 20 + [True]
+        assert [a.seq for a in acks[:20]] == list(range(acks[0].seq, acks[0].seq + 20))
+        stored = await client.js.get_msg(queue.stream, acks[5].seq)
+        assert stored.data == b'{"n": 5}'
+        assert stored.headers is not None
+        assert stored.headers["Nats-Msg-Id"] == "p-5"
+        assert stored.headers["X-Note"] == "two  lines"  # as nats-py's publish encodes it
+        info = await client.js.stream_info(queue.stream)
+        assert info.state.messages == 20  # not the discarded one, not the duplicate
+        assert not requests._waiting
+
+        other = await nats.connect(nats_server.url)
+        closing = Requests(other)
+        await closing.ready()
+        late = closing.prepare(subject, b"late", headers={"Nats-Msg-Id": "late"})
+        await other.close()
+        with pytest.raises(nats.errors.ConnectionClosedError):
+            await closing.write([late])
+        assert late.reply.cancelled()

@@ -443,6 +443,93 @@ class Requests:
             raise
         return token, waiter
 
+    async def ready(self) -> None:
+        """Subscribe the reply inbox now (done by the first request otherwise): needed before
+        :meth:`prepare`, which does not wait."""
+        if not self._prefix:
+            await self._start()
+
+    def prepare(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Prepared:
+        """Encode a request now, to be sent later by :meth:`write` (or given up by :meth:`discard`).
+
+        For a burst of requests due at one instant (the scheduler's fires at ``:00``): the work
+        per request (its reply token and waiter, the protocol line) is done before the instant,
+        and at the instant :meth:`write` hands all of them to the connection in one piece. The
+        reply waiter is registered at once; its timeout counts from here.
+        """
+        if not self._prefix:
+            raise RuntimeError("Requests.prepare before Requests.ready")
+        if _SUBJECT_UNSAFE.search(subject):
+            raise nats.errors.BadSubjectError
+        token = str(next(self._tokens))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[token] = (waiter, loop.time() + (timeout or self._timeout))
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        reply = self._prefix + token
+        if headers:
+            head = encode_headers(headers)
+            line = f"HPUB {subject} {reply} {len(head)} {len(head) + len(payload)}\r\n"
+            wire = b"".join((line.encode(), head, payload, b"\r\n"))
+        else:
+            wire = b"".join(
+                (f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n")
+            )
+        return Prepared(token=token, wire=wire, reply=waiter)
+
+    def discard(self, prepared: Prepared) -> None:
+        """Give up a prepared request that will not be written."""
+        self._waiting.pop(prepared.token, None)
+        prepared.reply.cancel()
+
+    async def write(self, prepared: Sequence[Prepared]) -> None:
+        """Send prepared requests, in order, in one write to the connection.
+
+        The bytes are those nats-py's ``publish`` would send (``HPUB``/``PUB`` with the reply
+        inbox); they go through its pending buffer and flusher (so they are buffered across a
+        reconnect like any publish). On an error none of them was sent and their waiters are
+        discarded.
+        """
+        nc = self._nc
+        try:
+            if nc.is_closed:
+                raise nats.errors.ConnectionClosedError
+            if nc.is_draining_pubs:
+                raise nats.errors.ConnectionDrainingError
+            if not prepared:
+                return
+            data = b"".join(p.wire for p in prepared)
+            if not nc.is_connected and (
+                nc._max_pending_size <= 0
+                or len(data) + nc._pending_data_size > nc._max_pending_size
+            ):
+                raise nats.errors.OutboundBufferLimitError
+        except BaseException:
+            for p in prepared:
+                self.discard(p)
+            raise
+        nc.stats["out_msgs"] += len(prepared)
+        nc.stats["out_bytes"] += len(data)
+        transport = nc._transport
+        if nc.is_connected and not nc._pending and transport is not None:
+            # Nothing is waiting in nats-py's buffer: hand the bytes to the socket now rather
+            # than to the flusher task, which runs only after every callback already queued in
+            # the event loop (for a burst due at an instant, that can be many milliseconds).
+            # The order of everything sent is kept; the flusher's next drain covers these too.
+            transport.write(data)
+            return
+        # nats-py's own publish path, minus the per-message encoding done in prepare().
+        await nc._send_command(data)
+        await nc._flush_pending()
+
     async def send(
         self,
         subject: str,
@@ -500,6 +587,38 @@ class Requests:
             return await waiter
         finally:
             self._waiting.pop(token, None)
+
+
+#: Characters a subject may not contain on the wire (they would end the protocol line).
+_SUBJECT_UNSAFE = re.compile(r"[ \t\r\n]")
+#: A header name: an RFC 9110 token, as nats-py requires.
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def encode_headers(headers: Mapping[str, str]) -> bytes:
+    """NATS message headers as nats-py encodes them (``NATS/1.0`` and one line each)."""
+    lines = ["NATS/1.0\r\n"]
+    for k, v in headers.items():
+        key = k.strip()
+        if not key:
+            continue
+        if not _HEADER_KEY.fullmatch(key):
+            raise nats.errors.BadHeaderError(key)
+        value = v.strip().replace("\r", " ").replace("\n", " ")
+        lines.append(f"{key}: {value}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode()
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request encoded by :meth:`Requests.prepare`, not sent yet."""
+
+    token: str
+    #: The protocol bytes (``HPUB``/``PUB`` line, headers, payload).
+    wire: bytes
+    #: The reply's future (see :meth:`Requests.send`).
+    reply: asyncio.Future[Msg]
 
 
 def pub_ack(msg: Msg) -> PubAck:
