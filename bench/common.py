@@ -80,6 +80,10 @@ def rss_mib(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
+#: Operator settings a benchmark passes on from its own environment, for A/B runs.
+AB_SETTINGS = ("KADENCE_EVENT_LOOP", "KADENCE_DISPATCH_QUIET", "KADENCE_DISPATCH_STAGE")
+
+
 @dataclass
 class CpuMeter:
     """CPU use of several processes over a window: ``start()``, then ``stop()`` → cores used."""
@@ -142,12 +146,9 @@ class Stack:
             "KADENCE_OPERATOR_NAMESPACE": "kadence-system",
             "KADENCE_OPERATOR_ID": op_id,
             "KADENCE_METRICS_PORT": str(port),
-            # A/B runs of the event loop: KADENCE_EVENT_LOOP=asyncio in the bench's environment.
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if k in ("KADENCE_EVENT_LOOP", "KADENCE_DISPATCH_QUIET")
-            },
+            # A/B runs: e.g. KADENCE_EVENT_LOOP=asyncio or KADENCE_DISPATCH_STAGE=0 in the
+            # bench's environment reach the operator.
+            **{k: v for k, v in os.environ.items() if k in AB_SETTINGS},
             **env,
         }
         proc = ManagedProcess(

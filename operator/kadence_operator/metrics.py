@@ -68,8 +68,10 @@ class OperatorMetrics:
         self.fires = Counter(
             "kadence_operator_fires",
             "Job fires, by path: armed (the on-time run prepared a slot ahead and published as "
-            "soon as due) or full (planned when due: first runs, catch-up, triggers, backfills, "
-            "overlap decisions other than dispatch, changed specs or Queues).",
+            "soon as due), staged (armed runs due at one instant, checked and encoded just "
+            "before it and written together; KADENCE_DISPATCH_STAGE) or full (planned when due: "
+            "first runs, catch-up, triggers, backfills, overlap decisions other than dispatch, "
+            "changed specs or Queues).",
             ["path"],
             registry=self.registry,
         )

@@ -40,6 +40,9 @@ class OperatorSettings(BaseModel):
     dispatch_quiet: float = Field(default=0.2, ge=0, le=2.0)
     #: How many fires due within ``dispatch_quiet`` make a burst.
     dispatch_burst: int = Field(default=100, ge=1)
+    #: How many on-time fires due at one instant (within 2 ms) the scheduler prepares ahead of
+    #: it and hands to NATS in one write when it comes (0: never; fewer fire one by one).
+    dispatch_stage: int = Field(default=16, ge=0)
     #: How often each Queue's status is refreshed from JetStream.
     queue_status_interval: float = Field(default=10.0, gt=0)
     #: How often each Queue's stream and consumers are checked for drift and restored.

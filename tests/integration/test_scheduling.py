@@ -112,9 +112,11 @@ async def _read_stream(url: str, stream: str) -> list[Published]:
         await nc.close()
 
 
-def runs_of(nats_server: NatsServer, queue_name: str, job_name: str) -> list[Published]:
+def runs_of(
+    nats_server: NatsServer, queue_name: str, job_name: str, namespace: str = "default"
+) -> list[Published]:
     """Every run request of ``job_name`` in the Queue's stream, in publish order."""
-    stream = constants.stream_name("default", queue_name)
+    stream = constants.stream_name(namespace, queue_name)
     return [
         p
         for p in asyncio.run(_read_stream(nats_server.url, stream))
@@ -278,9 +280,14 @@ def policy_operator(
     kube: KubeControlPlane, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ManagedProcess]:
     """One operator for the tests of :class:`TestPolicies`, stopped when the class ends (the
-    replica tests below start their own, and two operator sets would fire the same Jobs)."""
+    replica tests below start their own, and two operator sets would fire the same Jobs).
+
+    It stages every on-time fire (``KADENCE_DISPATCH_STAGE=1``; by default only groups of 16
+    due together are), so the policies are checked on the path bursts take too; the other
+    operators here keep the default."""
     workdir = tmp_path_factory.mktemp("sched-operator")
-    with operators(kube, nats_server, workdir, ["op-policies"]) as ops:
+    extra = {"KADENCE_DISPATCH_STAGE": "1"}
+    with operators(kube, nats_server, workdir, ["op-policies"], extra) as ops:
         yield ops.procs["op-policies"]
 
 
@@ -612,6 +619,60 @@ def test_status_patches_are_coalesced(
                 (f.get("manager"), f.get("subresource")) for f in body["metadata"]["managedFields"]
             }
             assert ("kadence-operator", "status") in managers, managers
+        finally:
+            kubectl(kube, "delete", "namespace", ns, "--wait=false")
+
+
+def test_a_burst_is_staged_and_goes_out_at_its_instant(
+    kube: KubeControlPlane, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Jobs due at the same instant are prepared ahead (KADENCE_DISPATCH_STAGE) and published
+    together: never before their slot, each slot once, none lost, and a Job suspended meanwhile
+    stops (a staged fire whose Job changed takes the full path)."""
+    port = free_port()
+    extra = {"KADENCE_METRICS_PORT": str(port), "KADENCE_DISPATCH_STAGE": "4"}
+    with operators(kube, nats_server, tmp_path, ["op-stage"], extra):
+        ns = create_namespace(kube, "stage")
+        try:
+            qname = unique("q")
+            ready_queue(kube, qname, ns)
+            # One anchor for all: their slots are the same instants.
+            anchor = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+            names = [unique("burst") for _ in range(12)]
+            schedule = {"interval": "1s", "startAt": iso(anchor)}
+            apply(kube, *(job(n, ns, queue=qname, task="t", schedule=schedule) for n in names))
+            time.sleep(4)
+            suspended = names[0]
+            kubectl(
+                kube,
+                *("patch", "kjob", suspended, "-n", ns, "--type=merge"),
+                *("-p", json.dumps({"spec": {"suspend": True}})),
+            )
+            suspended_at = datetime.now(UTC)
+            time.sleep(4)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            assert metric(text, "kadence_operator_fires_total", path="staged") >= 12 * 5, text
+
+            for name in names:
+                runs = runs_of(nats_server, qname, name, ns)
+                slots = [p.request.scheduled_at for p in runs if p.request.scheduled_at]
+                assert len(slots) >= 3, (name, runs)
+                assert len({p.request.run_id for p in runs}) == len(runs), f"{name}: an id twice"
+                assert len(set(slots)) == len(slots), f"{name}: a slot twice"
+                on_time = sorted(s for s in slots if s > slots[0])  # the first may catch up
+                expected = int((on_time[-1] - on_time[0]).total_seconds()) + 1
+                assert len(on_time) == expected, f"{name}: a slot lost"
+                for p in runs:
+                    assert p.request.scheduled_at is not None
+                    assert p.stored >= p.request.scheduled_at, f"{name}: published early"
+            late = [
+                p.request.scheduled_at
+                for p in runs_of(nats_server, qname, suspended, ns)
+                if p.request.scheduled_at
+                and p.request.scheduled_at > suspended_at + timedelta(seconds=2)
+            ]
+            assert not late, f"runs after the Job was suspended: {late}"
         finally:
             kubectl(kube, "delete", "namespace", ns, "--wait=false")
 

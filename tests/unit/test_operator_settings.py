@@ -11,6 +11,7 @@ def test_defaults() -> None:
     s = OperatorSettings.from_env({})
     assert (s.shards, s.lease_duration, s.lease_renew, s.lease_retry) == (32, 15.0, 10.0, 2.0)
     assert (s.status_interval, s.dispatch_quiet, s.dispatch_burst) == (5.0, 0.2, 100)
+    assert s.dispatch_stage == 16
 
 
 def test_values_are_read_from_kadence_variables_and_empty_ones_ignored() -> None:
@@ -19,11 +20,13 @@ def test_values_are_read_from_kadence_variables_and_empty_ones_ignored() -> None
             "KADENCE_SHARDS": "8",
             "KADENCE_DISPATCH_QUIET": "0",
             "KADENCE_DISPATCH_BURST": "25",
+            "KADENCE_DISPATCH_STAGE": "0",
             "KADENCE_STATUS_INTERVAL": "",
             "SHARDS": "99",
         }
     )
     assert (s.shards, s.dispatch_quiet, s.dispatch_burst, s.status_interval) == (8, 0.0, 25, 5.0)
+    assert s.dispatch_stage == 0
 
 
 @pytest.mark.parametrize(
@@ -32,6 +35,7 @@ def test_values_are_read_from_kadence_variables_and_empty_ones_ignored() -> None
         ({"KADENCE_DISPATCH_QUIET": "5"}, "KADENCE_DISPATCH_QUIET: Input should be less than or"),
         ({"KADENCE_DISPATCH_QUIET": "-1"}, "KADENCE_DISPATCH_QUIET: Input should be greater than"),
         ({"KADENCE_DISPATCH_BURST": "0"}, "KADENCE_DISPATCH_BURST: Input should be greater than"),
+        ({"KADENCE_DISPATCH_STAGE": "-1"}, "KADENCE_DISPATCH_STAGE: Input should be greater"),
         ({"KADENCE_SHARDS": "many"}, "KADENCE_SHARDS: Input should be a valid integer"),
         ({"KADENCE_LEASE_RENEW": "20"}, "KADENCE_LEASE_RENEW (20.0) must be shorter than"),
         ({"KADENCE_RESULTS_ACK_WAIT": "6"}, "KADENCE_RESULTS_ACK_WAIT (6.0) must exceed"),

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from kadence_operator.scheduling.bursts import SETTLE, BurstWatch
+from kadence_operator.scheduling.bursts import (
+    SETTLE,
+    STAGE_LEAD_MAX,
+    STAGE_LEAD_MIN,
+    BurstWatch,
+    stage_lead,
+)
 
 T0 = 1_800_000_000.0  # epoch seconds of "now" in these tables
 
@@ -72,6 +78,7 @@ def test_a_hold_in_progress_is_shared_then_a_quiet_gap_follows() -> None:
 def test_counts_follow_add_and_remove() -> None:
     w = watch(0.1, 0.1, 0.3)
     assert len(w) == 3
+    assert (w.due_at(T0 + 0.1), w.due_at(T0 + 0.3), w.due_at(T0 + 0.2)) == (2, 1, 0)
     assert w.due_within(T0, 0.2, T0 + 0.1) == 2
     w.remove(T0 + 0.1)
     assert w.due_within(T0, 0.2, T0 + 0.1) == 1
@@ -85,3 +92,21 @@ def test_a_schedule_far_behind_counts_every_overdue_fire() -> None:
     w = watch(-3600.0, -1800.0, -0.5, 0.1)
     assert w.due_within(T0, 0.2, T0 - 3600.0) == 4
     assert w.hold(now=T0, mono=5.0, first=T0 - 3600.0) == pytest.approx(SETTLE, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("count", "cost", "expected"),
+    [
+        # one fire at 50 µs: the floor plus three times its cost
+        (1, 50e-6, STAGE_LEAD_MIN + 150e-6),
+        # a thousand fires at 25 µs each: 75 ms of preparation, with the margin
+        (1000, 25e-6, STAGE_LEAD_MIN + 0.075),
+        # far more than can be prepared in the bound: the bound
+        (100_000, 50e-6, STAGE_LEAD_MAX),
+        # nothing measured yet or nothing due: the floor
+        (1000, 0.0, STAGE_LEAD_MIN),
+        (0, 50e-6, STAGE_LEAD_MIN),
+    ],
+)
+def test_stage_lead_table(count: int, cost: float, expected: float) -> None:
+    assert stage_lead(count, cost) == pytest.approx(expected, abs=1e-9)

@@ -25,6 +25,19 @@ BUCKET = 0.01
 SETTLE = 0.04
 
 
+#: Bounds of how long before a staged group of fires is due the scheduler starts preparing it.
+STAGE_LEAD_MIN = 0.005
+STAGE_LEAD_MAX = 0.25
+#: Margin on the measured cost per fire when deciding the lead (CPU contention, GC pauses).
+STAGE_MARGIN = 3.0
+
+
+def stage_lead(count: int, cost: float) -> float:
+    """Seconds before ``count`` fires due together the scheduler starts preparing them, when
+    preparing one has lately cost ``cost`` seconds: the measured time with a margin, bounded."""
+    return min(STAGE_LEAD_MAX, STAGE_LEAD_MIN + STAGE_MARGIN * cost * max(0, count))
+
+
 def _bucket(at: float) -> int:
     return math.floor(at / BUCKET)
 
@@ -56,6 +69,10 @@ class BurstWatch:
             self._due[key] = left
         else:
             del self._due[key]
+
+    def due_at(self, due: float) -> int:
+        """Fires due in the bucket of ``due`` (the 10 ms around it)."""
+        return self._due.get(_bucket(due), 0)
 
     def due_within(self, now: float, seconds: float, first: float) -> int:
         """Fires due from ``first`` (the earliest) to ``now + seconds``."""
