@@ -1,0 +1,206 @@
+"""The scheduler's staged bursts, with stand-ins for NATS and the status writer.
+
+Staging checks and encodes the fires due at one instant before it; the write at the instant
+checks again what could have changed. These tables drive :meth:`Scheduler._stage_burst` and
+:meth:`Scheduler._write_stage` directly: which fires go out, which take the full path, and that
+every staged Job ends its fire (none is left "firing") whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import nats.errors
+import pytest
+
+from kadence.client import Prepared
+from kadence_operator import scheduling
+from kadence_operator.jobs.runs import QueueInfo
+from kadence_operator.jobs.scheduler import Armed, Entry, Scheduler
+from kadence_operator.settings import OperatorSettings
+
+SLOT = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+QUEUE = QueueInfo("ns", "q", 4, 30.0, True)
+
+
+class FakeRequests:
+    """Records what would be written; ``fail`` makes :meth:`write` fail like a closed
+    connection does (its requests discarded)."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.discarded: list[bytes] = []
+        self.writes = 0
+        self.fail = False
+
+    async def ready(self) -> None:
+        return None
+
+    def prepare(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Prepared:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        return Prepared(token=subject, wire=payload, reply=fut)
+
+    def discard(self, prepared: Prepared) -> None:
+        if not prepared.reply.cancelled():  # idempotent, as Requests.discard is
+            self.discarded.append(prepared.wire)
+        prepared.reply.cancel()
+
+    async def write(self, prepared: Sequence[Prepared]) -> None:
+        if self.fail:
+            for p in prepared:
+                self.discard(p)
+            raise nats.errors.ConnectionClosedError
+        self.writes += 1
+        self.written.extend(p.wire for p in prepared)
+
+
+class FakeWriter:
+    def post(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def make_scheduler(count: int) -> tuple[Scheduler, FakeRequests, list[Entry]]:
+    sched = Scheduler(
+        js=None,  # type: ignore[arg-type]
+        writer=FakeWriter(),  # type: ignore[arg-type]
+        settings=OperatorSettings(dispatch_stage=1, shards=4),
+        queues={("ns", "q"): QUEUE},
+        nc=object(),  # type: ignore[arg-type]
+        clock=lambda: SLOT,
+    )
+    requests = FakeRequests()
+    sched._requests = requests  # type: ignore[assignment]
+    sched._owned = frozenset(range(4))
+    entries = []
+    planned = scheduling.PlannedSlot(
+        slot=SLOT, due=SLOT, after=SLOT - timedelta(seconds=1), following=SLOT + timedelta(1)
+    )
+    for i in range(count):
+        entry = Entry(
+            namespace="ns",
+            name=f"j{i:04d}",
+            uid=f"uid-{i}",
+            generation=1,
+            created=SLOT - timedelta(hours=1),
+            spec_json=b"{}",
+            schedule=None,
+            shard=i % 4,
+            last_slot=planned.after,
+            queue_name="q",
+            ready_written=True,
+        )
+        sched._entries[entry.key] = entry
+        sched._push(entry, SLOT)
+        entry.armed = Armed(
+            planned=planned,
+            run_id=f"run-{i}",
+            subject=f"ns.q.{i}",
+            payload=entry.name.encode(),
+            version=entry.version,
+            generation=1,
+            queue=QUEUE,
+        )
+        entries.append(entry)
+    return sched, requests, entries
+
+
+def firing(entries: list[Entry]) -> list[str]:
+    return [e.name for e in entries if e.firing]
+
+
+def heap_names(sched: Scheduler) -> list[tuple[str, datetime]]:
+    current = [(d, sched._entries.get(d.key)) for d in sched._heap]
+    return sorted((d.key[1], d.at) for d, e in current if e is not None and e.version == d.version)
+
+
+async def test_a_burst_is_staged_within_its_lead_and_written_in_chunks() -> None:
+    sched, requests, entries = make_scheduler(250)
+    await sched._stage_burst(SLOT - timedelta(seconds=1))  # too early: nothing staged
+    assert sched._stage is None
+    lead = sched._lead(SLOT)
+    assert 0 < lead <= 0.25
+    await sched._stage_burst(SLOT - timedelta(seconds=lead / 2))
+    assert sched._stage is not None
+    assert len(sched._stage.fires) == 250
+    assert not sched._heap
+    assert len(firing(entries)) == 250
+    assert requests.written == []  # nothing leaves before the instant
+    # The holds still see the burst until it is written.
+    assert sched._bursts.due_at(SLOT.timestamp()) == 250
+    await sched._write_stage(SLOT)
+    assert requests.written == [e.name.encode() for e in entries]
+    assert requests.writes == 3  # 100 + 100 + 50
+    assert sched._bursts.due_at(SLOT.timestamp()) == 0
+    assert sched._firing == 250  # until JetStream acks each one
+
+
+@pytest.mark.parametrize(
+    ("change", "full_path"),
+    [
+        # a new generation or a trigger, seen while staged: marked for another look
+        (lambda s, e: setattr(e[1], "refire", True), ["j0001"]),
+        (lambda s, e: setattr(e[2], "generation", 2), ["j0002"]),
+        # the Job was deleted (or recreated: another object under its key)
+        (lambda s, e: s._entries.pop(e[3].key), ["j0003"]),
+        # its shard moved to another replica
+        (lambda s, e: setattr(s, "_owned", frozenset({1, 2, 3})), ["j0000", "j0004"]),
+        # a newer slot was recorded (another replica fired it)
+        (lambda s, e: setattr(e[5], "last_slot", SLOT), ["j0005"]),
+        # the Queue changed: every fire of it
+        (
+            lambda s, e: s._queues.__setitem__(("ns", "q"), QueueInfo("ns", "q", 8, 30.0, True)),
+            [f"j{i:04d}" for i in range(6)],
+        ),
+    ],
+)
+async def test_what_changed_while_staged_takes_the_full_path(
+    change: Callable[[Scheduler, list[Entry]], None], full_path: list[str]
+) -> None:
+    sched, requests, entries = make_scheduler(6)
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    change(sched, entries)
+    await sched._write_stage(SLOT)
+    written = sorted(w.decode() for w in requests.written)
+    assert written == sorted({e.name for e in entries} - set(full_path))
+    assert sorted(w.decode() for w in requests.discarded) == full_path
+    # Those are looked at again at once (the loop skips the deleted one and foreign shards).
+    assert [name for name, _ in heap_names(sched)] == [
+        n for n in full_path if ("ns", n) in sched._entries
+    ]
+    assert not any(e.firing for e in entries if e.name in full_path)
+
+
+async def test_a_failed_write_retries_every_fire_later_and_leaves_none_firing() -> None:
+    sched, requests, entries = make_scheduler(150)
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    requests.fail = True
+    await sched._write_stage(SLOT)
+    assert requests.written == []
+    assert len(requests.discarded) == 150
+    assert firing(entries) == []
+    assert sched._firing == 0
+    assert sched._quiet.is_set()
+    later = SLOT + timedelta(seconds=5)
+    assert heap_names(sched) == [(e.name, later) for e in entries]
+    assert len(sched._bursts) == 150  # the new pushes, the staged ones no longer counted
+
+
+async def test_stopping_drops_the_stage_and_puts_its_jobs_back() -> None:
+    sched, requests, entries = make_scheduler(3)
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    sched._drop_stage()
+    assert requests.written == []
+    assert len(requests.discarded) == 3
+    assert firing(entries) == []
+    assert sched._firing == 0
+    assert [name for name, _ in heap_names(sched)] == ["j0000", "j0001", "j0002"]
