@@ -421,6 +421,16 @@ class Requests:
                 waiter.set_exception(nats.errors.TimeoutError())
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep) if self._waiting else None
 
+    def _waiter(self, timeout: float | None) -> tuple[str, asyncio.Future[Msg]]:
+        """A reply token and its future, failed by the sweep once ``timeout`` has passed."""
+        token = str(next(self._tokens))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[token] = (waiter, loop.time() + (timeout or self._timeout))
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        return token, waiter
+
     async def _send(
         self,
         subject: str,
@@ -430,12 +440,7 @@ class Requests:
     ) -> tuple[str, asyncio.Future[Msg]]:
         if not self._prefix:
             await self._start()
-        token = str(next(self._tokens))
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Msg] = loop.create_future()
-        self._waiting[token] = (waiter, loop.time() + (timeout or self._timeout))
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        token, waiter = self._waiter(timeout)
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
         except BaseException:
@@ -468,12 +473,7 @@ class Requests:
             raise RuntimeError("Requests.prepare before Requests.ready")
         if _SUBJECT_UNSAFE.search(subject):
             raise nats.errors.BadSubjectError
-        token = str(next(self._tokens))
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Msg] = loop.create_future()
-        self._waiting[token] = (waiter, loop.time() + (timeout or self._timeout))
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        token, waiter = self._waiter(timeout)
         reply = self._prefix + token
         if headers:
             head = encode_headers(headers)

@@ -81,9 +81,9 @@ class Armed:
     When a fire ends, the scheduler plans the Job's next slot (:func:`scheduling.plan_slot`) and
     encodes its run request. When the slot is due and still runs alone
     (:func:`scheduling.runs_alone`: nothing to catch up, no trigger, no pending slot, the spec,
-    Queue and overlap decision unchanged), the loop only publishes these bytes: a thousand Jobs
-    due in the same second reach JetStream in one write, instead of each first computing its
-    plan. Anything else takes the full path (:meth:`Scheduler._fire`), which decides the same.
+    Queue and overlap decision unchanged), the loop only publishes these bytes (staged ahead of
+    the instant when many are due together: :meth:`Scheduler._stage_burst`), instead of each
+    first computing its plan. Anything else takes the full path (:meth:`Scheduler._fire`), which decides the same.
     """
 
     planned: scheduling.PlannedSlot
@@ -536,7 +536,7 @@ class Scheduler:
         encode: done when they are due, the last run would leave tens of milliseconds late. So
         when at least ``dispatch_stage`` fires are due at one instant, the loop does that work
         just before it -- each armed fire that runs alone is checked and its request encoded
-        (:meth:`Requests.prepare`) -- and at the instant writes them all at once
+        (:meth:`Requests.prepare`) -- and at the instant writes them, a hundred at a time
         (:meth:`_write_stage`), after checking again, cheaply, that nothing changed. Nothing
         is published before it is due. The Jobs stay "firing" while staged: a watch event that
         would look at one again marks it for another look, which makes it take the full path.
