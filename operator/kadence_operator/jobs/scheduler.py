@@ -83,7 +83,8 @@ class Armed:
     (:func:`scheduling.runs_alone`: nothing to catch up, no trigger, no pending slot, the spec,
     Queue and overlap decision unchanged), the loop only publishes these bytes (staged ahead of
     the instant when many are due together: :meth:`Scheduler._stage_burst`), instead of each
-    first computing its plan. Anything else takes the full path (:meth:`Scheduler._fire`), which decides the same.
+    first computing its plan. Anything else takes the full path (:meth:`Scheduler._fire`),
+    which decides the same.
     """
 
     planned: scheduling.PlannedSlot
