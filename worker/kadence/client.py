@@ -491,12 +491,12 @@ class Requests:
         prepared.reply.cancel()
 
     async def write(self, prepared: Sequence[Prepared]) -> None:
-        """Send prepared requests, in order, in one write to the connection.
+        """Send prepared requests, in order, in one piece.
 
         The bytes are those nats-py's ``publish`` would send (``HPUB``/``PUB`` with the reply
-        inbox); they go through its pending buffer and flusher (so they are buffered across a
-        reconnect like any publish). On an error none of them was sent and their waiters are
-        discarded.
+        inbox). When nothing waits in nats-py's buffer they go straight to the socket;
+        otherwise (and while reconnecting) they join that buffer and its flusher, like any
+        publish. On an error none of them was sent and their waiters are discarded.
         """
         nc = self._nc
         try:
