@@ -37,7 +37,8 @@ class FakeRequests:
         self.fail = False
 
     async def ready(self) -> None:
-        return None
+        if self.fail:
+            raise nats.errors.ConnectionClosedError
 
     def prepare(
         self,
@@ -204,3 +205,12 @@ async def test_stopping_drops_the_stage_and_puts_its_jobs_back() -> None:
     assert firing(entries) == []
     assert sched._firing == 0
     assert [name for name, _ in heap_names(sched)] == ["j0000", "j0001", "j0002"]
+
+
+async def test_no_reply_inbox_means_no_stage_and_the_fires_stay_due() -> None:
+    sched, requests, entries = make_scheduler(20)
+    requests.fail = True
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    assert sched._stage is None
+    assert firing(entries) == []
+    assert heap_names(sched) == [(e.name, SLOT) for e in entries]  # the loop fires them then

@@ -550,7 +550,11 @@ class Scheduler:
             return
         self._stage_looked = first
         started = time.perf_counter()
-        await self._requests.ready()
+        try:
+            await self._requests.ready()
+        except Exception as error:  # e.g. a closed connection: the fires take their own path
+            logger.warning("not staging the fires due %s: %s", _iso(first), error)
+            return
         limit = first + STAGE_SPAN
         owned = self._owned
         staged: list[_StagedFire] = []
