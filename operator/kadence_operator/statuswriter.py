@@ -211,6 +211,12 @@ class _AsyncApi:
             self._session = None
 
 
+async def wait_hold(hold: Callable[[], float] | None) -> None:
+    """Wait as long as ``hold`` asks (the scheduler's ``hold_for``: a burst of fires is due)."""
+    if hold is not None and (wait := hold()) > 0:
+        await asyncio.sleep(wait)
+
+
 class StatusWriter:
     """Coalesces status mutations of one custom resource kind."""
 
@@ -383,8 +389,7 @@ class StatusWriter:
     async def _flush(self, key: Key, pending: _Pending) -> None:
         try:
             async with self._slots:
-                if self.hold is not None and (wait := self.hold()) > 0:
-                    await asyncio.sleep(wait)
+                await wait_hold(self.hold)
                 if self._async is not None:
                     await self._awrite(key, pending)
                 else:

@@ -147,18 +147,20 @@ class LeaseClient:
         self.api: Any = k8s.CoordinationV1Api(api_client)
 
     @classmethod
-    def from_kubeconfig(cls, path: str) -> LeaseClient:
-        api_client = _new_client_from_config(config_file=path)
+    def _tagged(cls, api_client: Any) -> LeaseClient:
+        """A client whose writes name the worker as their field manager (:data:`USER_AGENT`)."""
         api_client.user_agent = USER_AGENT
         return cls(api_client)
+
+    @classmethod
+    def from_kubeconfig(cls, path: str) -> LeaseClient:
+        return cls._tagged(_new_client_from_config(config_file=path))
 
     @classmethod
     def in_cluster(cls) -> LeaseClient:
         configuration = k8s.Configuration()
         _load_incluster_config(client_configuration=configuration)
-        api_client = k8s.ApiClient(configuration)
-        api_client.user_agent = USER_AGENT
-        return cls(api_client)
+        return cls._tagged(k8s.ApiClient(configuration))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LeaseClient | None:

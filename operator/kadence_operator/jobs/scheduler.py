@@ -483,7 +483,7 @@ class Scheduler:
                         continue
                 # Each fire is its own task and the loop does not wait for it: Jobs due while
                 # others await their publish acks fire at once, not after the slowest of them.
-                entry.firing = True
+                entry.firing = True  # at once: the Job must not fire again before the task runs
                 task = asyncio.create_task(self._fire_guarded(entry, now))
                 fires.add(task)
                 task.add_done_callback(fires.discard)
@@ -578,9 +578,7 @@ class Scheduler:
                 others.append(due)  # the loop handles it when it is due
                 continue
             entry.armed = None
-            entry.firing = True
-            self._firing += 1
-            self._quiet.clear()
+            self._fire_started(entry)
             try:
                 request = self._requests.prepare(
                     armed.subject,
@@ -621,9 +619,7 @@ class Scheduler:
                 ready: list[_StagedFire] = []
                 for fire in fires[start : start + STAGE_CHUNK]:
                     entry = fire.entry
-                    if self._unchanged(fire, now) and (
-                        not changed or (entry.namespace, entry.queue_name) not in changed
-                    ):
+                    if self._unchanged(fire, now, changed):
                         ready.append(fire)
                     else:
                         # Something changed since it was staged: the full path decides at once.
@@ -655,8 +651,9 @@ class Scheduler:
         log = logger.info if late > SLOW_BATCH else logger.debug
         log("published %d staged run(s), %.1f ms after they were due", sent, late * 1000)
 
-    def _unchanged(self, fire: _StagedFire, now: datetime) -> bool:
-        """Whether a staged fire still runs alone at ``now`` (its Queue is checked apart).
+    def _unchanged(self, fire: _StagedFire, now: datetime, changed: set[Key]) -> bool:
+        """Whether a staged fire still runs alone at ``now``; ``changed``: the Queues that
+        changed since the burst was staged.
 
         Cheaper than :meth:`_runs_alone`, which it relies on having passed at staging: while
         staged the Job is firing, so whatever else could change its decision (a new
@@ -669,6 +666,7 @@ class Scheduler:
             or entry.shard not in self._owned
             or entry.generation != armed.generation
             or not scheduling.runs_alone(armed.planned, last_slot=entry.last_slot, now=now)
+            or (changed and (entry.namespace, entry.queue_name) in changed)
         ):
             return False
         return _dispatches_now(entry)
@@ -683,9 +681,7 @@ class Scheduler:
             self._fire_ended(fire.entry)
 
     async def _fire_guarded(self, entry: Entry, now: datetime) -> None:
-        # entry.firing was set by the loop when it started this task.
-        self._firing += 1
-        self._quiet.clear()
+        self._fire_started(entry)
         try:
             async with self._fire_slots:
                 await self._fire(entry, now)
@@ -698,6 +694,13 @@ class Scheduler:
         logger.exception("firing %s/%s failed; retrying in 5s", *entry.key)
         entry.refire = False
         self._push(entry, now + timedelta(seconds=5))
+
+    def _fire_started(self, entry: Entry) -> None:
+        """A fire of ``entry`` begins (a task, an armed publish or a staged one);
+        :meth:`_fire_ended` ends it."""
+        entry.firing = True
+        self._firing += 1
+        self._quiet.clear()
 
     def _fire_ended(self, entry: Entry) -> None:
         entry.firing = False
@@ -726,9 +729,7 @@ class Scheduler:
 
     async def _fire_armed(self, entry: Entry, armed: Armed, now: datetime) -> None:
         """Publish the armed run; :meth:`_armed_acked` does the rest once JetStream acks it."""
-        entry.firing = True
-        self._firing += 1
-        self._quiet.clear()
+        self._fire_started(entry)
         try:
             acked = await self._requests.send(
                 armed.subject,

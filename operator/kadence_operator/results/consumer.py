@@ -24,7 +24,7 @@ from kadence import constants
 from kadence.protocol import DecodeError, RunResult, RunState, decode_result
 from kadence_operator.queues import streams
 from kadence_operator.results import fold
-from kadence_operator.statuswriter import ObjectGone, Status, StatusWriter
+from kadence_operator.statuswriter import ObjectGone, Status, StatusWriter, wait_hold
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +111,7 @@ class ResultsConsumer:
                     logger.warning("results fetch failed: %s", error)
                     await asyncio.sleep(1)
                     continue
-                if self.hold is not None and (wait := self.hold()) > 0:
-                    await asyncio.sleep(wait)
+                await wait_hold(self.hold)
                 for msg in msgs:
                     await self._handle(msg)
         finally:
