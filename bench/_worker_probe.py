@@ -35,6 +35,7 @@ from kadence.client import KadenceClient, Pull, QueueMessage
 from kadence.config import Settings
 from kadence.metrics import WorkerMetrics
 from kadence.protocol import RunResult, RunState
+from kadence.reporting import ResultReporter
 from kadence.runtime import Worker
 
 #: Steps a what-if run can leave out (never in a real worker: it breaks the guarantees).
@@ -47,6 +48,7 @@ class Probe:
         self.profile = profile
         self.skip = skip
         self.fetch_sizes: collections.Counter[int] = collections.Counter()
+        self.report_sizes: collections.Counter[int] = collections.Counter()
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.acked = 0
         self.first: float | None = None
@@ -59,7 +61,8 @@ class Probe:
     def install(self) -> None:
         pull = Pull.pull
         dispatch = Worker._dispatch
-        publish_result = KadenceClient.publish_result
+        publish_report = KadenceClient.publish_report
+        report = ResultReporter.report
         announce_result = KadenceClient.announce_result
         ack_sync = QueueMessage.ack_sync
         probe = self
@@ -96,15 +99,23 @@ class Probe:
                 probe.loop_cpu_last = time.thread_time()
                 probe.done.set()
 
-        async def timed_publish(client: KadenceClient, result: RunResult, **kwargs: Any) -> Any:
+        async def timed_report(reporter: ResultReporter, result: RunResult) -> None:
             final = "result" in probe.skip and result.state is not RunState.RUNNING
             if final or ("running" in probe.skip and result.state is RunState.RUNNING):
-                return None
+                return
             started = time.perf_counter()
-            ack = await publish_result(client, result, **kwargs)
-            probe.latency[f"publish_result {result.state.value}"].append(
+            await report(reporter, result)
+            probe.latency[f"report {result.state.value} (incl. wait)"].append(
                 time.perf_counter() - started
             )
+
+        async def timed_publish(
+            client: KadenceClient, subject: str, payload: bytes, **kwargs: Any
+        ) -> Any:
+            started = time.perf_counter()
+            ack = await publish_report(client, subject, payload, **kwargs)
+            probe.latency["results message"].append(time.perf_counter() - started)
+            probe.report_sizes[payload.count(b'"run_id"')] += 1
             return ack
 
         async def timed_announce(client: KadenceClient, result: RunResult, **kwargs: Any) -> None:
@@ -119,7 +130,8 @@ class Probe:
         Pull.pull = counted_pull  # type: ignore[method-assign]
         Worker._dispatch = first_dispatch  # type: ignore[method-assign]
         QueueMessage.ack_sync = counted_ack  # type: ignore[method-assign,assignment]
-        KadenceClient.publish_result = timed_publish  # type: ignore[method-assign,assignment]
+        KadenceClient.publish_report = timed_publish  # type: ignore[method-assign]
+        ResultReporter.report = timed_report  # type: ignore[method-assign]
         KadenceClient.announce_result = timed_announce  # type: ignore[method-assign]
 
     def report(self, stream: IO[str]) -> None:
@@ -141,6 +153,11 @@ class Probe:
         print(
             "messages per pull request (size: requests):",
             dict(sorted(self.fetch_sizes.items())),
+            file=stream,
+        )
+        print(
+            "results per results message (size: messages):",
+            dict(sorted(self.report_sizes.items())),
             file=stream,
         )
         for name, values in sorted(self.latency.items()):

@@ -61,7 +61,7 @@ from kadence.protocol import (
     RunRequest,
     RunResult,
     RunState,
-    decode_result,
+    decode_results,
     encode,
 )
 from kadence_devstack.nats import NatsServer
@@ -308,8 +308,12 @@ async def _read_results(url: str) -> list[RunResult]:
             ),
         )
         found: list[RunResult] = []
-        while len(found) < total:
-            found.extend(decode_result(m.data) for m in await sub.fetch(1000, timeout=10))
+        read = 0
+        while read < total:  # messages: a worker sends the results that end together as one
+            msgs = await sub.fetch(1000, timeout=10)
+            read += len(msgs)
+            for m in msgs:
+                found.extend(decode_results(m.data).results)
         await sub.unsubscribe()
         return found
     finally:

@@ -23,6 +23,7 @@ from kadence.partitioning import partition_for
 from kadence.protocol import (
     MAX_PAYLOAD_BYTES,
     DecodeError,
+    JobRef,
     RunError,
     RunResult,
     RunState,
@@ -300,6 +301,39 @@ async def test_announced_results_are_stored_in_order_and_deduplicated(
             (1, RunState.RUNNING, "w"),
             (1, RunState.SUCCEEDED, ""),
         ]
+
+
+async def test_a_result_batch_is_one_message_read_back_as_its_results(
+    nats_server: NatsServer,
+) -> None:
+    """Several results of one subject in one message: stored once, de-duplicated as a whole,
+    and read back by ``results()`` one by one, in order; a wrong mix is refused."""
+    async with connected(nats_server, namespace=unique("ns-")) as client:
+        await ensure_results_stream(client.js)
+        results = [
+            RunResult(run_id=unique("run-"), attempt=1, state=RunState.SUCCEEDED, worker="w")
+            for _ in range(3)
+        ]
+        before = (await client.js.stream_info(constants.RESULTS_STREAM)).state.messages
+        ack = await client.publish_results(results)
+        assert not ack.duplicate
+        assert (await client.publish_results(results)).duplicate  # the same batch again
+        assert not (await client.publish_results(results[:2])).duplicate  # another batch
+        info = await client.js.stream_info(constants.RESULTS_STREAM)
+        assert info.state.messages == before + 2
+        stored = await client.js.get_msg(constants.RESULTS_STREAM, ack.seq)
+        assert stored.headers is not None
+        assert stored.headers[constants.MSG_ID_HEADER].startswith("batch:")
+        read = [r for r in await client.results() if r.run_id in {x.run_id for x in results}]
+        assert read == [*results, *results[:2]]
+        other = RunResult(
+            run_id="x",
+            attempt=1,
+            state=RunState.SUCCEEDED,
+            job=JobRef(namespace="default", name="elsewhere", uid="u"),
+        )
+        with pytest.raises(ValueError, match="one subject"):
+            await client.publish_results([results[0], other])
 
 
 async def test_connect_uses_settings(nats_server: NatsServer) -> None:

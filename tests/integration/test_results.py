@@ -16,7 +16,7 @@ from minio import Minio
 from nats.js.errors import NotFoundError
 
 from kadence import constants
-from kadence.protocol import decode_result
+from kadence.protocol import decode_results
 from kadence_devstack.kube import KubeControlPlane
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import ManagedProcess
@@ -144,7 +144,8 @@ def _last_result_state(nats_server: NatsServer, job_name: str) -> str | None:
             msg = await nc.jetstream().get_last_msg(
                 constants.RESULTS_STREAM, constants.results_subject("default", job_name)
             )
-            return decode_result(msg.data or b"").state.value
+            # The last of its results: a worker may send several of one Job in one message.
+            return decode_results(msg.data or b"").results[-1].state.value
         except NotFoundError:
             return None
         finally:

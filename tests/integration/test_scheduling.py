@@ -26,7 +26,16 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from kadence import constants
-from kadence.protocol import RunRequest, RunResult, RunState, decode_cancel, decode_run, encode
+from kadence.protocol import (
+    RunRequest,
+    RunResult,
+    RunState,
+    batch_dedupe_id,
+    decode_cancel,
+    decode_run,
+    encode,
+    encode_batch,
+)
 from kadence_devstack.kube import KubeControlPlane
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import ManagedProcess, free_port
@@ -151,6 +160,29 @@ def report(nats_server: NatsServer, run: RunRequest, state: RunState) -> None:
         worker="test-worker",
     )
     asyncio.run(_publish_result(nats_server.url, result))
+
+
+def report_batch(nats_server: NatsServer, results: list[RunResult], extra: bytes = b"") -> None:
+    """Publish ``results`` of one Job as one batch message, as a busy worker does; ``extra``
+    (encoded JSON) is put in as one more entry of the batch."""
+    job = results[0].job
+    assert job is not None
+    data = encode_batch(results)
+    if extra:
+        data = data[: -len(b"]}")] + b"," + extra + b"]}"
+
+    async def publish() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().publish(
+                constants.results_subject(job.namespace, job.name),
+                data,
+                headers={constants.MSG_ID_HEADER: batch_dedupe_id(r.dedupe_id for r in results)},
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
 
 
 def run_state(kube: KubeControlPlane, name: str, run_id: str) -> str | None:
@@ -491,6 +523,59 @@ class TestPolicies:
             assert len(runs) == 7
             assert runs[-1].request.run_id == run_id_for_trigger(uid, "two")
             assert counters(kube, jname).get("missed", 0) == 0
+        finally:
+            kubectl(kube, "delete", "kjob", jname, "--wait=false")
+            kubectl(kube, "delete", "queue", qname, "--wait=false")
+
+    def test_a_batch_of_results_folds_each_run(
+        self, kube: KubeControlPlane, nats_server: NatsServer
+    ) -> None:
+        """A worker's batch (several results of one Job in one message) is folded result by
+        result; a bad entry is dropped with a warning and the others still count."""
+        qname, jname = unique("q-batch"), unique("batch")
+        ready_queue(kube, qname)
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3, minutes=30)
+        spec: dict[str, Any] = {
+            "queue": qname,
+            "task": "t",
+            "schedule": {"interval": "1h", "startAt": iso(start)},
+            "backfill": {"from": iso(start), "to": iso(start + timedelta(hours=3))},
+        }
+        apply(kube, job(jname, **spec))
+        try:
+            wait_for(lambda: len(runs_of(nats_server, qname, jname)) == 3, what="3 runs published")
+            runs = [p.request for p in runs_of(nats_server, qname, jname)]
+            now = datetime.now(UTC)
+            results = [
+                RunResult(
+                    run_id=run.run_id,
+                    attempt=1,
+                    job=run.job,
+                    state=state,
+                    scheduled_at=run.scheduled_at,
+                    started_at=now,
+                    finished_at=now,
+                    worker="test-worker",
+                )
+                for run, state in zip(
+                    runs, [RunState.SUCCEEDED, RunState.FAILED, RunState.SUCCEEDED], strict=True
+                )
+            ]
+            report_batch(nats_server, results, extra=b'{"run_id": "bad", "attempt": 0}')
+            wait_for(
+                lambda: (
+                    [run_state(kube, jname, r.run_id) for r in runs]
+                    == ["Succeeded", "Failed", "Succeeded"]
+                ),
+                what="every run of the batch folded",
+            )
+            wait_for(
+                lambda: (
+                    (counters(kube, jname).get("succeeded"), counters(kube, jname).get("failed"))
+                    == (2, 1)
+                ),
+                what="counted once each",
+            )
         finally:
             kubectl(kube, "delete", "kjob", jname, "--wait=false")
             kubectl(kube, "delete", "queue", qname, "--wait=false")

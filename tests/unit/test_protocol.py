@@ -14,6 +14,7 @@ from kadence import constants
 from kadence.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_PAYLOAD_BYTES,
+    MAX_RESULTS_BYTES,
     Backoff,
     CancelRequest,
     ConcurrencyPolicy,
@@ -23,15 +24,19 @@ from kadence.protocol import (
     OutputLocation,
     OutputObject,
     OversizeError,
+    ResultBatch,
     RetryPolicy,
     RunError,
     RunRequest,
     RunResult,
     RunState,
+    batch_dedupe_id,
     decode_cancel,
     decode_result,
+    decode_results,
     decode_run,
     encode,
+    encode_batch,
     salvage_ids,
 )
 
@@ -175,6 +180,8 @@ def test_oversize_message_is_refused_before_parsing() -> None:
 def test_arbitrary_bytes_raise_only_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         decode_run(data)
+    with contextlib.suppress(DecodeError):
+        decode_results(data)
 
 
 @given(
@@ -190,6 +197,9 @@ def test_arbitrary_json_raises_only_decode_error(value: object) -> None:
         decode_result(json.dumps(value).encode())
     except DecodeError:
         pass
+    with contextlib.suppress(DecodeError):
+        decoded = decode_results(json.dumps(value).encode())
+        assert decoded.results or decoded.errors
 
 
 @pytest.mark.parametrize(
@@ -247,3 +257,93 @@ def test_names() -> None:
     assert len(long) == 253
     assert long.startswith("kadence-job-aaa")
     assert long != constants.lease_name("a" * 251)
+
+
+# -- results messages: a single result or a batch ------------------------------------------------
+
+
+def _result(run_id: str, state: RunState = RunState.SUCCEEDED, attempt: int = 1) -> RunResult:
+    return RunResult(
+        run_id=run_id,
+        attempt=attempt,
+        job=JOB,
+        state=state,
+        started_at=SLOT,
+        finished_at=SLOT,
+        outputs=(OutputObject(uri=f"s3://out/{run_id}/result.json", size=2, etag="e1"),),
+        worker="w-1",
+    )
+
+
+def test_a_single_result_decodes_as_one() -> None:
+    result = _result("r1")
+    decoded = decode_results(encode(result))
+    assert decoded.results == [result]
+    assert decoded.errors == []
+
+
+def test_a_batch_round_trips_in_order() -> None:
+    results = [_result("r1"), _result("r2", RunState.FAILED), _result("r3", attempt=2)]
+    data = encode_batch(results)
+    assert decode_results(data).results == results
+    # The same bytes as the model would write (only the version and the results).
+    assert ResultBatch.model_validate_json(data).results == tuple(results)
+
+
+@pytest.mark.parametrize(
+    ("ids", "other"),
+    [
+        (["r1:1:Succeeded", "r2:1:Succeeded"], ["r2:1:Succeeded", "r1:1:Succeeded"]),  # order
+        (["r1:1:Succeeded", "r2:1:Succeeded"], ["r1:1:Succeeded"]),  # members
+        (["r1:1:Succeeded", "r2:1:Succeeded"], ["r1:1:Succeeded", "r2:2:Succeeded"]),  # attempt
+        (["r1:1:Running", "r2:1:Succeeded"], ["r1:1:Succeeded", "r2:1:Succeeded"]),  # state
+    ],
+)
+def test_a_batch_id_depends_on_every_result_id(ids: list[str], other: list[str]) -> None:
+    assert batch_dedupe_id(ids) == batch_dedupe_id(list(ids))  # deterministic
+    assert batch_dedupe_id(ids).startswith("batch:")
+    assert batch_dedupe_id(ids) != batch_dedupe_id(other)
+
+
+def test_a_batch_model_id_is_that_of_its_results() -> None:
+    results = (_result("r1"), _result("r2"))
+    batch = ResultBatch(results=results)
+    assert batch.dedupe_id == batch_dedupe_id(r.dedupe_id for r in results)
+
+
+def test_a_bad_batch_entry_is_named_and_the_others_kept() -> None:
+    good = [json.loads(encode(_result("r1"))), json.loads(encode(_result("r3")))]
+    bad = {"run_id": "r2", "attempt": 0, "state": "Succeeded"}
+    data = json.dumps({"version": 1, "results": [good[0], bad, good[1]]}).encode()
+    decoded = decode_results(data)
+    assert [r.run_id for r in decoded.results] == ["r1", "r3"]
+    assert len(decoded.errors) == 1
+    assert "result batch entry 1 field 'attempt'" in decoded.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"{not json", "run result is not valid JSON"),
+        (b'{"version": 1, "results": []}', "'results': expected a non-empty list"),
+        (b'{"version": 1, "results": {"a": 1}}', "'results': expected a non-empty list"),
+        (b'{"version": 2, "results": [{}]}', "unsupported version 2"),
+        (b'{"run_id": "r1", "state": "Succeeded"}', "run result field 'attempt'"),
+        (b"[1, 2]", "run result field 'message'"),
+    ],
+)
+def test_bad_results_messages_are_named(data: bytes, message: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_results(data)
+    assert message in str(info.value)
+
+
+def test_an_oversize_results_message_is_refused() -> None:
+    data = b'{"run_id": "r1", "pad": "' + b"x" * MAX_RESULTS_BYTES + b'"}'
+    with pytest.raises(OversizeError, match=r"results message is .* over the 1048576-byte limit"):
+        decode_results(data)
+
+
+def test_an_empty_batch_cannot_be_encoded() -> None:
+    with pytest.raises(ValueError, match="at least one result"):
+        encode_batch([])

@@ -60,9 +60,11 @@ from kadence.protocol import (
     RetryPolicy,
     RunRequest,
     RunResult,
-    decode_result,
+    batch_dedupe_id,
+    decode_results,
     decode_run,
     encode,
+    encode_batch,
 )
 
 log = logging.getLogger("kadence.client")
@@ -1132,15 +1134,59 @@ class KadenceClient:
         timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
     ) -> PubAck:
         """Publish a run result to ``kadence-results.<ns>.<job>`` (de-duplicated)."""
-        return await self.requests.publish(
-            self._result_subject(result, namespace),
+        return await self.publish_report(
+            self.result_subject(result, namespace),
             encode(result),
+            msg_id=result.dedupe_id,
             timeout=timeout,
-            stream=constants.RESULTS_STREAM,
-            headers={constants.MSG_ID_HEADER: result.dedupe_id},
         )
 
-    def _result_subject(self, result: RunResult, namespace: str | None) -> str:
+    async def publish_results(
+        self,
+        results: Sequence[RunResult],
+        *,
+        namespace: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> PubAck:
+        """Publish several results of one subject (:meth:`result_subject`) in one message.
+
+        One result goes out as :meth:`publish_result` sends it; more as a
+        :class:`~kadence.protocol.ResultBatch`, de-duplicated by its results' ids. One
+        ``PubAck`` covers them all: stored together or not at all.
+        """
+        if not results:
+            raise ValueError("no results to publish")
+        if len(results) == 1:
+            return await self.publish_result(results[0], namespace=namespace, timeout=timeout)
+        subject = self.result_subject(results[0], namespace)
+        if any(self.result_subject(r, namespace) != subject for r in results[1:]):
+            raise ValueError("a result batch takes the results of one subject (one Job)")
+        return await self.publish_report(
+            subject,
+            encode_batch(results),
+            msg_id=batch_dedupe_id(r.dedupe_id for r in results),
+            timeout=timeout,
+        )
+
+    async def publish_report(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        msg_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the NATS request timeout
+    ) -> PubAck:
+        """Publish an encoded result or result batch to the results stream, de-duplicated by
+        ``msg_id``, and wait for its ``PubAck`` (what :meth:`publish_results` sends)."""
+        return await self.requests.publish(
+            subject,
+            payload,
+            timeout=timeout,
+            stream=constants.RESULTS_STREAM,
+            headers={constants.MSG_ID_HEADER: msg_id},
+        )
+
+    def result_subject(self, result: RunResult, namespace: str | None = None) -> str:
         """``kadence-results.<ns>.<job>`` of ``result`` (``_adhoc`` for runs without a Job)."""
         if result.job is not None:
             return constants.results_subject(result.job.namespace, result.job.name)
@@ -1156,7 +1202,7 @@ class KadenceClient:
         status: nothing depends on seeing ``Running`` first.
         """
         await self.nc.publish(
-            self._result_subject(result, namespace),
+            self.result_subject(result, namespace),
             encode(result),
             headers={
                 constants.MSG_ID_HEADER: result.dedupe_id,
@@ -1226,9 +1272,14 @@ class KadenceClient:
                     continue
                 for msg in msgs:
                     try:
-                        yield decode_result(msg.data)
-                    except ValueError:
-                        log.warning("skipping an undecodable result on %s", msg.subject)
+                        decoded = decode_results(msg.data)
+                    except ValueError as error:
+                        log.warning("skipping an undecodable result on %s: %s", msg.subject, error)
+                        continue
+                    for problem in decoded.errors:
+                        log.warning("skipping a result on %s: %s", msg.subject, problem)
+                    for result in decoded.results:
+                        yield result
         finally:
             with contextlib.suppress(nats.errors.Error, ValueError):
                 await sub.unsubscribe()

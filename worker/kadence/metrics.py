@@ -57,6 +57,12 @@ class WorkerMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.report_batch_size = Histogram(
+            "kadence_result_report_batch_size",
+            "Results per message sent to the results stream (runs that ended together).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 100),
+            registry=self.registry,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

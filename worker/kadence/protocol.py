@@ -4,12 +4,19 @@ This is a purely computational module with no side-effects. Messages are immutab
 pydantic models encoded as JSON. :func:`decode_run` and :func:`decode_result` raise
 :class:`DecodeError` — never anything else — for bad input, with a message that names the problem,
 so a consumer can dead-letter the message with that reason and go on.
+
+A message of the results stream holds one :class:`RunResult`, or several of one Job's results
+as a :class:`ResultBatch` (a busy worker reports the runs that end together in one message, one
+JetStream round trip for all of them). Readers use :func:`decode_results`, which takes both.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -19,6 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 MAX_PAYLOAD_BYTES = 64 * 1024
 #: Largest encoded run request a worker accepts; anything bigger is dead-lettered as oversize.
 MAX_MESSAGE_BYTES = 256 * 1024
+#: Largest results-stream message a reader accepts (a batch of results; NATS's default max
+#: payload is 1 MiB). Workers keep their batches well below it.
+MAX_RESULTS_BYTES = 1024 * 1024
 
 
 class DecodeError(ValueError):
@@ -198,6 +208,28 @@ class RunResult(_Message):
         return f"{self.run_id}:{self.attempt}:{self.state.value}"
 
 
+class ResultBatch(_Message):
+    """Several results of one Job (or several ad-hoc runs) in one message of the results stream.
+
+    Sent instead of single :class:`RunResult` messages when a worker has more than one result
+    to report at the same moment. Its ``Nats-Msg-Id`` (:attr:`dedupe_id`) is derived from the
+    results' own ids, so publishing the same batch again is de-duplicated like a single result.
+    """
+
+    version: Literal[1] = 1
+    results: tuple[RunResult, ...] = Field(min_length=1)
+
+    @property
+    def dedupe_id(self) -> str:
+        return batch_dedupe_id(r.dedupe_id for r in self.results)
+
+
+def batch_dedupe_id(ids: Iterable[str]) -> str:
+    """``Nats-Msg-Id`` of a batch whose results have these ``dedupe_id`` values, in order."""
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+    return f"batch:{digest}"
+
+
 class CancelRequest(_Message):
     """The operator asks workers to stop runs of a Job (``concurrencyPolicy: Replace``).
 
@@ -218,11 +250,23 @@ def _decode(model: type[_Message], data: bytes, what: str) -> Any:
     try:
         return model.model_validate_json(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        if first["type"] == "json_invalid":
-            raise DecodeError(f"{what} is not valid JSON: {first['msg']}") from None
-        raise DecodeError(f"{what} field {where!r}: {first['msg']}") from None
+        raise _named(error, what) from None
+
+
+def _validate(model: type[_Message], value: Any, what: str) -> Any:
+    """``model`` from already parsed JSON; :class:`DecodeError` names what is wrong."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        raise _named(error, what) from None
+
+
+def _named(error: ValidationError, what: str) -> DecodeError:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "message"
+    if first["type"] == "json_invalid":
+        return DecodeError(f"{what} is not valid JSON: {first['msg']}")
+    return DecodeError(f"{what} field {where!r}: {first['msg']}")
 
 
 def encode(message: _Message) -> bytes:
@@ -245,6 +289,56 @@ def decode_result(data: bytes) -> RunResult:
     """Decode a run result; :class:`DecodeError` names what is wrong."""
     result: RunResult = _decode(RunResult, data, "run result")
     return result
+
+
+def encode_batch(results: Sequence[RunResult]) -> bytes:
+    """A :class:`ResultBatch` of ``results`` (each encoded as :func:`encode` does)."""
+    return join_batch([encode(r) for r in results])
+
+
+def join_batch(encoded: Sequence[bytes]) -> bytes:
+    """A :class:`ResultBatch` of results already encoded by :func:`encode`."""
+    if not encoded:
+        raise ValueError("a result batch needs at least one result")
+    return b'{"version":1,"results":[' + b",".join(encoded) + b"]}"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedResults:
+    """What one message of the results stream holds: its results, and what could not be read."""
+
+    results: list[RunResult] = field(default_factory=list)
+    #: One line per result that failed to decode (a batch's good results are still returned).
+    errors: list[str] = field(default_factory=list)
+
+
+def decode_results(data: bytes) -> DecodedResults:
+    """Decode a message of the results stream: a single :class:`RunResult` or a
+    :class:`ResultBatch`. Raises :class:`DecodeError` when the message as a whole is unreadable;
+    a bad entry of a batch is named in ``errors`` and the others are returned.
+    """
+    if len(data) > MAX_RESULTS_BYTES:
+        raise OversizeError(
+            f"results message is {len(data)} bytes, over the {MAX_RESULTS_BYTES}-byte limit"
+        )
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        raise DecodeError(f"run result is not valid JSON: {error}") from None
+    if not isinstance(raw, dict) or "results" not in raw:
+        return DecodedResults(results=[_validate(RunResult, raw, "run result")])
+    if raw.get("version", 1) != 1:
+        raise DecodeError(f"result batch field 'version': unsupported version {raw['version']!r}")
+    entries = raw["results"]
+    if not isinstance(entries, list) or not entries:
+        raise DecodeError("result batch field 'results': expected a non-empty list")
+    decoded = DecodedResults()
+    for index, entry in enumerate(entries):
+        try:
+            decoded.results.append(_validate(RunResult, entry, f"result batch entry {index}"))
+        except DecodeError as error:
+            decoded.errors.append(str(error))
+    return decoded
 
 
 def decode_cancel(data: bytes) -> CancelRequest:

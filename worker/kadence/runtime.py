@@ -77,6 +77,7 @@ from kadence.protocol import (
     decode_run,
     salvage_ids,
 )
+from kadence.reporting import ResultReporter
 from kadence.storage import ObjectStore, OutputWriter, StorageError, output_location
 from kadence.threads import TaskThreads
 
@@ -583,6 +584,13 @@ class Worker:
         self._replaceable: dict[tuple[str, str], asyncio.Future[None]] = {}
         # Read when scraped: no gauge update per message.
         self.metrics.in_flight.set_function(lambda: len(self._inflight))
+        #: Final reports, coalesced per Job while one is in flight (see kadence.reporting).
+        self.reporter = ResultReporter(
+            lambda subject, payload, msg_id: client.publish_report(subject, payload, msg_id=msg_id),
+            subject=lambda result: client.result_subject(result, self.namespace),
+            tries=_PUBLISH_TRIES,
+            observe=self.metrics.report_batch_size.observe,
+        )
 
     def __repr__(self) -> str:
         return f"Worker({self.namespace}/{self.queue}, name={self.name!r})"
@@ -799,6 +807,8 @@ class Worker:
                 await asyncio.wait(still, timeout=_HANDLER_CLEANUP + 10)
         if self._background:
             await asyncio.wait(set(self._background), timeout=5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reporter.aclose(), timeout=10)
         if self._executor is not None:
             self._executor.shutdown()
         self._summarize()
@@ -952,17 +962,15 @@ class Worker:
         return False
 
     async def _report(self, result: RunResult) -> bool:
-        """Publish a run result, retrying briefly; False if NATS would not take it."""
-        for attempt in range(_PUBLISH_TRIES):
-            try:
-                await self.client.publish_result(result, namespace=self.namespace)
-                return True
-            except (nats.errors.Error, TimeoutError) as error:
-                log.warning(
-                    "publishing the %s result of %s failed (%s)", result.state, result.run_id, error
-                )
-                await asyncio.sleep(0.5 * 2**attempt)
-        return False
+        """Publish a run result (the reporter retries briefly); False if NATS would not take it."""
+        try:
+            await self.reporter.report(result)
+        except (nats.errors.Error, TimeoutError) as error:
+            log.warning(
+                "the %s result of %s was not stored (%s)", result.state, result.run_id, error
+            )
+            return False
+        return True
 
     async def _announce(self, result: RunResult) -> None:
         """Publish the advisory ``Running`` report; the run goes on without its ack."""

@@ -3,14 +3,16 @@
 A durable pull consumer on ``KADENCE_RESULTS``; each result becomes a status mutation (the pure
 fold) submitted to the coalesced status writer, and the message is acknowledged only after the
 mutation is persisted — an operator crash between arrival and write loses nothing, the result is
-redelivered and the fold, being idempotent, records it once. Results for a Job that no longer
-exists are acknowledged and dropped.
+redelivered and the fold, being idempotent, records it once. A message may hold several results
+of one Job (a worker's batch, :class:`~kadence.protocol.ResultBatch`): it is acknowledged once
+all of them are persisted. Results for a Job that no longer exists are acknowledged and dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js import api as jsapi
 
 from kadence import constants
-from kadence.protocol import DecodeError, RunResult, RunState, decode_result
+from kadence.protocol import DecodeError, RunResult, RunState, decode_results
 from kadence_operator.queues import streams
 from kadence_operator.results import fold
 from kadence_operator.statuswriter import ObjectGone, Status, StatusWriter, wait_hold
@@ -121,32 +123,46 @@ class ResultsConsumer:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            result = decode_result(msg.data)
+            decoded = decode_results(msg.data)
         except DecodeError as error:
-            logger.warning("dropping undecodable result: %s", error)
+            logger.warning("dropping undecodable result on %s: %s", msg.subject, error)
             await msg.term()
             return
-        if result.job is None or result.job.name == constants.ADHOC_JOB:
-            await msg.ack()  # an ad-hoc run (kadence enqueue): no Job to fold it into
+        for problem in decoded.errors:
+            logger.warning("dropping an undecodable result on %s: %s", msg.subject, problem)
+        folding = [
+            r for r in decoded.results if r.job is not None and r.job.name != constants.ADHOC_JOB
+        ]
+        if not folding:
+            await msg.ack()  # ad-hoc runs (kadence enqueue): no Job to fold them into
             return
-        job = result.job
-        limits = self._limits(job.namespace, job.name) or (3, 3)
-        future = self._writer.submit(
-            job.namespace,
-            job.name,
-            functools.partial(_mutation, result, limits, None),
-            uid=job.uid,
-        )
-        future.add_done_callback(functools.partial(self._done, msg, result))
+        # A batch (several results of one Job in one message) is acked once all of them are
+        # persisted; if any is not, the whole message comes again and the fold, idempotent,
+        # records the others once.
+        pending = _Pending(msg, len(folding))
+        for result in folding:
+            job = result.job
+            assert job is not None
+            limits = self._limits(job.namespace, job.name) or (3, 3)
+            future = self._writer.submit(
+                job.namespace,
+                job.name,
+                functools.partial(_mutation, result, limits, None),
+                uid=job.uid,
+            )
+            future.add_done_callback(functools.partial(self._done, pending, result))
 
-    def _done(self, msg: Msg, result: RunResult, future: asyncio.Future[None]) -> None:
+    def _done(self, pending: _Pending, result: RunResult, future: asyncio.Future[None]) -> None:
         error = None if future.cancelled() else future.exception()
         if error is not None and not isinstance(error, ObjectGone):
             # Not persisted: let JetStream redeliver it after ack_wait.
             logger.warning("result %s not persisted: %s", result.run_id, error)
-            return
-        self.folded += 1
-        self._spawn(msg.ack())
+            pending.failed = True
+        else:
+            self.folded += 1
+        pending.left -= 1
+        if pending.left == 0 and not pending.failed:
+            self._spawn(pending.msg.ack())
         if (
             error is None
             and self._on_final is not None
@@ -157,3 +173,12 @@ class ResultsConsumer:
             )
         ):
             self._spawn(self._on_final(result))
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """A results message whose results are being persisted: acked when the last one is."""
+
+    msg: Msg
+    left: int
+    failed: bool = False
