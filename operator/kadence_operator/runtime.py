@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from kubernetes import client
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from kadence.client import DirectNATS
 from kadence.config import Settings as ConnectionSettings
 from kadence.protocol import RunResult, RunState
 from kadence_operator import events, kube
@@ -64,7 +64,9 @@ async def start(settings: OperatorSettings) -> Runtime:
     api = kube.api_client()
     options = connection.nats_options()
     options["name"] = f"kadence-operator {settings.operator_id}"
-    nc = await nats.connect(**options)
+    # Replies to the scheduler's publishes (a PubAck per fire) go straight to their waiters.
+    nc = DirectNATS()
+    await nc.connect(**options)
     js = nc.jetstream()
     await ensure_results_stream(
         js, duplicate_window=settings.duplicate_window, ack_wait=settings.results_ack_wait

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 
 from kadence import constants
 from kadence.client import (
+    DirectNATS,
     KadenceClient,
     Requests,
     Slots,
@@ -30,6 +34,7 @@ from kadence.protocol import (
     decode_run,
 )
 from kadence_devstack.nats import NatsServer
+from tests.conftest import track
 from tests.integration.test_worker_support import connected, fresh_queue, unique
 
 pytestmark = pytest.mark.integration
@@ -462,3 +467,68 @@ async def test_prepared_requests_are_what_publish_sends(nats_server: NatsServer)
         with pytest.raises(nats.errors.ConnectionClosedError):
             await closing.write([late])
         assert late.reply.cancelled()
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_direct_subscriptions_call_their_function_in_order_and_survive(
+    tmp_path: Path,
+) -> None:
+    """DirectNATS: messages of a direct subscription reach its plain function in order, with
+    their headers; a function that raises loses only that message; ordinary subscriptions on
+    the same connection still work; after a server restart the subscription is there again;
+    unsubscribed, it gets nothing more."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    track([node.process for node in server.nodes])
+    nc = DirectNATS()
+    try:
+        await nc.connect(server.url, reconnect_time_wait=0.2, max_reconnect_attempts=-1)
+        got: list[tuple[str, str | None]] = []
+        loop_tasks = len(asyncio.all_tasks())
+
+        def seen(msg: Msg) -> None:
+            if msg.data == b"boom":
+                raise RuntimeError("a bad message")
+            got.append((msg.data.decode(), (msg.headers or {}).get("K")))
+
+        sub = await nc.subscribe_direct("direct.>", seen)
+        assert len(asyncio.all_tasks()) <= loop_tasks + 1  # nats-py's idle task, no more
+        ordinary: list[bytes] = []
+
+        async def plain(msg: Msg) -> None:
+            ordinary.append(msg.data)
+
+        await nc.subscribe("plain", cb=plain)
+        for i in range(50):
+            await nc.publish("direct.a", str(i).encode(), headers={"K": f"v{i}"} if i % 2 else None)
+        await nc.publish("direct.b", b"boom")
+        await nc.publish("direct.b", b"after")
+        await nc.publish("plain", b"p")
+        await _until(lambda: len(got) == 51 and ordinary == [b"p"], "the messages")
+        assert got[:3] == [("0", None), ("1", "v1"), ("2", None)]
+        assert [g[0] for g in got] == [*(str(i) for i in range(50)), "after"]
+        assert nc.is_connected
+
+        server.nodes[0].process.kill()
+        await _until(lambda: not nc.is_connected, "the disconnect")
+        server.restart_node(0)
+        await _until(lambda: nc.is_connected, "the reconnect", timeout=30)
+        await nc.publish("direct.a", b"again")
+        await _until(lambda: got[-1][0] == "again", "a message after the reconnect")
+
+        await sub.unsubscribe()
+        assert not nc._direct
+        await nc.publish("direct.a", b"gone")
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        assert got[-1][0] == "again"
+    finally:
+        await nc.close()
+        server.stop()

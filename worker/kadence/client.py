@@ -35,6 +35,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -367,6 +368,63 @@ class QueueInfo:
         return max(self.partitions) + 1 if self.partitions else 1
 
 
+class DirectNATS(NATS):
+    """nats-py's client, plus subscriptions whose messages go straight to a plain function.
+
+    nats-py puts each message of a subscription in a queue that a task of the subscription
+    drains into an async callback: per message a queue put and get, a task step and a
+    coroutine. On the worker's pull inbox and reply inbox, where a message is a run, a
+    ``PubAck`` or an ack's confirmation, that is a sizeable share of the CPU per run.
+    :meth:`subscribe_direct` subscribes the usual way (so a reconnect subscribes it again and
+    a drain ends it) and :meth:`_process_msg`, the client's step per incoming message, calls
+    its function at once, in the read loop: it must be quick and never block.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._direct: dict[int, Callable[[Msg], None]] = {}
+
+    async def subscribe_direct(self, subject: str, cb: Callable[[Msg], None]) -> Subscription:
+        sub = await self.subscribe(subject, cb=_unused_callback)
+        self._direct[sub._id] = cb
+        return sub
+
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        self._direct.pop(sid, None)
+        super()._remove_sub(sid, max_msgs)
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        cb = self._direct.get(sid)
+        if cb is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        hdr = await self._process_headers(headers) if headers else None
+        try:
+            cb(self._build_message(sid, subject, reply, data, hdr))
+        except Exception:  # never out of the read loop: that would end the connection
+            log.exception("handling a message on %s failed", subject.decode(errors="replace"))
+
+
+async def _unused_callback(msg: Msg) -> None:
+    """A direct subscription's nats-py callback: never called (see :class:`DirectNATS`)."""
+
+
+async def subscribe_direct(nc: NATS, subject: str, cb: Callable[[Msg], None]) -> Subscription:
+    """Subscribe ``cb`` (a plain function) to ``subject``: directly on a :class:`DirectNATS`
+    connection, through an ordinary async callback on any other."""
+    if isinstance(nc, DirectNATS):
+        return await nc.subscribe_direct(subject, cb)
+
+    async def relay(msg: Msg) -> None:
+        cb(msg)
+
+    return await nc.subscribe(subject, cb=relay)
+
+
 #: How often :class:`Requests` looks for requests past their timeout (seconds).
 SWEEP_INTERVAL = 0.25
 
@@ -399,7 +457,7 @@ class Requests:
             self._started = asyncio.get_running_loop().create_future()
             try:
                 prefix = self._nc.new_inbox() + "."
-                await self._nc.subscribe(prefix + "*", cb=self._reply)
+                await subscribe_direct(self._nc, prefix + "*", self._reply)
                 self._prefix = prefix
                 self._started.set_result(None)
             except BaseException as error:
@@ -408,7 +466,7 @@ class Requests:
                 raise
         await self._started
 
-    async def _reply(self, msg: Msg) -> None:
+    def _reply(self, msg: Msg) -> None:
         found = self._waiting.pop(msg.subject[len(self._prefix) :], None)
         if found is not None and not found[0].done():
             found[0].set_result(msg)
@@ -690,7 +748,7 @@ class Pull:
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
-        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+        self._sub = await subscribe_direct(self._nc, self._inbox, self._on_msg)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -718,7 +776,7 @@ class Pull:
             self._wanted = self.got
             self._over = None
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
         if status is None:
             if self.got < self._wanted:
@@ -964,7 +1022,7 @@ class KadenceClient:
     ) -> KadenceClient:
         """Connect with ``settings`` (default: from the environment); ``options`` go to NATS."""
         settings = settings or Settings.from_env()
-        nc = NATS()
+        nc = DirectNATS()
 
         async def on_error(error: Exception) -> None:
             log.warning("NATS: %s", error)
