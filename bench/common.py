@@ -151,6 +151,10 @@ class Stack:
             **{k: v for k, v in os.environ.items() if k in AB_SETTINGS},
             **env,
         }
+        if source := os.environ.get("KADENCE_BENCH_OPERATOR_PYTHONPATH"):
+            # A/B of two commits: the operator imports another checkout's code, e.g.
+            # <checkout>/worker:<checkout>/operator of a `git worktree`.
+            variables["PYTHONPATH"] = source
         proc = ManagedProcess(
             name=f"operator {op_id}",
             argv=[str(BIN / "kadence-operator")],
