@@ -146,10 +146,10 @@ async def _publish_result(url: str, result: RunResult) -> None:
         await nc.close()
 
 
-def report(nats_server: NatsServer, run: RunRequest, state: RunState) -> None:
-    """Publish what a worker would report for ``run`` (attempt 1)."""
+def worker_result(run: RunRequest, state: RunState) -> RunResult:
+    """What a worker would report for ``run`` (attempt 1)."""
     now = datetime.now(UTC)
-    result = RunResult(
+    return RunResult(
         run_id=run.run_id,
         attempt=1,
         job=run.job,
@@ -159,7 +159,11 @@ def report(nats_server: NatsServer, run: RunRequest, state: RunState) -> None:
         finished_at=None if state is RunState.RUNNING else now,
         worker="test-worker",
     )
-    asyncio.run(_publish_result(nats_server.url, result))
+
+
+def report(nats_server: NatsServer, run: RunRequest, state: RunState) -> None:
+    """Publish what a worker would report for ``run`` (attempt 1)."""
+    asyncio.run(_publish_result(nats_server.url, worker_result(run, state)))
 
 
 def report_batch(nats_server: NatsServer, results: list[RunResult], extra: bytes = b"") -> None:
@@ -528,7 +532,7 @@ class TestPolicies:
             kubectl(kube, "delete", "queue", qname, "--wait=false")
 
     def test_a_batch_of_results_folds_each_run(
-        self, kube: KubeControlPlane, nats_server: NatsServer
+        self, kube: KubeControlPlane, nats_server: NatsServer, policy_operator: ManagedProcess
     ) -> None:
         """A worker's batch (several results of one Job in one message) is folded result by
         result; a bad entry is dropped with a warning and the others still count."""
@@ -545,22 +549,8 @@ class TestPolicies:
         try:
             wait_for(lambda: len(runs_of(nats_server, qname, jname)) == 3, what="3 runs published")
             runs = [p.request for p in runs_of(nats_server, qname, jname)]
-            now = datetime.now(UTC)
-            results = [
-                RunResult(
-                    run_id=run.run_id,
-                    attempt=1,
-                    job=run.job,
-                    state=state,
-                    scheduled_at=run.scheduled_at,
-                    started_at=now,
-                    finished_at=now,
-                    worker="test-worker",
-                )
-                for run, state in zip(
-                    runs, [RunState.SUCCEEDED, RunState.FAILED, RunState.SUCCEEDED], strict=True
-                )
-            ]
+            states = [RunState.SUCCEEDED, RunState.FAILED, RunState.SUCCEEDED]
+            results = [worker_result(r, s) for r, s in zip(runs, states, strict=True)]
             report_batch(nats_server, results, extra=b'{"run_id": "bad", "attempt": 0}')
             wait_for(
                 lambda: (
@@ -576,6 +566,8 @@ class TestPolicies:
                 ),
                 what="counted once each",
             )
+            # The bad entry (the 4th) is named in the operator's log, not silently lost.
+            assert "result batch entry 3 field 'attempt'" in policy_operator.log_tail(2000)
         finally:
             kubectl(kube, "delete", "kjob", jname, "--wait=false")
             kubectl(kube, "delete", "queue", qname, "--wait=false")
