@@ -30,11 +30,10 @@ from kadence.protocol import (
     RunRequest,
     RunResult,
     RunState,
-    batch_dedupe_id,
     decode_cancel,
     decode_run,
     encode,
-    encode_batch,
+    results_message,
 )
 from kadence_devstack.kube import KubeControlPlane
 from kadence_devstack.nats import NatsServer
@@ -171,7 +170,7 @@ def report_batch(nats_server: NatsServer, results: list[RunResult], extra: bytes
     (encoded JSON) is put in as one more entry of the batch."""
     job = results[0].job
     assert job is not None
-    data = encode_batch(results)
+    data, msg_id = results_message(results)
     if extra:
         data = data[: -len(b"]}")] + b"," + extra + b"]}"
 
@@ -181,7 +180,7 @@ def report_batch(nats_server: NatsServer, results: list[RunResult], extra: bytes
             await nc.jetstream().publish(
                 constants.results_subject(job.namespace, job.name),
                 data,
-                headers={constants.MSG_ID_HEADER: batch_dedupe_id(r.dedupe_id for r in results)},
+                headers={constants.MSG_ID_HEADER: msg_id},
             )
         finally:
             await nc.close()

@@ -61,11 +61,10 @@ from kadence.protocol import (
     RetryPolicy,
     RunRequest,
     RunResult,
-    batch_dedupe_id,
     decode_results,
     decode_run,
     encode,
-    encode_batch,
+    results_message,
 )
 
 log = logging.getLogger("kadence.client")
@@ -1238,19 +1237,11 @@ class KadenceClient:
         :class:`~kadence.protocol.ResultBatch`, de-duplicated by its results' ids. One
         ``PubAck`` covers them all: stored together or not at all.
         """
-        if not results:
-            raise ValueError("no results to publish")
-        if len(results) == 1:
-            return await self.publish_result(results[0], namespace=namespace, timeout=timeout)
+        payload, msg_id = results_message(results)
         subject = self.result_subject(results[0], namespace)
         if any(self.result_subject(r, namespace) != subject for r in results[1:]):
             raise ValueError("a result batch takes the results of one subject (one Job)")
-        return await self.publish_report(
-            subject,
-            encode_batch(results),
-            msg_id=batch_dedupe_id(r.dedupe_id for r in results),
-            timeout=timeout,
-        )
+        return await self.publish_report(subject, payload, msg_id=msg_id, timeout=timeout)
 
     async def publish_report(
         self,

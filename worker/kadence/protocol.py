@@ -293,11 +293,25 @@ def decode_result(data: bytes) -> RunResult:
 
 def encode_batch(results: Sequence[RunResult]) -> bytes:
     """A :class:`ResultBatch` of ``results`` (each encoded as :func:`encode` does)."""
-    return join_batch([encode(r) for r in results])
+    return _join_batch([encode(r) for r in results])
 
 
-def join_batch(encoded: Sequence[bytes]) -> bytes:
-    """A :class:`ResultBatch` of results already encoded by :func:`encode`."""
+def results_message(
+    results: Sequence[RunResult], encoded: Sequence[bytes] | None = None
+) -> tuple[bytes, str]:
+    """The body and ``Nats-Msg-Id`` of one results-stream message holding ``results``: one
+    result as :func:`encode` writes it with its own :attr:`~RunResult.dedupe_id`, several as a
+    :class:`ResultBatch` with :func:`batch_dedupe_id`. ``encoded``: the same results already
+    encoded, so they are not encoded again."""
+    if not results:
+        raise ValueError("a results message needs at least one result")
+    parts = list(encoded) if encoded is not None else [encode(r) for r in results]
+    if len(results) == 1:
+        return parts[0], results[0].dedupe_id
+    return _join_batch(parts), batch_dedupe_id(r.dedupe_id for r in results)
+
+
+def _join_batch(encoded: Sequence[bytes]) -> bytes:
     if not encoded:
         raise ValueError("a result batch needs at least one result")
     return b'{"version":1,"results":[' + b",".join(encoded) + b"]}"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import nats.errors
 
-from kadence.protocol import RunResult, batch_dedupe_id, encode, join_batch
+from kadence.protocol import RunResult, encode, results_message
 
 log = logging.getLogger("kadence.reporting")
 
@@ -122,11 +122,7 @@ class ResultReporter:
         return taken
 
     async def _publish(self, subject: str, entries: list[_Entry]) -> None:
-        if len(entries) == 1:
-            payload, msg_id = entries[0].data, entries[0].result.dedupe_id
-        else:
-            payload = join_batch([e.data for e in entries])
-            msg_id = batch_dedupe_id(e.result.dedupe_id for e in entries)
+        payload, msg_id = results_message([e.result for e in entries], [e.data for e in entries])
         error: BaseException | None = None
         for attempt in range(self._tries):
             try:
