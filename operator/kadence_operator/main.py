@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import sys
 
@@ -14,25 +13,6 @@ import kopf
 from kadence import loops
 from kadence_operator import handlers
 from kadence_operator.settings import OperatorSettings, SettingsError
-
-#: Allocations between two young-generation collections (CPython's default is 700).
-GC_THRESHOLD = 10_000
-
-
-def tune_gc() -> None:
-    """Make the garbage collector's pauses rarer and shorter for a long-running operator.
-
-    At a thousand runs a second the operator holds a few hundred thousand short-lived objects
-    (runs awaiting their status write), and CPython's default thresholds made a full collection
-    of all of them (0.4-0.6 s, blocking every fire) every few seconds. The objects of start-up
-    (modules, classes, the Kubernetes client's models: ~80,000) never become garbage: frozen,
-    no collection walks them again. A larger young generation lets more objects die before
-    they are promoted, so the older generations are collected far less often.
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD, older, oldest)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         # kopf logs every handler call at INFO; with thousands of Jobs whose status changes every
         # few seconds that is hundreds of lines a second. Failures are still logged.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    tune_gc()
+    loops.tune_gc()
     # kopf.run() is kopf.operator() on the current loop; kopf picks uvloop by itself only in its
     # own CLI, so this entry point runs it on the loop kadence.loops chooses, as workers do.
     operator = kopf.operator(

@@ -76,10 +76,12 @@ def test_the_cli_names_a_bad_choice() -> None:
     assert "KADENCE_EVENT_LOOP must be one of auto, uvloop, asyncio, got 'nope'" in result.output
 
 
-def test_the_operator_freezes_start_up_objects_and_widens_the_young_generation() -> None:
+def test_tune_gc_freezes_start_up_objects_and_widens_the_young_generation() -> None:
+    """What the operator and the worker do once started."""
     import gc
 
-    from kadence_operator.main import GC_THRESHOLD, tune_gc
+    import kadence_operator.main  # noqa: F401 -- its start-up objects, as in the operator
+    from kadence.loops import GC_THRESHOLD, tune_gc
 
     before = gc.get_threshold()
     try:

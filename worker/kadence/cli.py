@@ -189,6 +189,7 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
+        loops.tune_gc()  # start-up is over
         try:
             await runner.run()
         finally:

@@ -230,15 +230,24 @@ class OutputWriter:
     def __init__(
         self,
         store: ObjectStore | None,
-        location: OutputLocation,
+        location: OutputLocation | Callable[[], OutputLocation],
         *,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> None:
         self._store = store
-        self.location = location
+        #: The location, or the function that gives it when first needed (most tasks write
+        #: nothing, and the worker builds a writer for every run).
+        self._location = location
         self._cancelled = cancelled
         self._objects: dict[str, OutputObject] = {}
         self._lock = threading.Lock()
+
+    @property
+    def location(self) -> OutputLocation:
+        location = self._location
+        if not isinstance(location, OutputLocation):
+            location = self._location = location()
+        return location
 
     @property
     def bucket(self) -> str:
@@ -256,6 +265,8 @@ class OutputWriter:
     @property
     def objects(self) -> tuple[OutputObject, ...]:
         """The objects written so far, in the order first written."""
+        if not self._objects:  # most runs write nothing: no lock for them
+            return ()
         with self._lock:
             return tuple(self._objects.values())
 
