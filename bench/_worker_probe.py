@@ -25,6 +25,7 @@ import pstats
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from nats.aio.msg import Msg
@@ -65,6 +66,10 @@ class Probe:
         report = ResultReporter.report
         announce_result = KadenceClient.announce_result
         ack_sync = QueueMessage.ack_sync
+        submit = ResultReporter.submit
+        queue_ack = Worker._queue_ack
+        acked = Worker._acked
+        sent: dict[int, float] = {}
         probe = self
 
         async def counted_pull(puller: Pull, batch: int, *, expires: float) -> int:
@@ -91,13 +96,42 @@ class Probe:
             else:
                 await ack_sync(message, timeout)
             probe.latency["ack_sync"].append(time.perf_counter() - started)
-            probe.acked += 1
-            if probe.acked == probe.count:
-                probe.profiler.disable()
-                probe.last = time.perf_counter()
-                probe.cpu_last = time.process_time()
-                probe.loop_cpu_last = time.thread_time()
-                probe.done.set()
+            probe.count_ack()
+
+        def timed_queue_ack(worker: Worker, settle: Any) -> None:
+            if "ack-sync" in probe.skip:
+                worker._spawn(settle.message.ack())
+                worker._settled(settle)
+                probe.count_ack()
+                return
+            sent[id(settle)] = time.perf_counter()
+            queue_ack(worker, settle)
+
+        def counted_acked(
+            worker: Worker, settle: Any, reply: Msg | None, error: BaseException | None
+        ) -> None:
+            probe.latency["double ack (callback)"].append(
+                time.perf_counter() - sent.pop(id(settle))
+            )
+            acked(worker, settle, reply, error)
+            if error is None:
+                probe.count_ack()
+
+        def timed_submit(
+            reporter: ResultReporter, result: RunResult, done: Callable[[Any], None]
+        ) -> None:
+            if "result" in probe.skip:
+                asyncio.get_running_loop().call_soon(done, None)
+                return
+            started = time.perf_counter()
+
+            def timed_done(error: BaseException | None) -> None:
+                probe.latency[f"report {result.state.value} (callback)"].append(
+                    time.perf_counter() - started
+                )
+                done(error)
+
+            submit(reporter, result, timed_done)
 
         async def timed_report(reporter: ResultReporter, result: RunResult) -> None:
             final = "result" in probe.skip and result.state is not RunState.RUNNING
@@ -133,6 +167,19 @@ class Probe:
         KadenceClient.publish_report = timed_publish  # type: ignore[method-assign]
         ResultReporter.report = timed_report  # type: ignore[method-assign]
         KadenceClient.announce_result = timed_announce  # type: ignore[method-assign]
+        ResultReporter.submit = timed_submit  # type: ignore[method-assign]
+        Worker._queue_ack = timed_queue_ack  # type: ignore[method-assign]
+        Worker._acked = counted_acked  # type: ignore[method-assign]
+
+    def count_ack(self) -> None:
+        """One run acked (and confirmed): the last one ends the measurement."""
+        self.acked += 1
+        if self.acked == self.count:
+            self.profiler.disable()
+            self.last = time.perf_counter()
+            self.cpu_last = time.process_time()
+            self.loop_cpu_last = time.thread_time()
+            self.done.set()
 
     def report(self, stream: IO[str]) -> None:
         assert self.first is not None
@@ -197,6 +244,7 @@ async def run(args: argparse.Namespace) -> None:
         name="bench-probe",
         grace_period=10,
     )
+    loops.tune_gc()  # as the CLI does
     serving = asyncio.create_task(worker.run())
     try:
         await asyncio.wait_for(probe.done.wait(), timeout=120 + args.count / 20)

@@ -469,6 +469,61 @@ async def test_prepared_requests_are_what_publish_sends(nats_server: NatsServer)
         assert late.reply.cancelled()
 
 
+async def test_requests_sent_now_hand_each_reply_to_its_callback(nats_server: NatsServer) -> None:
+    """Requests.send_now (the worker's double acks): one write, each reply to its callback, in
+    the order sent; a bad subject, a silent responder past the timeout and a closed connection
+    reach the callback as nats-py's errors, never from within send_now."""
+    import nats
+    import nats.errors
+
+    async with connected(nats_server) as client, fresh_queue(client) as queue:
+        requests = client.requests
+        subject = constants.subject(client.namespace, queue.name, 0)
+        with pytest.raises(RuntimeError, match="ready"):
+            Requests(client.nc).send_now([(subject, b"x", lambda reply, error: None)])
+        await requests.ready()
+        got: list[tuple[int, Msg | None, BaseException | None]] = []
+        done = asyncio.Event()
+
+        def callback(i: int) -> Callable[[Msg | None, BaseException | None], None]:
+            def call(reply: Msg | None, error: BaseException | None) -> None:
+                got.append((i, reply, error))
+                if len(got) == 21:
+                    done.set()
+
+            return call
+
+        sent = [(subject, b'{"n": %d}' % i, callback(i)) for i in range(20)]
+        requests.send_now([*sent[:10], ("bad subject", b"x", callback(99)), *sent[10:]])
+        assert got == []  # not even the bad subject's callback runs inside send_now
+        await asyncio.wait_for(done.wait(), 10)
+        assert [i for i, _, _ in got if i != 99] == list(range(20))
+        bad = next(e for i, _, e in got if i == 99)
+        assert isinstance(bad, nats.errors.BadSubjectError)
+        acks = [pub_ack(reply) for i, reply, _ in got if reply is not None]
+        assert [a.seq for a in acks] == list(range(acks[0].seq, acks[0].seq + 20))
+        assert (await client.js.get_msg(queue.stream, acks[7].seq)).data == b'{"n": 7}'
+        assert not requests._waiting
+
+        silent = await client.nc.subscribe(unique("silent"))
+        late: list[BaseException | None] = []
+        requests.send_now([(silent.subject, b"", lambda _, e: late.append(e))], timeout=0.3)
+        await _until(lambda: bool(late), "the silent request's timeout")
+        assert isinstance(late[0], nats.errors.TimeoutError)
+        await silent.unsubscribe()
+
+        other = await nats.connect(nats_server.url)
+        closing = Requests(other)
+        await closing.ready()
+        await other.close()
+        failed: list[BaseException | None] = []
+        closing.send_now([(subject, b"late", lambda _, e: failed.append(e))])
+        assert failed == []
+        await _until(lambda: bool(failed), "the closed connection's error")
+        assert isinstance(failed[0], nats.errors.ConnectionClosedError)
+        assert not closing._waiting
+
+
 async def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while not check():

@@ -202,3 +202,53 @@ def test_limits_are_checked() -> None:
         ResultReporter(FakeStream().send, subject=subject_of, max_batch=0)
     with pytest.raises(ValueError, match="at least 1"):
         ResultReporter(FakeStream().send, subject=subject_of, tries=0)
+
+
+async def test_submitted_results_call_back_once_stored_and_share_a_message() -> None:
+    """submit(): no future per result; the callback runs once the message is stored (never
+    inside submit), and submitted and awaited results of one Job share a message."""
+    stream = FakeStream()
+    rep = reporter(stream)
+    told: list[tuple[str, BaseException | None]] = []
+    first = asyncio.create_task(rep.report(result("r0")))
+    await settle()
+    for i in (1, 2):
+        rep.submit(result(f"r{i}"), lambda error, i=i: told.append((f"r{i}", error)))
+    waited = asyncio.create_task(rep.report(result("r3")))
+    assert told == []
+    await settle()
+    assert told == []  # r0's PubAck is not back: r1 and r2 wait for the next message
+    stream.gate.set()
+    await asyncio.gather(first, waited)
+    assert told == [("r1", None), ("r2", None)]
+    assert stream.run_ids(1) == ["r1", "r2", "r3"]
+
+
+async def test_submitted_results_are_told_the_error_and_a_raising_callback_is_contained() -> None:
+    stream = FakeStream(failures=10)
+    stream.gate.set()
+    rep = reporter(stream, tries=2)
+    told: list[BaseException | None] = []
+
+    def broken(error: BaseException | None) -> None:
+        raise RuntimeError("callback bug")
+
+    rep.submit(result("r0"), broken)
+    rep.submit(result("r1"), told.append)
+    await rep.aclose()
+    assert len(stream.sent) == 2  # both tries of one message
+    assert len(told) == 1
+    assert isinstance(told[0], nats.errors.TimeoutError)
+
+
+async def test_a_cancelled_reporter_tells_submitted_results() -> None:
+    stream = FakeStream()
+    rep = reporter(stream)
+    told: list[BaseException | None] = []
+    rep.submit(result("r0"), told.append)
+    await settle()
+    for task in list(rep._tasks):
+        task.cancel()
+    await asyncio.gather(*rep._tasks, return_exceptions=True)
+    assert len(told) == 1
+    assert isinstance(told[0], asyncio.CancelledError)

@@ -473,9 +473,11 @@ class Requests:
         self._timeout = timeout
         self._prefix = ""
         self._started: asyncio.Future[None] | None = None
-        self._waiting: dict[str, tuple[asyncio.Future[Msg], float]] = {}
+        #: Reply token -> (its future, or the callback of :meth:`send_now`; its deadline).
+        self._waiting: dict[str, tuple[asyncio.Future[Msg] | ReplyCallback, float]] = {}
         self._tokens = itertools.count()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def _start(self) -> None:
         if self._started is None:
@@ -493,8 +495,13 @@ class Requests:
 
     def _reply(self, msg: Msg) -> None:
         found = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if found is not None and not found[0].done():
-            found[0].set_result(msg)
+        if found is None:
+            return
+        waiter = found[0]
+        if not isinstance(waiter, asyncio.Future):
+            _call(waiter, msg, None)
+        elif not waiter.done():
+            waiter.set_result(msg)
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -502,9 +509,23 @@ class Requests:
         expired = [token for token, (_, deadline) in self._waiting.items() if deadline <= now]
         for token in expired:
             waiter, _ = self._waiting.pop(token)
-            if not waiter.done():
+            if not isinstance(waiter, asyncio.Future):
+                _call(waiter, None, nats.errors.TimeoutError())
+            elif not waiter.done():
                 waiter.set_exception(nats.errors.TimeoutError())
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep) if self._waiting else None
+
+    def _fail(self, tokens: Sequence[str], error: BaseException) -> None:
+        """End the waits of ``tokens`` (callbacks and futures) with ``error``."""
+        for token in tokens:
+            found = self._waiting.pop(token, None)
+            if found is None:
+                continue
+            waiter = found[0]
+            if not isinstance(waiter, asyncio.Future):
+                _call(waiter, None, error)
+            elif not waiter.done():
+                waiter.set_exception(error)
 
     def _waiter(self, timeout: float | None) -> tuple[str, asyncio.Future[Msg]]:
         """A reply token and its future, failed by the sweep once ``timeout`` has passed."""
@@ -583,25 +604,86 @@ class Requests:
         otherwise (and while reconnecting) they join that buffer and its flusher, like any
         publish. On an error none of them was sent and their waiters are discarded.
         """
-        nc = self._nc
         try:
-            if nc.is_closed:
-                raise nats.errors.ConnectionClosedError
-            if nc.is_draining_pubs:
-                raise nats.errors.ConnectionDrainingError
             if not prepared:
+                self._check_open()
                 return
             data = b"".join(p.wire for p in prepared)
-            if not nc.is_connected and (
-                nc._max_pending_size <= 0
-                or len(data) + nc._pending_data_size > nc._max_pending_size
-            ):
-                raise nats.errors.OutboundBufferLimitError
+            self._check_writable(len(data))
         except BaseException:
             for p in prepared:
                 self.discard(p)
             raise
-        nc.stats["out_msgs"] += len(prepared)
+        if not self._write_now(data, len(prepared)):
+            await self._buffer(data)
+
+    def send_now(
+        self,
+        requests: Sequence[tuple[str, bytes, ReplyCallback]],
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Send requests without headers now, in one piece; each reply goes to its callback.
+
+        For replies nobody awaits (the worker's double acks, sent together once their runs'
+        results are stored): no future, task or coroutine per request. A callback gets
+        ``(reply, None)``, or ``(None, error)`` once ``timeout`` has passed (nats-py's
+        ``TimeoutError``) or when the requests could not be sent; it is never called from
+        within this method. Needs :meth:`ready` first.
+        """
+        if not self._prefix:
+            raise RuntimeError("Requests.send_now before Requests.ready")
+        if not requests:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self._timeout)
+        tokens: list[str] = []
+        parts: list[bytes] = []
+        for subject, payload, callback in requests:
+            if _SUBJECT_UNSAFE.search(subject):
+                loop.call_soon(_call, callback, None, nats.errors.BadSubjectError())
+                continue
+            token = str(next(self._tokens))
+            self._waiting[token] = (callback, deadline)
+            tokens.append(token)
+            parts.append(f"PUB {subject} {self._prefix}{token} {len(payload)}\r\n".encode())
+            parts.append(payload)
+            parts.append(b"\r\n")
+        if not tokens:
+            return
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        data = b"".join(parts)
+        try:
+            self._check_writable(len(data))
+        except nats.errors.Error as error:
+            loop.call_soon(self._fail, tokens, error)
+            return
+        if self._write_now(data, len(tokens)):
+            return
+        task = loop.create_task(self._buffer(data, tokens))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    def _check_open(self) -> None:
+        if self._nc.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if self._nc.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+
+    def _check_writable(self, size: int) -> None:
+        """Raise nats-py's error if ``size`` bytes cannot be sent or buffered now."""
+        self._check_open()
+        nc = self._nc
+        if not nc.is_connected and (
+            nc._max_pending_size <= 0 or size + nc._pending_data_size > nc._max_pending_size
+        ):
+            raise nats.errors.OutboundBufferLimitError
+
+    def _write_now(self, data: bytes, count: int) -> bool:
+        """Hand ``data`` (``count`` messages) to the socket if nothing waits before it."""
+        nc = self._nc
+        nc.stats["out_msgs"] += count
         nc.stats["out_bytes"] += len(data)
         transport = nc._transport
         if nc.is_connected and not nc._pending and transport is not None:
@@ -610,10 +692,18 @@ class Requests:
             # the event loop (for a burst due at an instant, that can be many milliseconds).
             # The order of everything sent is kept; the flusher's next drain covers these too.
             transport.write(data)
-            return
-        # nats-py's own publish path, minus the per-message encoding done in prepare().
-        await nc._send_command(data)
-        await nc._flush_pending()
+            return True
+        return False
+
+    async def _buffer(self, data: bytes, tokens: Sequence[str] = ()) -> None:
+        """nats-py's own publish path, minus the per-message encoding done already."""
+        try:
+            await self._nc._send_command(data)
+            await self._nc._flush_pending()
+        except nats.errors.Error as error:
+            if not tokens:
+                raise
+            self._fail(tokens, error)
 
     async def send(
         self,
@@ -693,6 +783,18 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
         lines.append(f"{key}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode()
+
+
+#: The callback of a request sent by :meth:`Requests.send_now`: ``(reply, None)`` or
+#: ``(None, error)``.
+ReplyCallback = Callable[[Msg | None, BaseException | None], None]
+
+
+def _call(callback: ReplyCallback, reply: Msg | None, error: BaseException | None) -> None:
+    try:
+        callback(reply, error)
+    except Exception:  # a bug in the callback: it must not stop the read loop or the sweep
+        log.exception("a reply callback failed")
 
 
 @dataclass(slots=True)

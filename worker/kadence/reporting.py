@@ -39,11 +39,18 @@ TRIES = 3
 RETRY_DELAY = 0.5
 
 
+#: Told the outcome of a result handed to :meth:`ResultReporter.submit`: ``None`` once stored,
+#: else the error (``asyncio.CancelledError`` when the reporter is cancelled).
+Done = Callable[[BaseException | None], None]
+
+
 @dataclass(slots=True)
 class _Entry:
     result: RunResult
     data: bytes
-    stored: asyncio.Future[None]
+    #: Whoever waits for the result to be stored: :meth:`ResultReporter.report`'s future, or
+    #: the callback given to :meth:`ResultReporter.submit`.
+    stored: asyncio.Future[None] | Done
 
 
 class ResultReporter:
@@ -84,12 +91,21 @@ class ResultReporter:
         Raises what the last publish raised (``nats.errors.Error``, ``TimeoutError``) when it
         could not be stored after :data:`TRIES` publishes.
         """
-        entry = _Entry(result, encode(result), asyncio.get_running_loop().create_future())
-        subject = self._subject(result)
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._add(_Entry(result, encode(result), stored))
+        await stored
+
+    def submit(self, result: RunResult, done: Done) -> None:
+        """Like :meth:`report`, for a caller that does not wait: ``done`` is called once
+        ``result`` is stored (with ``None``) or could not be (with the error), never from within
+        this method. No future or task per result: a busy worker reports thousands a second."""
+        self._add(_Entry(result, encode(result), done))
+
+    def _add(self, entry: _Entry) -> None:
+        subject = self._subject(entry.result)
         self._waiting.setdefault(subject, []).append(entry)
         if subject not in self._busy:
             self._start(subject)
-        await entry.stored
 
     def _start(self, subject: str) -> None:
         """Send the next message of ``subject`` once the current iteration of the loop is over,
@@ -139,9 +155,8 @@ class ResultReporter:
                 if attempt + 1 < self._tries:
                     await asyncio.sleep(self._retry_delay * 2**attempt)
                 continue
-            except asyncio.CancelledError:  # the worker is going away: so are its runs
-                for entry in entries:
-                    entry.stored.cancel()
+            except asyncio.CancelledError as cancelled:  # the worker is going away: so are its runs
+                self._settle(entries, cancelled)
                 raise
             except Exception as exc:  # a bug: its runs must not hang, and the next go out
                 log.exception("publishing %d result(s) to %s failed", len(entries), subject)
@@ -159,12 +174,20 @@ class ResultReporter:
     @staticmethod
     def _settle(entries: list[_Entry], error: BaseException | None) -> None:
         for entry in entries:
-            if entry.stored.done():
+            stored = entry.stored
+            if not isinstance(stored, asyncio.Future):
+                try:
+                    stored(error)
+                except Exception:  # a bug in one caller's callback must not strand the others
+                    log.exception("the callback of the result of %s failed", entry.result.run_id)
+            elif stored.done():
                 continue
-            if error is None:
-                entry.stored.set_result(None)
+            elif isinstance(error, asyncio.CancelledError):
+                stored.cancel()
+            elif error is None:
+                stored.set_result(None)
             else:
-                entry.stored.set_exception(error)
+                stored.set_exception(error)
 
     async def aclose(self) -> None:
         """Wait for the messages in flight (a worker's shutdown, after its runs are done)."""
@@ -172,4 +195,4 @@ class ResultReporter:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-__all__ = ["MAX_BATCH", "MAX_BATCH_BYTES", "ResultReporter", "Send"]
+__all__ = ["MAX_BATCH", "MAX_BATCH_BYTES", "Done", "ResultReporter", "Send"]

@@ -90,6 +90,8 @@ log = logging.getLogger("kadence.worker")
 _HANDLER_CLEANUP = 5.0
 #: Publishing a report or confirming an ack is retried this often before giving up.
 _PUBLISH_TRIES = 4
+#: Longest wait at shutdown for the double acks still out: a request's timeout (5 s) per try.
+_ACK_SETTLE_WAIT = 5.0 * _PUBLISH_TRIES + 3
 #: An attempt still running after this many seconds is reported ``Running``; shorter ones send
 #: only their final report (the operator writes a Job's status every few seconds, so a
 #: ``Running`` state that short would never be seen, yet it would cost a publish per run).
@@ -443,39 +445,81 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Heartbeats:
-    """Calls ``beat`` every ``interval`` seconds until cancelled, on event-loop timers.
+#: How often :class:`_Beats` looks for heartbeats and deferred reports that are due (seconds);
+#: each fires up to this much late.
+_BEAT_TICK = 0.05
 
-    One timer per running attempt instead of a task: most attempts end before the first beat,
-    and a timer costs far less to create and cancel than a task. :meth:`once` adds a one-shot
-    call (the deferred ``Running`` report) that :meth:`cancel` also cancels.
+
+class _Beats:
+    """The heartbeats of all running attempts, on one timer.
+
+    An attempt's heartbeat (its in-progress ack every ``interval`` seconds) and its deferred
+    ``Running`` report are entries here, checked every :data:`_BEAT_TICK` seconds while there
+    are any. Most attempts end before either is due, and adding an entry to a set and removing
+    it costs a busy worker much less than the event-loop timer per attempt it replaces.
     """
 
-    __slots__ = ("_beat", "_handle", "_interval", "_loop", "_once")
+    __slots__ = ("_entries", "_timer")
 
-    def __init__(self, beat: Callable[[], None], interval: float) -> None:
+    def __init__(self) -> None:
+        self._entries: set[_Heartbeats] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def start(self, beat: Callable[[], None], interval: float) -> _Heartbeats:
+        """Call ``beat`` every ``interval`` seconds until the entry is cancelled."""
+        loop = asyncio.get_running_loop()
+        entry = _Heartbeats(self, beat, interval, loop.time() + interval)
+        self._entries.add(entry)
+        if self._timer is None:
+            self._timer = loop.call_later(_BEAT_TICK, self._tick)
+        return entry
+
+    def _remove(self, entry: _Heartbeats) -> None:
+        self._entries.discard(entry)
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for entry in list(self._entries):
+            entry.fire_due(now)
+        self._timer = loop.call_later(_BEAT_TICK, self._tick) if self._entries else None
+
+
+class _Heartbeats:
+    """One attempt's entry in :class:`_Beats`: its heartbeat and an optional one-shot call
+    (the deferred ``Running`` report), both ended by :meth:`cancel`."""
+
+    __slots__ = ("_beat", "_due", "_interval", "_once", "_once_at", "_owner")
+
+    def __init__(
+        self, owner: _Beats, beat: Callable[[], None], interval: float, due: float
+    ) -> None:
+        self._owner = owner
         self._beat = beat
         self._interval = interval
-        self._loop = asyncio.get_running_loop()
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(interval, self._fire)
-        self._once: asyncio.TimerHandle | None = None
-
-    def _fire(self) -> None:
-        self._handle = self._loop.call_later(self._interval, self._fire)
-        self._beat()
+        self._due = due
+        self._once: Callable[[], None] | None = None
+        self._once_at = 0.0
 
     def once(self, delay: float, call: Callable[[], None]) -> None:
         """Call ``call`` after ``delay`` seconds unless cancelled first."""
-        if self._handle is not None:
-            self._once = self._loop.call_later(delay, call)
+        self._once = call
+        self._once_at = asyncio.get_running_loop().time() + delay
+
+    def fire_due(self, now: float) -> None:
+        if self._once is not None and now >= self._once_at:
+            call, self._once = self._once, None
+            call()
+        if now >= self._due:
+            self._due = now + self._interval
+            self._beat()
 
     def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if self._once is not None:
-            self._once.cancel()
-            self._once = None
+        self._once = None
+        self._owner._remove(self)
 
 
 class _Slot:
@@ -488,12 +532,15 @@ class _Slot:
     runs.
     """
 
-    __slots__ = ("_early", "_given", "_worker")
+    __slots__ = ("_early", "_given", "_worker", "handed_off")
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
         self._given = False
         self._early = False
+        #: The run's report and ack go on without its task (:meth:`Worker._settle_later`),
+        #: which settles the slot in the end.
+        self.handed_off = False
 
     def free_early(self) -> None:
         """The handler has ended: free the slot now if the settle backlog allows it."""
@@ -515,6 +562,28 @@ class _Slot:
     @property
     def held(self) -> bool:
         return not self._given
+
+
+class _Settle:
+    """A finished run on its way through :meth:`Worker._settle_later`."""
+
+    __slots__ = ("message", "result", "slot", "tries", "worker")
+
+    def __init__(self, worker: Worker, message: QueueMessage, result: RunResult, slot: _Slot):
+        self.worker = worker
+        self.message = message
+        self.result = result
+        self.slot = slot
+        #: Ack requests sent so far that were not confirmed.
+        self.tries = 0
+
+    def __call__(self, error: BaseException | None) -> None:
+        """The reporter's callback: the result is stored, or failed to be."""
+        self.worker._stored(self, error)
+
+    def acked(self, reply: Msg | None, error: BaseException | None) -> None:
+        """The reply inbox's callback: the ack is confirmed, or failed to be."""
+        self.worker._acked(self, reply, error)
 
 
 class Worker:
@@ -566,6 +635,13 @@ class Worker:
         self._finished: collections.Counter[str] = collections.Counter()
         self._summary_at = time.monotonic()
         self._settling = 0
+        #: Runs handed to :meth:`_settle_later` and not settled yet, and an event set whenever
+        #: there are none.
+        self._unsettled = 0
+        self._all_settled = asyncio.Event()
+        self._all_settled.set()
+        self._acks_due: list[_Settle] = []
+        self._beats = _Beats()
         #: Set once the worker is bound to the Queue's partitions and fetching.
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -583,7 +659,7 @@ class Worker:
         #: (Job uid, run id) -> resolved when the operator asks to cancel that running attempt.
         self._replaceable: dict[tuple[str, str], asyncio.Future[None]] = {}
         # Read when scraped: no gauge update per message.
-        self.metrics.in_flight.set_function(lambda: len(self._inflight))
+        self.metrics.in_flight.set_function(lambda: len(self._inflight) + self._unsettled)
         #: Final reports, coalesced per Job while one is in flight (see kadence.reporting).
         self.reporter = ResultReporter(
             lambda subject, payload, msg_id: client.publish_report(subject, payload, msg_id=msg_id),
@@ -809,6 +885,11 @@ class Worker:
             await asyncio.wait(set(self._background), timeout=5)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.reporter.aclose(), timeout=10)
+        if self._unsettled:
+            # Their acks are out (or being retried): wait for the confirmations.
+            self._all_settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_settled.wait(), timeout=_ACK_SETTLE_WAIT)
         if self._executor is not None:
             self._executor.shutdown()
         self._summarize()
@@ -832,7 +913,7 @@ class Worker:
                 # until it really ends, so the worker never runs more than `concurrency` threads.
                 self.abandoned += 1
                 abandoned.add_done_callback(self._release_abandoned)
-            else:
+            elif not slot.handed_off:
                 slot.settled()
 
     def _task_metrics(self, task: str, state: RunState) -> tuple[Any, Any]:
@@ -1014,7 +1095,7 @@ class Worker:
         partition = message.partition
         ack_wait = min(request.ack_wait_seconds, self._ack_waits.get(partition or 0, math.inf))
         interval = max(0.1, ack_wait / 3)
-        heartbeats = _Heartbeats(lambda: self._spawn(self._in_progress(message)), interval)
+        heartbeats = self._beats.start(lambda: self._spawn(self._in_progress(message)), interval)
         try:
             proceed, lock, token = await self._lock(
                 message, request=request, spec=spec, attempt=attempt
@@ -1127,7 +1208,9 @@ class Worker:
         key = (request.job.uid, request.run_id) if request.job is not None else None
         if key is not None and request.concurrency_policy is ConcurrencyPolicy.REPLACE:
             replaced = self._replaceable[key] = loop.create_future()
-        location = output_location(request, namespace=self.namespace, bucket=self.output_bucket)
+        location = functools.partial(
+            output_location, request, namespace=self.namespace, bucket=self.output_bucket
+        )
         ctx = Context(
             request=request,
             attempt=attempt,
@@ -1187,6 +1270,12 @@ class Worker:
             error=outcome.error,
             **base,
         )
+        if outcome.disposition is Disposition.ACK and lock is None and outcome.abandoned is None:
+            # The common case, and what a busy worker does thousands of times a second: the
+            # report and the double ack go on in callbacks, without this task. (An abandoned
+            # sync handler keeps its slot until its thread ends: that path stays below.)
+            self._settle_later(message, result, slot)
+            return None
         reported = await self._report(result)
         match outcome.disposition:
             case Disposition.ACK if reported:
@@ -1202,6 +1291,76 @@ class Worker:
                 pass
         await self._release(lock)
         return outcome.abandoned
+
+    # -- report, then double ack, in callbacks ----------------------------------------------------
+
+    def _settle_later(self, message: QueueMessage, result: RunResult, slot: _Slot) -> None:
+        """Report ``result``, then ack ``message`` once it is stored; then settle ``slot``.
+
+        What ``_report`` and ``_ack`` do, in the same order and with the same retries, on
+        callbacks: the reporter's when the result's message is stored, and the reply inbox's
+        when the ack is confirmed. The acks of the runs whose results were stored together are
+        written together.
+        """
+        slot.handed_off = True
+        self._unsettled += 1
+        self.reporter.submit(result, _Settle(self, message, result, slot))
+
+    def _stored(self, settle: _Settle, error: BaseException | None) -> None:
+        if error is None:
+            self._queue_ack(settle)
+            return
+        result = settle.result
+        log.warning("the %s result of %s was not stored (%s)", result.state, result.run_id, error)
+        # Never ack a run nobody heard about: run it again rather than lose the report.
+        self._spawn(self._put_back_settled(settle))
+
+    async def _put_back_settled(self, settle: _Settle) -> None:
+        try:
+            with contextlib.suppress(nats.errors.Error):
+                await settle.message.nak(delay=2.0)
+        finally:
+            self._settled(settle)
+
+    def _queue_ack(self, settle: _Settle) -> None:
+        self._acks_due.append(settle)
+        if len(self._acks_due) == 1:
+            asyncio.get_running_loop().call_soon(self._send_acks)
+
+    def _send_acks(self) -> None:
+        due, self._acks_due = self._acks_due, []
+        requests = []
+        for settle in due:
+            reply = settle.message.msg.reply
+            if not reply:  # not a JetStream message: nothing to ack (never from a Queue)
+                self._settled(settle)
+                continue
+            requests.append((reply, b"", settle.acked))  # an empty request is "+ACK"
+        self.client.requests.send_now(requests)
+
+    def _acked(self, settle: _Settle, reply: Msg | None, error: BaseException | None) -> None:
+        if error is None and reply is not None and (reply.headers or {}).get("Status") == "503":
+            error = nats.errors.NoRespondersError()
+        message = settle.message
+        if error is None:
+            message.msg._ackd = True  # what nats-py's own ack_sync records
+            self._settled(settle)
+            return
+        settle.tries += 1
+        if settle.tries < _PUBLISH_TRIES:
+            log.warning("ack of %s not confirmed (%s); retrying", message.subject, error)
+            asyncio.get_running_loop().call_later(
+                0.2 * 2 ** (settle.tries - 1), self._queue_ack, settle
+            )
+            return
+        log.error("ack of %s never confirmed; the run may be redelivered", message.subject)
+        self._settled(settle)
+
+    def _settled(self, settle: _Settle) -> None:
+        settle.slot.settled()
+        self._unsettled -= 1
+        if not self._unsettled:
+            self._all_settled.set()
 
     async def _release(self, lock: JobLock | None) -> None:
         if lock is None:
