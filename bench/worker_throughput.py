@@ -21,6 +21,8 @@ In one run on one machine, with the same task count and concurrency for every si
 
 Each measurement is repeated ``--repeats`` times (median and range are reported), each after
 waiting up to ``--load-wait`` seconds for the 1-minute load average to fall below ``--max-load``.
+The sides are interleaved round by round, and each round starts one side later than the one
+before (round 2 runs the second side first, and so on), so that no side always runs first.
 ``--profile`` runs the Kadence worker once more under cProfile and prints its top functions.
 
     .venv/bin/python -m bench.worker_throughput                      # everything, 3 repeats
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -515,7 +518,7 @@ def kadence_drain(
 
 
 def kadence_round(
-    ctx: Context, variants: list[KadenceVariant], repeat: int, s3_env: dict[str, str]
+    ctx: Context, variants: list[KadenceVariant], repeat: int, *, s3_env: dict[str, str]
 ) -> None:
     for variant in variants:
         kadence_drain(
@@ -708,7 +711,7 @@ def bare_round(ctx: Context, acks: list[str], repeat: int) -> None:
 # ------------------------------------------------------------------------------------ Celery
 
 
-def celery_round(ctx: Context, variants: list[str], repeat: int, server: RedisServer) -> None:
+def celery_round(ctx: Context, variants: list[str], repeat: int, *, server: RedisServer) -> None:
     """``threads`` | ``prefork``, optionally ``:late`` (acks after the task)."""
     import redis
 
@@ -1120,14 +1123,25 @@ def main() -> None:
                     s3_storage(ctx, args.kadence if "kadence" in rounds else []) as s3_env,
                     redis_server(ctx, "celery" in rounds) as redis,
                 ):
-                    # Interleaved, so that each round sees the same machine for every side.
+                    # Interleaved, so that each round sees the same machine for every side,
+                    # and rotated, so that no side always runs first (or right after Celery).
+                    steps: list[Callable[[int], None]] = []
+                    if "kadence" in rounds:
+                        steps += [
+                            functools.partial(kadence_round, ctx, [v], s3_env=s3_env)
+                            for v in args.kadence
+                        ]
+                    if "bare" in rounds:
+                        steps += [functools.partial(bare_round, ctx, [a]) for a in args.bare]
+                    if redis is not None:
+                        steps += [
+                            functools.partial(celery_round, ctx, [c], server=redis)
+                            for c in args.celery
+                        ]
                     for repeat in range(1, args.repeats + 1 if rounds else 1):
-                        if "kadence" in rounds:
-                            kadence_round(ctx, args.kadence, repeat, s3_env)
-                        if "bare" in rounds:
-                            bare_round(ctx, args.bare, repeat)
-                        if redis is not None:
-                            celery_round(ctx, args.celery, repeat, redis)
+                        shift = (repeat - 1) % len(steps) if steps else 0
+                        for step in steps[shift:] + steps[:shift]:
+                            step(repeat)
                 if "lease" in sections:
                     lease_section(ctx, args.kadence[0])
                 if "whatif" in sections:
