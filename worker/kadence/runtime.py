@@ -465,9 +465,6 @@ class _Beats:
         self._entries: set[_Heartbeats] = set()
         self._timer: asyncio.TimerHandle | None = None
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def start(self, beat: Callable[[], None], interval: float) -> _Heartbeats:
         """Call ``beat`` every ``interval`` seconds until the entry is cancelled."""
         loop = asyncio.get_running_loop()
