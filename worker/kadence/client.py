@@ -495,37 +495,23 @@ class Requests:
 
     def _reply(self, msg: Msg) -> None:
         found = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if found is None:
-            return
-        waiter = found[0]
-        if not isinstance(waiter, asyncio.Future):
-            _call(waiter, msg, None)
-        elif not waiter.done():
-            waiter.set_result(msg)
+        if found is not None:
+            _end(found[0], msg, None)
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         expired = [token for token, (_, deadline) in self._waiting.items() if deadline <= now]
         for token in expired:
-            waiter, _ = self._waiting.pop(token)
-            if not isinstance(waiter, asyncio.Future):
-                _call(waiter, None, nats.errors.TimeoutError())
-            elif not waiter.done():
-                waiter.set_exception(nats.errors.TimeoutError())
+            _end(self._waiting.pop(token)[0], None, nats.errors.TimeoutError())
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep) if self._waiting else None
 
     def _fail(self, tokens: Sequence[str], error: BaseException) -> None:
-        """End the waits of ``tokens`` (callbacks and futures) with ``error``."""
+        """End the waits of ``tokens`` with ``error``."""
         for token in tokens:
             found = self._waiting.pop(token, None)
-            if found is None:
-                continue
-            waiter = found[0]
-            if not isinstance(waiter, asyncio.Future):
-                _call(waiter, None, error)
-            elif not waiter.done():
-                waiter.set_exception(error)
+            if found is not None:
+                _end(found[0], None, error)
 
     def _waiter(self, timeout: float | None) -> tuple[str, asyncio.Future[Msg]]:
         """A reply token and its future, failed by the sweep once ``timeout`` has passed."""
@@ -795,6 +781,20 @@ def _call(callback: ReplyCallback, reply: Msg | None, error: BaseException | Non
         callback(reply, error)
     except Exception:  # a bug in the callback: it must not stop the read loop or the sweep
         log.exception("a reply callback failed")
+
+
+def _end(
+    waiter: asyncio.Future[Msg] | ReplyCallback, reply: Msg | None, error: BaseException | None
+) -> None:
+    """Hand a request's reply (or the error that ended its wait) to its future or callback."""
+    if not isinstance(waiter, asyncio.Future):
+        _call(waiter, reply, error)
+    elif waiter.done():
+        return
+    elif error is not None or reply is None:
+        waiter.set_exception(error or nats.errors.TimeoutError())
+    else:
+        waiter.set_result(reply)
 
 
 @dataclass(slots=True)
