@@ -566,15 +566,7 @@ class Requests:
         if _SUBJECT_UNSAFE.search(subject):
             raise nats.errors.BadSubjectError
         token, waiter = self._waiter(timeout)
-        reply = self._prefix + token
-        if headers:
-            head = encode_headers(headers)
-            line = f"HPUB {subject} {reply} {len(head)} {len(head) + len(payload)}\r\n"
-            wire = b"".join((line.encode(), head, payload, b"\r\n"))
-        else:
-            wire = b"".join(
-                (f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n")
-            )
+        wire = _wire(subject, self._prefix + token, payload, headers)
         return Prepared(token=token, wire=wire, reply=waiter)
 
     def discard(self, prepared: Prepared) -> None:
@@ -632,9 +624,7 @@ class Requests:
             token = str(next(self._tokens))
             self._waiting[token] = (callback, deadline)
             tokens.append(token)
-            parts.append(f"PUB {subject} {self._prefix}{token} {len(payload)}\r\n".encode())
-            parts.append(payload)
-            parts.append(b"\r\n")
+            parts.append(_wire(subject, self._prefix + token, payload))
         if not tokens:
             return
         if self._sweeper is None:
@@ -769,6 +759,18 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
         lines.append(f"{key}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode()
+
+
+def _wire(
+    subject: str, reply: str, payload: bytes, headers: Mapping[str, str] | None = None
+) -> bytes:
+    """The bytes nats-py's ``publish`` sends for a request: ``HPUB`` with headers, ``PUB``
+    without (the subject is checked by the caller)."""
+    if headers:
+        head = encode_headers(headers)
+        line = f"HPUB {subject} {reply} {len(head)} {len(head) + len(payload)}\r\n"
+        return b"".join((line.encode(), head, payload, b"\r\n"))
+    return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
 
 
 #: The callback of a request sent by :meth:`Requests.send_now`: ``(reply, None)`` or
