@@ -15,11 +15,14 @@ from typing import Any
 
 import nats.errors
 import pytest
+from nats.aio.msg import Msg
 
 from kadence.client import Prepared
 from kadence_operator import scheduling
+from kadence_operator.jobs import scheduler as scheduler_module
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.jobs.scheduler import Armed, Entry, Scheduler
+from kadence_operator.metrics import OperatorMetrics
 from kadence_operator.settings import OperatorSettings
 
 SLOT = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
@@ -70,14 +73,21 @@ class FakeWriter:
         return None
 
 
-def make_scheduler(count: int) -> tuple[Scheduler, FakeRequests, list[Entry]]:
+def make_scheduler(
+    count: int,
+    *,
+    writer: Any = None,
+    clock: Callable[[], datetime] = lambda: SLOT,
+    metrics: OperatorMetrics | None = None,
+) -> tuple[Scheduler, FakeRequests, list[Entry]]:
     sched = Scheduler(
         js=None,  # type: ignore[arg-type]
-        writer=FakeWriter(),  # type: ignore[arg-type]
+        writer=writer or FakeWriter(),
         settings=OperatorSettings(dispatch_stage=1, shards=4),
         queues={("ns", "q"): QUEUE},
         nc=object(),  # type: ignore[arg-type]
-        clock=lambda: SLOT,
+        metrics=metrics,
+        clock=clock,
     )
     requests = FakeRequests()
     sched._requests = requests  # type: ignore[assignment]
@@ -214,3 +224,77 @@ async def test_no_reply_inbox_means_no_stage_and_the_fires_stay_due() -> None:
     assert sched._stage is None
     assert firing(entries) == []
     assert heap_names(sched) == [(e.name, SLOT) for e in entries]  # the loop fires them then
+
+
+class Lags(OperatorMetrics):
+    """The dispatch lags observed, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lags: list[float] = []
+
+    def observe_lag(self, seconds: float) -> None:
+        self.lags.append(seconds)
+
+
+async def test_each_ack_is_timed_when_it_comes_not_after_the_bookkeeping_of_the_others() -> None:
+    """A burst's replies are timed as they come; their bookkeeping (status changes, the next
+    slot) follows, a slice at a time. Here that bookkeeping takes 1 ms per status change: timed
+    after it, the 250th ack would look ~500 ms late."""
+    now = [SLOT]
+
+    class SlowWriter:
+        def post(self, *args: Any, **kwargs: Any) -> None:
+            now[0] += timedelta(milliseconds=1)
+
+    lags = Lags()
+    sched, _requests, entries = make_scheduler(
+        250, writer=SlowWriter(), clock=lambda: now[0], metrics=lags
+    )
+    every_second = scheduling.Schedule(interval=timedelta(seconds=1), anchor=SLOT)
+    for entry in entries:
+        entry.schedule = every_second
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    assert sched._stage is not None
+    replies = [fire.request.reply for fire in sched._stage.fires]
+    await sched._write_stage(SLOT)
+    now[0] = SLOT + timedelta(milliseconds=20)  # the PubAcks come
+    for seq, reply in enumerate(replies, 1):
+        reply.set_result(Msg(None, data=b'{"stream": "S", "seq": %d}' % seq))  # type: ignore[arg-type]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert lags.lags == [pytest.approx(0.020)] * 250
+    assert sched.published == 250
+    assert sched._firing == 0
+    assert [e.last_slot for e in entries] == [SLOT] * 250
+    assert heap_names(sched) == [(e.name, SLOT + timedelta(seconds=1)) for e in entries]
+    # The bookkeeping ran after every ack was timed: two status changes per run.
+    assert now[0] == SLOT + timedelta(milliseconds=20 + 2 * 250)
+
+
+async def test_replies_are_settled_a_slice_at_a_time() -> None:
+    """Between slices the loop runs other callbacks: the read loop takes the replies still
+    coming (and their time) instead of waiting for all the bookkeeping."""
+    sched, _requests, _entries = make_scheduler(250)
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    assert sched._stage is not None
+    replies = [fire.request.reply for fire in sched._stage.fires]
+    await sched._write_stage(SLOT)
+    for seq, reply in enumerate(replies, 1):
+        reply.set_result(Msg(None, data=b'{"stream": "S", "seq": %d}' % seq))  # type: ignore[arg-type]
+    settled: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def count() -> None:
+        settled.append(sched.published)
+        if sched.published < 250:
+            loop.call_soon(count)
+
+    await asyncio.sleep(0)  # the replies' done callbacks run; the first slice is queued
+    assert sched.published == 0
+    count()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    slice_ = scheduler_module.SETTLE_SLICE
+    assert slice_ < 250
+    assert settled[:4] == [0, slice_, 2 * slice_, 250]

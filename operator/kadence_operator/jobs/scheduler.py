@@ -72,6 +72,8 @@ STAGE_COST = 50e-6
 #: Staged fires are checked and written this many at a time (NATS stores a write while the
 #: loop checks the next).
 STAGE_CHUNK = 100
+#: Replies to fires are settled this many at a time (see :meth:`Scheduler._settle_replies`).
+SETTLE_SLICE = 100
 
 
 @dataclass(slots=True)
@@ -295,6 +297,8 @@ class Scheduler:
         self._stage_cost = STAGE_COST
         #: The due time whose group was last considered for staging (not again, staged or not).
         self._stage_looked: datetime | None = None
+        #: Replies to armed and staged fires not settled yet (see :meth:`_armed_acked`).
+        self._replies: list[tuple[Entry, Armed, datetime, asyncio.Future[Msg], datetime]] = []
         #: Run requests acknowledged by JetStream, and how many of them were duplicates.
         self.published = 0
         self.duplicates = 0
@@ -746,6 +750,36 @@ class Scheduler:
     def _armed_acked(
         self, entry: Entry, armed: Armed, now: datetime, reply: asyncio.Future[Msg]
     ) -> None:
+        """A fire's reply came: note when, and leave the rest to :meth:`_settle_replies`.
+
+        The reply future's done callback, run right after the read loop resolved it. A burst's
+        replies come a thousand at a time and each costs ~100 µs of bookkeeping (the status
+        change, the next slot, its encoded request): taken one after the other, the last ack
+        would be timed only after all the others' bookkeeping. So the time each ``PubAck``
+        came is taken here, and one call settles all the replies of the turn.
+        """
+        self._replies.append((entry, armed, now, reply, self._clock()))
+        if len(self._replies) == 1:
+            asyncio.get_running_loop().call_soon(self._settle_replies)
+
+    def _settle_replies(self) -> None:
+        """Settle the replies noted by :meth:`_armed_acked`, :data:`SETTLE_SLICE` at a time:
+        between slices the read loop can take (and time) the replies still coming."""
+        replies = self._replies
+        for entry, armed, now, reply, acked in replies[:SETTLE_SLICE]:
+            self._armed_settled(entry, armed, now, reply, acked)
+        del replies[:SETTLE_SLICE]
+        if replies:
+            asyncio.get_running_loop().call_soon(self._settle_replies)
+
+    def _armed_settled(
+        self,
+        entry: Entry,
+        armed: Armed,
+        now: datetime,
+        reply: asyncio.Future[Msg],
+        acked: datetime,
+    ) -> None:
         try:
             if reply.cancelled():  # not published for sure: look again like after a failure
                 entry.refire = False
@@ -759,6 +793,7 @@ class Scheduler:
                 slot=planned.slot,
                 trigger="Schedule",
                 due=planned.due,
+                acked=acked,
             )
             entry.last_slot = planned.slot
             assert entry.schedule is not None
@@ -1025,9 +1060,12 @@ class Scheduler:
         slot: datetime,
         trigger: str,
         due: datetime | None,
+        acked: datetime | None = None,
     ) -> None:
-        """JetStream acknowledged a run: count it and record it in the status."""
-        acked = self._clock()
+        """JetStream acknowledged a run (at ``acked``, by default now): count it and record it
+        in the status."""
+        if acked is None:
+            acked = self._clock()
         self.published += 1
         entry.sent[run_id] = time.monotonic()
         if self._metrics is not None:
