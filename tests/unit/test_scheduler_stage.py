@@ -237,6 +237,16 @@ class Lags(OperatorMetrics):
         self.lags.append(seconds)
 
 
+async def write_and_ack_a_burst(sched: Scheduler) -> None:
+    """Stage the burst due at SLOT, write it, and resolve every reply with a PubAck."""
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    assert sched._stage is not None
+    replies = [fire.request.reply for fire in sched._stage.fires]
+    await sched._write_stage(SLOT)
+    for seq, reply in enumerate(replies, 1):
+        reply.set_result(Msg(None, data=b'{"stream": "S", "seq": %d}' % seq))  # type: ignore[arg-type]
+
+
 async def test_each_ack_is_timed_when_it_comes_not_after_the_bookkeeping_of_the_others() -> None:
     """A burst's replies are timed as they come; their bookkeeping (status changes, the next
     slot) follows, a slice at a time. Here that bookkeeping takes 1 ms per status change: timed
@@ -254,13 +264,8 @@ async def test_each_ack_is_timed_when_it_comes_not_after_the_bookkeeping_of_the_
     every_second = scheduling.Schedule(interval=timedelta(seconds=1), anchor=SLOT)
     for entry in entries:
         entry.schedule = every_second
-    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
-    assert sched._stage is not None
-    replies = [fire.request.reply for fire in sched._stage.fires]
-    await sched._write_stage(SLOT)
-    now[0] = SLOT + timedelta(milliseconds=20)  # the PubAcks come
-    for seq, reply in enumerate(replies, 1):
-        reply.set_result(Msg(None, data=b'{"stream": "S", "seq": %d}' % seq))  # type: ignore[arg-type]
+    now[0] = SLOT + timedelta(milliseconds=20)  # when the PubAcks come
+    await write_and_ack_a_burst(sched)
     for _ in range(10):
         await asyncio.sleep(0)
     assert lags.lags == [pytest.approx(0.020)] * 250
@@ -276,12 +281,7 @@ async def test_replies_are_settled_a_slice_at_a_time() -> None:
     """Between slices the loop runs other callbacks: the read loop takes the replies still
     coming (and their time) instead of waiting for all the bookkeeping."""
     sched, _requests, _entries = make_scheduler(250)
-    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
-    assert sched._stage is not None
-    replies = [fire.request.reply for fire in sched._stage.fires]
-    await sched._write_stage(SLOT)
-    for seq, reply in enumerate(replies, 1):
-        reply.set_result(Msg(None, data=b'{"stream": "S", "seq": %d}' % seq))  # type: ignore[arg-type]
+    await write_and_ack_a_burst(sched)
     settled: list[int] = []
     loop = asyncio.get_running_loop()
 
