@@ -157,3 +157,39 @@ async def test_posted_mutations_have_no_future_and_keep_a_superseded_ones() -> N
     # The last setter took over the future its submitted predecessor's caller waits on.
     assert futures == [waited, None]
     assert not waited.done()
+
+
+async def test_writes_released_by_one_hold_start_one_per_loop_turn() -> None:
+    """Writes that waited for the same hold (a burst of fires) wake in the same loop turn; each
+    builds its PATCH, a few milliseconds of CPU. They must not all do it in that one turn, where
+    the replies to the burst's publishes would wait behind them."""
+    import time
+
+    from kubernetes import client
+
+    from kadence_operator.statuswriter import StatusWriter, _Pending
+
+    writer = StatusWriter(
+        api=client.ApiClient(), group="kadence.io", version="v1alpha1", plural="jobs", interval=5
+    )
+    turn = [0]
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        turn[0] += 1
+        loop.call_soon(tick)
+
+    started: list[int] = []
+
+    async def awrite(key: Any, pending: Any) -> None:
+        started.append(turn[0])
+
+    writer._async = object()  # type: ignore[assignment]
+    writer._awrite = awrite  # type: ignore[method-assign]
+    until = time.monotonic() + 0.05
+    writer.hold = lambda: max(0.0, until - time.monotonic())
+    tick()
+    await asyncio.gather(*(writer._flush(("ns", f"j{i}"), _Pending()) for i in range(8)))
+    assert len(started) == 8
+    assert len(set(started)) == 8  # one per turn
+    assert started == sorted(started)
