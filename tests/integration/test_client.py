@@ -22,6 +22,7 @@ from kadence.client import (
     ensure_results_stream,
     pub_ack,
     queue_partitions,
+    replied_at,
 )
 from kadence.partitioning import partition_for
 from kadence.protocol import (
@@ -446,8 +447,14 @@ async def test_prepared_requests_are_what_publish_sends(nats_server: NatsServer)
         requests.discard(dropped)
         assert dropped.reply.cancelled()
         again = requests.prepare(subject, b"again", headers={"Nats-Msg-Id": "p-3"})
+        assert replied_at(again.reply) is None
+        written = time.monotonic()
         await requests.write([*prepared, again])
         acks = [pub_ack(await asyncio.wait_for(p.reply, 10)) for p in [*prepared, again]]
+        # Each reply knows when the read loop took it (the scheduler times acks by it).
+        read = [replied_at(p.reply) for p in [*prepared, again]]
+        assert all(r is not None and written <= r <= time.monotonic() for r in read)
+        assert read == sorted(read)  # type: ignore[type-var]
         assert [a.duplicate for a in acks] == [None] * 20 + [True]
         assert [a.seq for a in acks[:20]] == list(range(acks[0].seq, acks[0].seq + 20))
         stored = await client.js.get_msg(queue.stream, acks[5].seq)

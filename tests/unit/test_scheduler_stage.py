@@ -29,6 +29,12 @@ SLOT = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 QUEUE = QueueInfo("ns", "q", 4, 30.0, True)
 
 
+@pytest.fixture(autouse=True)
+def settle_by_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slices of replies are cut by count here, not by time (see the budget's own test)."""
+    monkeypatch.setattr(scheduler_module, "SETTLE_BUDGET", 10.0)
+
+
 class FakeRequests:
     """Records what would be written; ``fail`` makes :meth:`write` fail like a closed
     connection does (its requests discarded)."""
@@ -38,6 +44,11 @@ class FakeRequests:
         self.discarded: list[bytes] = []
         self.writes = 0
         self.fail = False
+        self.prepared: list[Prepared] = []
+
+    @property
+    def pending(self) -> int:
+        return sum(not p.reply.done() for p in self.prepared)
 
     async def ready(self) -> None:
         if self.fail:
@@ -52,7 +63,8 @@ class FakeRequests:
         timeout: float | None = None,
     ) -> Prepared:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        return Prepared(token=subject, wire=payload, reply=fut)
+        self.prepared.append(Prepared(token=subject, wire=payload, reply=fut))
+        return self.prepared[-1]
 
     def discard(self, prepared: Prepared) -> None:
         if not prepared.reply.cancelled():  # idempotent, as Requests.discard is
@@ -298,3 +310,17 @@ async def test_replies_are_settled_a_slice_at_a_time() -> None:
     slice_ = scheduler_module.SETTLE_SLICE
     assert slice_ < 250
     assert settled[:4] == [0, slice_, 2 * slice_, 250]
+
+
+async def test_a_slice_of_replies_ends_when_its_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many replies are waiting, one slice takes about ``SETTLE_BUDGET`` of the loop
+    (here none: one reply per slice)."""
+    monkeypatch.setattr(scheduler_module, "SETTLE_BUDGET", 0.0)
+    sched, _requests, _entries = make_scheduler(5)
+    await write_and_ack_a_burst(sched)
+    await asyncio.sleep(0)  # the replies' done callbacks run; the first slice is queued
+    published = []
+    for _ in range(6):
+        await asyncio.sleep(0)
+        published.append(sched.published)
+    assert published == [1, 2, 3, 4, 5, 5]

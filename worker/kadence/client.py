@@ -496,6 +496,8 @@ class Requests:
     def _reply(self, msg: Msg) -> None:
         found = self._waiting.pop(msg.subject[len(self._prefix) :], None)
         if found is not None:
+            if isinstance(found[0], _Reply):
+                found[0].read_at = time.monotonic()
             _end(found[0], msg, None)
 
     def _sweep(self) -> None:
@@ -517,7 +519,7 @@ class Requests:
         """A reply token and its future, failed by the sweep once ``timeout`` has passed."""
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Msg] = loop.create_future()
+        waiter: asyncio.Future[Msg] = _Reply(loop=loop)
         self._waiting[token] = (waiter, loop.time() + (timeout or self._timeout))
         if self._sweeper is None:
             self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
@@ -568,6 +570,11 @@ class Requests:
         token, waiter = self._waiter(timeout)
         wire = _wire(subject, self._prefix + token, payload, headers)
         return Prepared(token=token, wire=wire, reply=waiter)
+
+    @property
+    def pending(self) -> int:
+        """Requests sent or prepared whose reply has not come yet."""
+        return len(self._waiting)
 
     def discard(self, prepared: Prepared) -> None:
         """Give up a prepared request that will not be written."""
@@ -776,6 +783,19 @@ def _wire(
 #: The callback of a request sent by :meth:`Requests.send_now`: ``(reply, None)`` or
 #: ``(None, error)``.
 ReplyCallback = Callable[[Msg | None, BaseException | None], None]
+
+
+class _Reply(asyncio.Future[Msg]):
+    """A request's reply future that also knows when the read loop took the reply."""
+
+    read_at: float | None = None
+
+
+def replied_at(reply: asyncio.Future[Msg]) -> float | None:
+    """When the read loop took the reply that resolved ``reply`` (:func:`time.monotonic`), for
+    a future of :class:`Requests`; None otherwise or while there is none. A done callback runs
+    a loop turn or more later, after whatever else the turn holds: under load, milliseconds."""
+    return reply.read_at if isinstance(reply, _Reply) else None
 
 
 def _call(callback: ReplyCallback, reply: Msg | None, error: BaseException | None) -> None:

@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from kadence import constants
-from kadence.client import Prepared, Requests, pub_ack
+from kadence.client import Prepared, Requests, pub_ack, replied_at
 from kadence.protocol import CancelRequest, JobRef, encode
 from kadence_operator import scheduling, timefmt
 from kadence_operator.api import (
@@ -72,8 +72,14 @@ STAGE_COST = 50e-6
 #: Staged fires are checked and written this many at a time (NATS stores a write while the
 #: loop checks the next).
 STAGE_CHUNK = 100
-#: Replies to fires are settled this many at a time (see :meth:`Scheduler._settle_replies`).
+#: Replies to fires are settled at most this many, and for at most this many seconds, at a
+#: time (see :meth:`Scheduler._settle_replies`).
 SETTLE_SLICE = 100
+SETTLE_BUDGET = 0.002
+#: While a burst's acks are still coming, settling waits (looking again every SETTLE_POLL
+#: seconds) so the read loop has the CPU to take them, for at most SETTLE_DEFER seconds.
+SETTLE_DEFER = 0.1
+SETTLE_POLL = 0.002
 
 
 @dataclass(slots=True)
@@ -756,9 +762,14 @@ class Scheduler:
         replies come a thousand at a time and each costs ~100 µs of bookkeeping (the status
         change, the next slot, its encoded request): taken one after the other, the last ack
         would be timed only after all the others' bookkeeping. So the time each ``PubAck``
-        came is taken here, and one call settles all the replies of the turn.
+        came is taken here -- the moment the read loop took it (:func:`replied_at`), which under
+        load is milliseconds before this callback runs -- and one call settles the replies.
         """
-        self._replies.append((entry, armed, now, reply, self._clock()))
+        acked = self._clock()
+        read_at = replied_at(reply)
+        if read_at is not None:  # taken by the read loop a little earlier
+            acked -= timedelta(seconds=max(0.0, time.monotonic() - read_at))
+        self._replies.append((entry, armed, now, reply, acked))
         if len(self._replies) == 1:
             asyncio.get_running_loop().call_soon(self._settle_replies)
 
@@ -766,9 +777,22 @@ class Scheduler:
         """Settle the replies noted by :meth:`_armed_acked`, :data:`SETTLE_SLICE` at a time:
         between slices the read loop can take (and time) the replies still coming."""
         replies = self._replies
+        if not replies:
+            return
+        if (
+            self._requests.pending >= max(1, self._settings.dispatch_stage)
+            and (self._clock() - replies[0][4]).total_seconds() < SETTLE_DEFER
+        ):
+            asyncio.get_running_loop().call_later(SETTLE_POLL, self._settle_replies)
+            return
+        end = time.perf_counter() + SETTLE_BUDGET
+        done = 0
         for entry, armed, now, reply, acked in replies[:SETTLE_SLICE]:
             self._armed_settled(entry, armed, now, reply, acked)
-        del replies[:SETTLE_SLICE]
+            done += 1
+            if time.perf_counter() >= end:
+                break
+        del replies[:done]
         if replies:
             asyncio.get_running_loop().call_soon(self._settle_replies)
 
