@@ -43,6 +43,9 @@ class OperatorSettings(BaseModel):
     #: How many on-time fires due at one instant (within 2 ms) the scheduler prepares ahead of
     #: it and hands to NATS in one write when it comes (0: never; fewer fire one by one).
     dispatch_stage: int = Field(default=16, ge=0)
+    #: Collect garbage between bursts of fires, not whenever CPython would (see
+    #: :mod:`kadence_operator.gcpacer`); false: CPython's automatic collection.
+    gc_pacing: bool = True
     #: How often each Queue's status is refreshed from JetStream.
     queue_status_interval: float = Field(default=10.0, gt=0)
     #: How often each Queue's stream and consumers are checked for drift and restored.

@@ -428,6 +428,26 @@ class Scheduler:
             self._metrics.dispatch_holds.inc()
         return wait
 
+    def quiet_for(self, horizon: float) -> float:
+        """Seconds, looking at most ``horizon`` ahead, during which pausing the event loop (a
+        garbage collection) would delay no burst of fires: 0 while one is being published or
+        its acks are coming in; else until the next group of ``dispatch_stage`` fires due
+        together, less the lead its staging needs. Single fires do not count: a pause delays
+        one of them no more than a slow loop turn would."""
+        size = max(1, self._settings.dispatch_stage)
+        if self._replies or self._requests.pending >= size:
+            return 0.0
+        now = self._clock()
+        quiet = horizon
+        if self._stage is not None:
+            quiet = min(quiet, (self._stage.at - now).total_seconds())
+        if self._heap:
+            seconds, count = self._bursts.next_group(
+                now.timestamp(), quiet + STAGE_LEAD_MAX, size, self._heap[0].at.timestamp()
+            )
+            quiet = min(quiet, seconds - stage_lead(count, self._stage_cost))
+        return max(0.0, quiet)
+
     def _push(self, entry: Entry, at: datetime) -> None:
         entry.version = next(self._seq)
         # The loop sleeps until the earliest item: only an earlier one needs to wake it (each
