@@ -81,7 +81,12 @@ def rss_mib(pid: int) -> float:
 
 
 #: Operator settings a benchmark passes on from its own environment, for A/B runs.
-AB_SETTINGS = ("KADENCE_EVENT_LOOP", "KADENCE_DISPATCH_QUIET", "KADENCE_DISPATCH_STAGE")
+AB_SETTINGS = (
+    "KADENCE_EVENT_LOOP",
+    "KADENCE_DISPATCH_QUIET",
+    "KADENCE_DISPATCH_STAGE",
+    "KADENCE_GC_PACING",
+)
 
 
 @dataclass
@@ -291,6 +296,13 @@ def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> str:
         if total and count >= q * total:
             return f"<= {le * 1000:g} ms" if le != float("inf") else "> 30 s"
     return "n/a"
+
+
+def share_within(buckets: list[tuple[float, float]], bound: float) -> float | None:
+    """The share of observations at most ``bound`` (a bucket bound), from cumulative buckets."""
+    total = buckets[-1][1] if buckets else 0
+    within = next((count for le, count in buckets if le == bound), None)
+    return round(within / total, 4) if total and within is not None else None
 
 
 def delta_buckets(

@@ -43,6 +43,7 @@ from bench.common import (
     rss_mib,
     save,
     say,
+    share_within,
     stack,
 )
 from kadence_devstack.procs import ManagedProcess
@@ -165,6 +166,19 @@ def main() -> None:
             histogram(after, "kadence_operator_dispatch_lag_seconds"),
             histogram(before, "kadence_operator_dispatch_lag_seconds"),
         )
+        gc_name = "kadence_operator_gc_collections_total"
+        gc_pauses = delta_buckets(
+            histogram(after, "kadence_operator_gc_pause_seconds"),
+            histogram(before, "kadence_operator_gc_pause_seconds"),
+        )
+        collections = {
+            f"gen{generation}_{reason}": metric(
+                after, gc_name, generation=str(generation), reason=reason
+            )
+            - metric(before, gc_name, generation=str(generation), reason=reason)
+            for generation in range(3)
+            for reason in ("paced", "forced")
+        }
         result |= {
             "window_seconds": round(window, 1),
             "load_during": {"start": load_start, "end": load_end},
@@ -176,10 +190,18 @@ def main() -> None:
             "lag_due_to_acked_histogram": {
                 "count": buckets[-1][1] if buckets else 0,
                 "p50": bucket_quantile(buckets, 0.5),
+                "p90": bucket_quantile(buckets, 0.9),
                 "p99": bucket_quantile(buckets, 0.99),
+                "share_within_50ms": share_within(buckets, 0.05),
+                "share_within_100ms": share_within(buckets, 0.1),
                 "max_seen_ms": round(
                     metric(after, "kadence_operator_dispatch_lag_max_seconds") * 1000, 1
                 ),
+            },
+            "gc_pacer": {
+                "collections": collections,
+                "pause_p50": bucket_quantile(gc_pauses, 0.5),
+                "pause_max": bucket_quantile(gc_pauses, 1.0),
             },
             "status_patches_per_second": round(patches / window, 1),
             "status_patch_budget_per_second": round(args.jobs / float(args.status_interval), 1),
