@@ -72,6 +72,10 @@ class GcPacer:
         #: long_lived_total), and the oldest generation's count when its size was last read.
         self._long_lived = old_size()
         self._pending: tuple[int, int] | None = None
+        #: The young generation's highest count since its last collection. The count is
+        #: allocations minus deallocations: high in a burst, lower again in the quiet after it,
+        #: where CPython would have collected when it passed its threshold.
+        self._peak = 0
 
     def expected(self, generation: int) -> float:
         """How long a collection of ``generation`` is likely to take, seconds."""
@@ -88,8 +92,9 @@ class GcPacer:
             if self._pending is None or self._pending[0] != counts[oldest]:
                 self._pending = (counts[oldest], self._old_size() - self._long_lived)
             pending = self._pending[1]
+        self._peak = max(self._peak, counts[0])
         generation = gcpace.due_generation(
-            counts, thresholds, pending=pending, total=self._long_lived
+            (self._peak, *counts[1:]), thresholds, pending=pending, total=self._long_lived
         )
         if generation is None:
             return None
@@ -102,6 +107,7 @@ class GcPacer:
         self._collect(generation)
         took = self._clock() - started
         self._recent[generation].append(took)
+        self._peak = 0
         if generation == oldest:
             self._long_lived = self._old_size()
             self._pending = None

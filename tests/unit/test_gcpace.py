@@ -132,6 +132,23 @@ def test_the_pacer_waits_for_a_quiet_window_and_learns_how_long_collections_take
     assert pacer.expected(0) == pytest.approx(0.05)
 
 
+def test_a_count_that_passed_its_threshold_in_a_burst_is_due_in_the_quiet_after() -> None:
+    """The young generation's count is allocations minus deallocations: it passes the threshold
+    in a burst (CPython would collect then) and falls back while the burst's objects are freed.
+    The collection is still due once the burst is over."""
+    fake = FakeGc([THRESHOLDS[0] + 500, 0, 0])
+    quiet, asked = [0.0], []
+    pacer = fake.pacer(quiet, asked)
+    assert pacer.step() is None  # busy
+    fake.counts[0] = THRESHOLDS[0] - 3000
+    quiet[0] = 1.0
+    assert pacer.step() is Reason.PACED
+    assert fake.collected == [0]
+    # After the collection the peak starts again.
+    fake.counts[0] = THRESHOLDS[0] - 1
+    assert pacer.step() is None
+
+
 def test_a_full_collection_waits_for_enough_new_old_objects() -> None:
     fake = FakeGc([0, 0, 11])
     fake.old = 1000  # survivors of the last full collection
