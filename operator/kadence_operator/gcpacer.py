@@ -115,7 +115,13 @@ class GcPacer:
             self._metrics.gc_collections.labels(str(generation), reason.value).inc()
             self._metrics.gc_pause.observe(took)
         log = logger.info if took > SLOW else logger.debug
-        log("collected generation %d (%s) in %.1f ms", generation, reason.value, took * 1000)
+        log(
+            "collected generation %d (%s) in %.1f ms; the scheduler was quiet for %.0f ms",
+            generation,
+            reason.value,
+            took * 1000,
+            quiet * 1000,
+        )
         return reason
 
     async def run(self, stop: asyncio.Event) -> None:
