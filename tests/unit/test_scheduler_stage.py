@@ -368,3 +368,38 @@ async def test_a_slice_of_replies_ends_when_its_time_is_up(monkeypatch: pytest.M
         await asyncio.sleep(0)
         published.append(sched.published)
     assert published == [1, 2, 3, 4, 5, 5]
+
+
+async def test_settling_waits_for_the_bursts_other_replies_but_not_long() -> None:
+    """While more than ``dispatch_stage`` requests still wait for their replies, the replies
+    already in are noted but not settled, so the loop reads the others first; after
+    ``SETTLE_DEFER`` they are settled anyway."""
+    now = [SLOT]
+    sched, _requests, _entries = make_scheduler(250, clock=lambda: now[0])
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    assert sched._stage is not None
+    replies = [fire.request.reply for fire in sched._stage.fires]
+    await sched._write_stage(SLOT)
+
+    def ack(batch: list[asyncio.Future[Msg]]) -> None:
+        for seq, reply in enumerate(batch, 1):
+            reply.set_result(Msg(None, data=b'{"stream": "S", "seq": %d}' % seq))  # type: ignore[arg-type]
+
+    ack(replies[:200])
+    await asyncio.sleep(0.02)  # several polls
+    assert (sched.published, len(sched._replies)) == (0, 200)
+    ack(replies[200:])
+    await asyncio.sleep(0.1)  # the next poll finds none outstanding and settles them all
+    assert (sched.published, len(sched._replies)) == (250, 0)
+    # A reply that never comes does not hold the others back for more than SETTLE_DEFER.
+    sched2, _, _ = make_scheduler(250, clock=lambda: now[0])
+    await sched2._stage_burst(SLOT - timedelta(milliseconds=1))
+    assert sched2._stage is not None
+    replies = [fire.request.reply for fire in sched2._stage.fires]
+    await sched2._write_stage(SLOT)
+    ack(replies[:100])
+    await asyncio.sleep(0.02)
+    assert sched2.published == 0
+    now[0] += timedelta(milliseconds=100)  # the bound docs/operator.md gives
+    await asyncio.sleep(0.1)
+    assert (sched2.published, len(sched2._replies)) == (100, 0)

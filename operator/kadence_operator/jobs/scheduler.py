@@ -794,8 +794,10 @@ class Scheduler:
             asyncio.get_running_loop().call_soon(self._settle_replies)
 
     def _settle_replies(self) -> None:
-        """Settle the replies noted by :meth:`_armed_acked`, :data:`SETTLE_SLICE` at a time:
-        between slices the read loop can take (and time) the replies still coming."""
+        """Settle the replies noted by :meth:`_armed_acked` once the burst's other replies
+        are in (or :data:`SETTLE_DEFER` has passed), :data:`SETTLE_SLICE` and
+        :data:`SETTLE_BUDGET` at a time: between slices the read loop can take the replies
+        still coming."""
         replies = self._replies
         if not replies:
             return
