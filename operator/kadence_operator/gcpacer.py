@@ -24,8 +24,10 @@ from kadence_operator.scheduling import gcpace
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two looks at the collector's counts.
+#: Seconds between two looks at the collector's counts, and while the young generation's
+#: count is below half its threshold (an idle operator: fewer wake-ups).
 TICK = 0.025
+IDLE_TICK = 0.25
 #: Collections remembered per generation; the longest of them is the next one's estimate.
 RECENT = 8
 #: A collection this long is logged (INFO).
@@ -52,6 +54,7 @@ class GcPacer:
         *,
         metrics: OperatorMetrics | None = None,
         tick: float = TICK,
+        idle_tick: float = IDLE_TICK,
         collect: Callable[[int], int] = gc.collect,
         get_count: Callable[[], Sequence[int]] = gc.get_count,
         get_threshold: Callable[[], Sequence[int]] = gc.get_threshold,
@@ -61,6 +64,7 @@ class GcPacer:
         self._quiet_for = quiet_for
         self._metrics = metrics
         self._tick = tick
+        self._idle_tick = idle_tick
         self._collect = collect
         self._get_count = get_count
         self._get_threshold = get_threshold
@@ -80,6 +84,12 @@ class GcPacer:
         """How long a collection of ``generation`` is likely to take, seconds."""
         recent = self._recent[generation]
         return max(recent) if recent else gcpace.PRIOR[generation]
+
+    def next_tick(self) -> float:
+        """Seconds until the next look: :data:`IDLE_TICK` while the young generation is far
+        from due (its count, highest since its collection, below half its threshold)."""
+        young = self._get_threshold()[0]
+        return self._idle_tick if 2 * max(self._peak, self._get_count()[0]) < young else self._tick
 
     def step(self) -> gcpace.Reason | None:
         """Collect now if it is time (the reason), else None."""
@@ -133,7 +143,7 @@ class GcPacer:
         try:
             while not stop.is_set():
                 # A plain sleep: wait_for(stop.wait()) would make a task 40 times a second.
-                await asyncio.sleep(self._tick)
+                await asyncio.sleep(self.next_tick())
                 self.step()
         finally:
             _running -= 1

@@ -172,8 +172,8 @@ async def test_running_turns_automatic_collection_off_until_the_last_pacer_stops
         collected.set()
         return gc.collect(generation)
 
-    one = GcPacer(lambda seconds: 10.0, tick=0.001, collect=collect)
-    two = GcPacer(lambda seconds: 10.0, tick=0.001)
+    one = GcPacer(lambda seconds: 10.0, tick=0.001, idle_tick=0.001, collect=collect)
+    two = GcPacer(lambda seconds: 10.0, tick=0.001, idle_tick=0.001)
     tasks = [asyncio.create_task(one.run(stop_one)), asyncio.create_task(two.run(stop_two))]
     try:
         await asyncio.sleep(0.01)
@@ -195,3 +195,17 @@ async def test_running_turns_automatic_collection_off_until_the_last_pacer_stops
         await asyncio.gather(*tasks)
     assert gc.isenabled()
     assert gcpacer._running == 0
+
+
+def test_an_idle_operator_is_looked_at_less_often() -> None:
+    fake = FakeGc([0, 0, 0])
+    pacer = fake.pacer([10.0], [])
+    assert pacer.next_tick() == gcpacer.IDLE_TICK
+    fake.counts[0] = THRESHOLDS[0] // 2
+    assert pacer.next_tick() == gcpacer.TICK
+    fake.counts[0] = 10
+    assert pacer.next_tick() == gcpacer.IDLE_TICK
+    fake.counts[0] = THRESHOLDS[0] // 2
+    pacer.step()  # not due, but its highest count is remembered
+    fake.counts[0] = 10
+    assert pacer.next_tick() == gcpacer.TICK
