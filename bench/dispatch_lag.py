@@ -33,6 +33,7 @@ from bench.common import (
     create_jobs,
     create_queue,
     delta_buckets,
+    gc_pacer,
     histogram,
     load,
     machine,
@@ -166,19 +167,6 @@ def main() -> None:
             histogram(after, "kadence_operator_dispatch_lag_seconds"),
             histogram(before, "kadence_operator_dispatch_lag_seconds"),
         )
-        gc_name = "kadence_operator_gc_collections_total"
-        gc_pauses = delta_buckets(
-            histogram(after, "kadence_operator_gc_pause_seconds"),
-            histogram(before, "kadence_operator_gc_pause_seconds"),
-        )
-        collections = {
-            f"gen{generation}_{reason}": metric(
-                after, gc_name, generation=str(generation), reason=reason
-            )
-            - metric(before, gc_name, generation=str(generation), reason=reason)
-            for generation in range(3)
-            for reason in ("paced", "forced")
-        }
         result |= {
             "window_seconds": round(window, 1),
             "load_during": {"start": load_start, "end": load_end},
@@ -198,11 +186,7 @@ def main() -> None:
                     metric(after, "kadence_operator_dispatch_lag_max_seconds") * 1000, 1
                 ),
             },
-            "gc_pacer": {
-                "collections": collections,
-                "pause_p50": bucket_quantile(gc_pauses, 0.5),
-                "pause_max": bucket_quantile(gc_pauses, 1.0),
-            },
+            "gc_pacer": gc_pacer(after, before),
             "status_patches_per_second": round(patches / window, 1),
             "status_patch_budget_per_second": round(args.jobs / float(args.status_interval), 1),
             "status_conflicts": conflicts,
