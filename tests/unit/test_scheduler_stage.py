@@ -250,14 +250,24 @@ class Lags(OperatorMetrics):
         self.lags.append(seconds)
 
 
-async def write_and_ack_a_burst(sched: Scheduler) -> None:
-    """Stage the burst due at SLOT, write it, and resolve every reply with a PubAck."""
+async def stage_and_write(sched: Scheduler) -> list[asyncio.Future[Msg]]:
+    """Stage the burst due at SLOT and write it; its replies' futures."""
     await sched._stage_burst(SLOT - timedelta(milliseconds=1))
     assert sched._stage is not None
     replies = [fire.request.reply for fire in sched._stage.fires]
     await sched._write_stage(SLOT)
+    return replies
+
+
+def ack(replies: list[asyncio.Future[Msg]]) -> None:
+    """Resolve each reply with a PubAck."""
     for seq, reply in enumerate(replies, 1):
         reply.set_result(Msg(None, data=b'{"stream": "S", "seq": %d}' % seq))  # type: ignore[arg-type]
+
+
+async def write_and_ack_a_burst(sched: Scheduler) -> None:
+    """Stage the burst due at SLOT, write it, and resolve every reply with a PubAck."""
+    ack(await stage_and_write(sched))
 
 
 async def test_each_ack_is_timed_when_it_comes_not_after_the_bookkeeping_of_the_others() -> None:
@@ -332,8 +342,7 @@ async def test_quiet_for_is_the_time_until_a_burst_needs_the_loop() -> None:
     now[0] = SLOT
     await sched._write_stage(SLOT)
     assert sched.quiet_for(5.0) == 0.0
-    for seq, reply in enumerate(replies, 1):
-        reply.set_result(Msg(None, data=b'{"stream": "S", "seq": %d}' % seq))  # type: ignore[arg-type]
+    ack(replies)
     await asyncio.sleep(0)  # the replies are noted, not settled yet
     assert sched._replies
     assert sched.quiet_for(5.0) == 0.0
@@ -376,15 +385,7 @@ async def test_settling_waits_for_the_bursts_other_replies_but_not_long() -> Non
     ``SETTLE_DEFER`` they are settled anyway."""
     now = [SLOT]
     sched, _requests, _entries = make_scheduler(250, clock=lambda: now[0])
-    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
-    assert sched._stage is not None
-    replies = [fire.request.reply for fire in sched._stage.fires]
-    await sched._write_stage(SLOT)
-
-    def ack(batch: list[asyncio.Future[Msg]]) -> None:
-        for seq, reply in enumerate(batch, 1):
-            reply.set_result(Msg(None, data=b'{"stream": "S", "seq": %d}' % seq))  # type: ignore[arg-type]
-
+    replies = await stage_and_write(sched)
     ack(replies[:200])
     await asyncio.sleep(0.02)  # several polls
     assert (sched.published, len(sched._replies)) == (0, 200)
@@ -393,11 +394,7 @@ async def test_settling_waits_for_the_bursts_other_replies_but_not_long() -> Non
     assert (sched.published, len(sched._replies)) == (250, 0)
     # A reply that never comes does not hold the others back for more than SETTLE_DEFER.
     sched2, _, _ = make_scheduler(250, clock=lambda: now[0])
-    await sched2._stage_burst(SLOT - timedelta(milliseconds=1))
-    assert sched2._stage is not None
-    replies = [fire.request.reply for fire in sched2._stage.fires]
-    await sched2._write_stage(SLOT)
-    ack(replies[:100])
+    ack((await stage_and_write(sched2))[:100])
     await asyncio.sleep(0.02)
     assert sched2.published == 0
     now[0] += timedelta(milliseconds=100)  # the bound docs/operator.md gives
