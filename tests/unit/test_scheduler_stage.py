@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 
@@ -400,3 +401,28 @@ async def test_settling_waits_for_the_bursts_other_replies_but_not_long() -> Non
     now[0] += timedelta(milliseconds=100)  # the bound docs/operator.md gives
     await asyncio.sleep(0.1)
     assert (sched2.published, len(sched2._replies)) == (100, 0)
+
+
+@pytest.mark.parametrize(
+    ("error", "traceback"),
+    [
+        # the Queue's stream deleted (its namespace going away): a condition, one line
+        (nats.js.errors.NoStreamResponseError(), False),
+        (nats.errors.TimeoutError(), False),
+        # anything else is a bug: with its traceback
+        (RuntimeError("bug"), True),
+    ],
+)
+async def test_a_failed_fire_is_retried_and_logged_by_kind(
+    error: Exception, traceback: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    sched, _requests, entries = make_scheduler(1)
+    entry = entries[0]
+    try:
+        raise error
+    except Exception:
+        sched._fire_failed(entry, SLOT)
+    (record,) = [r for r in caplog.records if "firing ns/j0000 failed" in r.getMessage()]
+    assert (record.exc_info is not None) is traceback
+    assert record.levelname == ("ERROR" if traceback else "WARNING")
+    assert heap_names(sched)[-1] == ("j0000", SLOT + timedelta(seconds=5))

@@ -17,12 +17,14 @@ import functools
 import heapq
 import itertools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -721,7 +723,18 @@ class Scheduler:
             self._fire_ended(entry)
 
     def _fire_failed(self, entry: Entry, now: datetime) -> None:
-        logger.exception("firing %s/%s failed; retrying in 5s", *entry.key)
+        """Called in an ``except`` block: the fire is tried again in 5 s. A NATS error (the
+        Queue's stream gone, a timeout, a closed connection) is a condition of the cluster,
+        logged in one line; anything else is a bug, logged with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, nats.errors.Error):
+            logger.warning(
+                "firing %s/%s failed: %s; retrying in 5s",
+                *entry.key,
+                str(error) or type(error).__name__,
+            )
+        else:
+            logger.exception("firing %s/%s failed; retrying in 5s", *entry.key)
         entry.refire = False
         self._push(entry, now + timedelta(seconds=5))
 
