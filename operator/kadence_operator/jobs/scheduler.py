@@ -430,15 +430,19 @@ class Scheduler:
             self._metrics.dispatch_holds.inc()
         return wait
 
+    def _acks_outstanding(self) -> bool:
+        """Whether a burst's worth of publishes (``dispatch_stage``) still waits for acks."""
+        return self._requests.pending >= max(1, self._settings.dispatch_stage)
+
     def quiet_for(self, horizon: float) -> float:
         """Seconds, looking at most ``horizon`` ahead, during which pausing the event loop (a
         garbage collection) would delay no burst of fires: 0 while one is being published or
         its acks are coming in; else until the next group of ``dispatch_stage`` fires due
         together, less the lead its staging needs. Single fires do not count: a pause delays
         one of them no more than a slow loop turn would."""
-        size = max(1, self._settings.dispatch_stage)
-        if self._replies or self._requests.pending >= size:
+        if self._replies or self._acks_outstanding():
             return 0.0
+        size = max(1, self._settings.dispatch_stage)
         now = self._clock()
         quiet = horizon
         if self._stage is not None:
@@ -815,7 +819,7 @@ class Scheduler:
         if not replies:
             return
         if (
-            self._requests.pending >= max(1, self._settings.dispatch_stage)
+            self._acks_outstanding()
             and (self._clock() - replies[0][4]).total_seconds() < SETTLE_DEFER
         ):
             asyncio.get_running_loop().call_later(SETTLE_POLL, self._settle_replies)
