@@ -66,6 +66,12 @@ def main() -> None:
         default="lean",
         help="bench.sink --mode: lean (default) or acked (a PubAck and a double ack per run)",
     )
+    parser.add_argument(
+        "--sink-task-ms",
+        type=float,
+        default=0.0,
+        help="bench.sink --task-ms: each run reported this long after the sink got it (lean)",
+    )
     args = parser.parse_args()
 
     result: dict[str, Any] = {"benchmark": "dispatch_lag", "args": vars(args)}
@@ -88,6 +94,8 @@ def main() -> None:
                 str(record),
                 "--mode",
                 args.sink_mode,
+                "--task-ms",
+                str(args.sink_task_ms),
             ],
             log_path=st.workdir / "sink.log",
             cwd=REPO,

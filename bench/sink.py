@@ -36,9 +36,10 @@ MODES = ("lean", "acked")
 
 
 class Sink:
-    def __init__(self, nc: NATS, *, record: bool) -> None:
+    def __init__(self, nc: NATS, *, record: bool, task_seconds: float = 0.0) -> None:
         self.nc = nc
         self.record = record
+        self.task_seconds = task_seconds
         self.rows: list[str] = []
         self.done = 0
 
@@ -66,19 +67,26 @@ class Sink:
 
     async def lean(self, stream: str, partition: int, stop: asyncio.Event) -> None:
         """Pull with the worker's :class:`Pull`; one task publishes results and acks, in order."""
-        ready: asyncio.Queue[Msg] = asyncio.Queue()
+        ready: asyncio.Queue[tuple[float, Msg]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def arrived(msg: Msg) -> None:
+            ready.put_nowait((loop.time() + self.task_seconds, msg))
+
         puller = Pull(
             self.nc,
             stream=stream,
             consumer=constants.consumer_name(partition),
-            deliver=ready.put_nowait,
-            extra=ready.put_nowait,
+            deliver=arrived,
+            extra=arrived,
         )
         await puller.start()
 
         async def complete() -> None:
             while True:
-                msg = await ready.get()
+                done_at, msg = await ready.get()
+                if (wait := done_at - loop.time()) > 0:
+                    await asyncio.sleep(wait)  # the "task" runs (runs arrive in order)
                 subject, data, dedupe_id = self.result(msg)
                 await self.nc.publish(subject, data, headers={constants.MSG_ID_HEADER: dedupe_id})
                 await self.nc.publish(msg.reply, b"+ACK")
@@ -118,10 +126,16 @@ class Sink:
 
 
 async def serve(
-    url: str, namespace: str, queue: str, partitions: int, record: bool, mode: str
+    url: str,
+    namespace: str,
+    queue: str,
+    partitions: int,
+    record: bool,
+    mode: str,
+    task_seconds: float = 0.0,
 ) -> list[str]:
     nc = await nats.connect(url, name="kadence-bench-sink")
-    sink = Sink(nc, record=record)
+    sink = Sink(nc, record=record, task_seconds=task_seconds)
     stream = constants.stream_name(namespace, queue)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -147,6 +161,12 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--mode", choices=MODES, default="lean")
     parser.add_argument("--record", help="write run_id,job,slot,stored (epoch seconds) here")
+    parser.add_argument(
+        "--task-ms",
+        type=float,
+        default=0.0,
+        help="lean mode: report each run this long after it arrived, as if its task ran so long",
+    )
     args = parser.parse_args()
     rows = loops.run(
         serve(
@@ -156,6 +176,7 @@ def main() -> None:
             args.partitions,
             args.record is not None,
             args.mode,
+            args.task_ms / 1000,
         )
     )
     if args.record is not None:
