@@ -120,6 +120,9 @@ class Stack:
     api: client.ApiClient
     operators: dict[str, ManagedProcess] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    #: Other processes of the benchmark (the sink): stopped with the servers, also when the
+    #: benchmark fails or is interrupted.
+    helpers: list[ManagedProcess] = field(default_factory=list)
 
     def pids(self) -> dict[str, int]:
         found = {p.name: p.pid for p in self.kube.processes if p.pid}
@@ -199,7 +202,7 @@ def stack(name: str, *, keep: bool = False) -> Iterator[Stack]:
         yield running
     finally:
         if running is not None:
-            for proc in running.operators.values():
+            for proc in [*running.helpers, *running.operators.values()]:
                 proc.stop()
         server.stop()
         kube.stop()

@@ -100,6 +100,7 @@ def main() -> None:
             log_path=st.workdir / "sink.log",
             cwd=REPO,
         )
+        st.helpers.append(sink)
         if args.sink:
             sink.launch()
         names = [f"j{i:05d}" for i in range(args.jobs)]

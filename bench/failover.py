@@ -86,6 +86,7 @@ def main() -> None:
             log_path=st.workdir / "sink.log",
             cwd=REPO,
         )
+        st.helpers.append(sink)
         sink.launch()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
