@@ -89,6 +89,27 @@ AB_SETTINGS = (
 )
 
 
+def machine_ticks() -> list[int]:
+    """The machine's CPU time so far, in clock ticks: ``/proc/stat``'s ``cpu`` line (user, nice,
+    system, idle, iowait, irq, softirq, steal, ...)."""
+    with open("/proc/stat") as stat:
+        return [int(v) for v in stat.readline().split()[1:]]
+
+
+def machine_cores(before: list[int], after: list[int], seconds: float) -> dict[str, float]:
+    """Cores busy, stolen by the hypervisor and idle between two :func:`machine_ticks`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    idle = delta[3] + delta[4]
+    steal = delta[7] if len(delta) > 7 else 0
+    busy = sum(delta[:8]) - idle - steal
+
+    def cores(ticks: int) -> float:
+        return round(ticks / tick / seconds, 3)
+
+    return {"busy": cores(busy), "steal": cores(steal), "idle": cores(idle)}
+
+
 @dataclass
 class CpuMeter:
     """CPU use of several processes over a window: ``start()``, then ``stop()`` → cores used."""
@@ -96,13 +117,18 @@ class CpuMeter:
     pids: dict[str, int]
     _start: dict[str, float] = field(default_factory=dict)
     _t0: float = 0.0
+    _machine: list[int] = field(default_factory=list)
+    #: The whole machine's cores over the last window (busy, stolen, idle), set by ``stop()``.
+    machine: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:
         self._t0 = time.monotonic()
+        self._machine = machine_ticks()
         self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
         elapsed = time.monotonic() - self._t0
+        self.machine = machine_cores(self._machine, machine_ticks(), elapsed)
         return {
             name: round((cpu_seconds(pid) - self._start[name]) / elapsed, 3)
             for name, pid in self.pids.items()

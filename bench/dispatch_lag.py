@@ -200,6 +200,7 @@ def main() -> None:
             "status_patch_budget_per_second": round(args.jobs / float(args.status_interval), 1),
             "status_conflicts": conflicts,
             "cpu_cores": cpu,
+            "machine_cores": meter.machine,
             "operator_rss_mib": {"max": round(max(rss), 1), "last": round(rss[-1], 1)},
         }
     result["load_after"] = load()
