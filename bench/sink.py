@@ -168,6 +168,8 @@ def main() -> None:
         help="lean mode: report each run this long after it arrived, as if its task ran so long",
     )
     args = parser.parse_args()
+    if args.task_ms < 0 or (args.task_ms and args.mode != "lean"):
+        parser.error("--task-ms must be >= 0 and needs --mode lean")
     rows = loops.run(
         serve(
             args.url,
