@@ -3,15 +3,17 @@
 Creates ``--jobs`` Jobs (default 1,000) with ``interval: 1s`` on one Queue, lets them run for
 ``--warmup`` seconds, then measures over ``--window`` seconds (default 60). ``bench.sink`` (a
 separate process) completes every run at once, as very fast workers would, so that Job status
-keeps its production size; ``--no-sink`` leaves every run active (status then grows by one run
-per slot, and so does the cost of each status write).
+keeps its production size (``--sink-task-ms N``: each run N ms after the sink got it, as if its
+task ran so long); ``--no-sink`` leaves every run active (status then grows by one run per slot,
+and so does the cost of each status write).
 
 * due → stored lag of every run whose slot falls in the window, from JetStream's own store
   timestamps (exact, every message; recorded by the sink, or read back from the stream with
   ``--no-sink``), and due → publish-acked lag from the operator's histogram
   (``kadence_operator_dispatch_lag_seconds``, bucketed);
 * slots in the window that were never published (should be 0);
-* the operator's CPU (cores) and RSS from /proc, and the CPU of each server;
+* the operator's CPU (cores) and RSS from /proc, the CPU of each server, and the whole
+  machine's busy, stolen and idle cores;
 * status PATCHes per second, from ``kadence_operator_status_patches_total``.
 
     .venv/bin/python -m bench.dispatch_lag --jobs 1000 --window 60
