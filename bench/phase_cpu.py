@@ -69,7 +69,7 @@ def sample(pids: dict[str, int], seconds: float, bucket_ms: int) -> dict[str, li
     before = {name: cpu_ns(pid) for name, pid in pids.items()}
     last = time.time()
     end = last + seconds
-    while (now := time.time()) < end:
+    while time.time() < end:
         time.sleep(0.004)
         now = time.time()
         # The CPU used since the last sample is put in the bucket of the interval's middle; at
