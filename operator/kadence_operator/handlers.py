@@ -40,6 +40,8 @@ from kadence_operator.statuswriter import Status
 
 logger = logging.getLogger(__name__)
 FINALIZER = "kadence.io/finalizer"
+#: Seconds a kopf per-object worker waits for the next event before it exits (kopf: 5).
+KOPF_WORKER_IDLE_TIMEOUT = 0.5
 
 
 def _rt(memo: Any) -> runtime.Runtime:
@@ -88,6 +90,13 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         settings.persistence.finalizer = FINALIZER
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
+        # kopf keeps one worker task per object until no event came for `idle_timeout` (5 s by
+        # default), and the worker's frame holds the object's last event (the whole body) while
+        # it waits. Creating 10,000 Jobs at ~250/s kept thousands of bodies alive at once, and
+        # the small objects they left between the Jobs' long-lived state stayed as fragmented
+        # memory: the settled operator held 191-195 MiB; with 0.5 s, 163 MiB
+        # (bench.idle_jobs, docs/benchmarks.md (b)). A later event just starts a new worker.
+        settings.queueing.idle_timeout = KOPF_WORKER_IDLE_TIMEOUT
         settings.networking.request_timeout = 30
         # A Queue's status refresh (a timer) may be mid-way through NATS calls when the Queue is
         # deleted; kopf keeps the finalizer until the timer returns and by default looks again
