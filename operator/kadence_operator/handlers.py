@@ -179,11 +179,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         key = (body.metadata.namespace or "", body.metadata.name or "")
         if event["type"] == "DELETED":
             rt.scheduler.remove(*key)
-            rt.job_bodies.pop(key, None)
+            rt.jobs.pop(key, None)
             rt.job_writer.forget(*key)
             return
         rt.job_writer.observe(raw)
-        rt.job_bodies[key] = _job_reference(raw)
+        rt.jobs[key] = runtime.KnownJob.of(raw)
         if rt.scheduler.refresh(raw):
             return  # a valid Job the scheduler knows, same generation: only its status changed
         uid = body.metadata.uid or ""
@@ -207,20 +207,6 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             return
         # The scheduler writes Ready=True (or QueueNotReady) when it first looks at the Job.
         rt.scheduler.upsert(raw, parse_job(raw))
-
-
-def _job_reference(raw: dict[str, Any]) -> dict[str, Any]:
-    """What is kept of every Job body: enough to post an Event about it and to read its history
-    limits (a whole body, managedFields included, is several kilobytes of Python objects)."""
-    meta = raw.get("metadata") or {}
-    return {
-        "apiVersion": raw.get("apiVersion"),
-        "kind": raw.get("kind"),
-        "metadata": {
-            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta
-        },
-        "spec": {"historyLimits": (raw.get("spec") or {}).get("historyLimits") or {}},
-    }
 
 
 #: Ready reasons a later refresh clears by itself once NATS can take the configuration again.
