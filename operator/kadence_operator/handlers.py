@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from nats.js.errors import NotFoundError
 
 from kadence import constants
-from kadence_operator import events, runtime, timefmt
+from kadence_operator import events, kopfstorage, runtime, timefmt
 from kadence_operator.api import (
     GROUP,
     VERSION,
@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 FINALIZER = "kadence.io/finalizer"
 #: Seconds a kopf per-object worker waits for the next event before it exits (kopf: 5).
 KOPF_WORKER_IDLE_TIMEOUT = 0.5
+#: Kinds handled by ``on.event`` only, for which kopf need not build a diff base per event
+#: (:mod:`kadence_operator.kopfstorage`); tests check that no change handler is registered.
+UNTRACKED_KINDS = frozenset({(f"{GROUP}/{VERSION}", "Job")})
 
 
 def _rt(memo: Any) -> runtime.Runtime:
@@ -84,8 +87,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration"
+        settings.persistence.diffbase_storage = kopfstorage.DiffBaseStorage(
+            untracked=UNTRACKED_KINDS, prefix=GROUP, key="last-handled-configuration"
         )
         settings.persistence.finalizer = FINALIZER
         settings.posting.level = logging.WARNING
