@@ -23,9 +23,11 @@ from nats.js.errors import NotFoundError
 from kadence import constants
 from kadence_operator import events, kopfstorage, runtime, timefmt
 from kadence_operator.api import (
+    API_VERSION,
     GROUP,
     VERSION,
     InvalidResource,
+    Job,
     QueueSpec,
     check_job,
     parse_job,
@@ -44,7 +46,7 @@ FINALIZER = "kadence.io/finalizer"
 KOPF_WORKER_IDLE_TIMEOUT = 0.5
 #: Kinds handled by ``on.event`` only, for which kopf need not build a diff base per event
 #: (:mod:`kadence_operator.kopfstorage`); tests check that no change handler is registered.
-UNTRACKED_KINDS = frozenset({(f"{GROUP}/{VERSION}", "Job")})
+UNTRACKED_KINDS = frozenset({(API_VERSION, Job.crd.kind)})
 
 
 def _rt(memo: Any) -> runtime.Runtime:

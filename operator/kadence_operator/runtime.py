@@ -22,7 +22,7 @@ from kadence.client import DirectNATS
 from kadence.config import Settings as ConnectionSettings
 from kadence.protocol import RunResult, RunState
 from kadence_operator import events, kube
-from kadence_operator.api import GROUP, VERSION
+from kadence_operator.api import API_VERSION, GROUP, VERSION, HistoryLimits, Job
 from kadence_operator.gcpacer import GcPacer
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.jobs.scheduler import Scheduler
@@ -36,11 +36,15 @@ from kadence_operator.statuswriter import StatusWriter
 logger = logging.getLogger(__name__)
 
 
+_DEFAULT_LIMITS = HistoryLimits()
+
+
 def _limit(history: Any, key: str) -> int:
+    default: int = getattr(_DEFAULT_LIMITS, key)
     try:
-        return int(history.get(key, 3))
+        return int(history.get(key, default))
     except (AttributeError, TypeError, ValueError):
-        return 3  # an invalid Job: its Ready condition says why; keep the default meanwhile
+        return default  # an invalid Job: its Ready condition says why; keep the default meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +78,8 @@ class KnownJob:
     def event_object(self) -> dict[str, Any]:
         """The Job as :func:`events.post` takes it (the Event's ``involvedObject``)."""
         return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Job",
+            "apiVersion": API_VERSION,
+            "kind": Job.crd.kind,
             "metadata": {
                 "namespace": self.namespace,
                 "name": self.name,

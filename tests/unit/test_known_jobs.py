@@ -8,19 +8,20 @@ import pytest
 
 from kadence_operator.runtime import KnownJob
 
+#: The metadata an Event names the Job by.
+IDENTITY = {
+    "namespace": "team-a",
+    "name": "nightly",
+    "uid": "0b1c8a1e-1111-2222-3333-444455556666",
+    "resourceVersion": "4711",
+}
+
 
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "kadence.io/v1alpha1",
         "kind": "Job",
-        "metadata": {
-            "namespace": "team-a",
-            "name": "nightly",
-            "uid": "0b1c8a1e-1111-2222-3333-444455556666",
-            "resourceVersion": "4711",
-            "generation": 3,
-            "managedFields": [{"manager": "kubectl"}],
-        },
+        "metadata": {**IDENTITY, "generation": 3, "managedFields": [{"manager": "kubectl"}]},
         "spec": spec,
         "status": {"active": [{"runId": "r1"}]},
     }
@@ -50,12 +51,7 @@ def test_the_event_object_names_the_job_and_nothing_else() -> None:
     assert known.event_object() == {
         "apiVersion": "kadence.io/v1alpha1",
         "kind": "Job",
-        "metadata": {
-            "namespace": "team-a",
-            "name": "nightly",
-            "uid": "0b1c8a1e-1111-2222-3333-444455556666",
-            "resourceVersion": "4711",
-        },
+        "metadata": IDENTITY,
     }
 
 
