@@ -99,10 +99,12 @@ def test_a_schedule_far_behind_counts_every_overdue_fire() -> None:
 @pytest.mark.parametrize(
     ("count", "cost", "expected"),
     [
-        # one fire at 50 µs: the floor plus three times its cost
-        (1, 50e-6, STAGE_LEAD_MIN + 150e-6),
-        # a thousand fires at 25 µs each: 75 ms of preparation, with the margin
-        (1000, 25e-6, STAGE_LEAD_MIN + 0.075),
+        # one fire at 50 µs: the floor plus eight times its cost
+        (1, 50e-6, STAGE_LEAD_MIN + 400e-6),
+        # a thousand fires at 16 µs each: 16 ms of preparation, 128 ms with the margin
+        (1000, 16e-6, STAGE_LEAD_MIN + 0.128),
+        # a thousand at 25 µs: 200 ms with the margin, within the bound
+        (1000, 25e-6, STAGE_LEAD_MIN + 0.2),
         # far more than can be prepared in the bound: the bound
         (100_000, 50e-6, STAGE_LEAD_MAX),
         # nothing measured yet or nothing due: the floor

@@ -28,8 +28,11 @@ SETTLE = 0.04
 #: Bounds of how long before a staged group of fires is due the scheduler starts preparing it.
 STAGE_LEAD_MIN = 0.005
 STAGE_LEAD_MAX = 0.25
-#: Margin on the measured cost per fire when deciding the lead (CPU contention, GC pauses).
-STAGE_MARGIN = 3.0
+#: Margin on the measured cost per fire when deciding the lead. The cost is a recent average,
+#: and single passes take several times as long when the machine is busy: in the 1,000-Job
+#: benchmark (docs/benchmarks.md) passes took 16 ms at the median and up to 103 ms, and with a
+#: margin of 3 about one in fifty ran past the instant and made its whole burst late.
+STAGE_MARGIN = 8.0
 
 
 def stage_lead(count: int, cost: float) -> float:
