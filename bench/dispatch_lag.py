@@ -14,7 +14,10 @@ and so does the cost of each status write).
 * slots in the window that were never published (should be 0);
 * the operator's CPU (cores) and RSS from /proc, the CPU of each server, and the whole
   machine's busy, stolen and idle cores;
-* status PATCHes per second, from ``kadence_operator_status_patches_total``.
+* status PATCHes per second, from ``kadence_operator_status_patches_total``;
+* with ``--per-second``, the acks of each second of the window (the histogram scraped at the
+  middle of every second, when the second's burst is in), so that a few late bursts can be told
+  from a tail in every burst: ``bench/results/<name>_seconds.csv`` and a summary in the JSON.
 
     .venv/bin/python -m bench.dispatch_lag --jobs 1000 --window 60
 """
@@ -30,6 +33,7 @@ from typing import Any
 
 from bench.common import (
     REPO,
+    RESULTS,
     CpuMeter,
     bucket_quantile,
     create_jobs,
@@ -50,6 +54,35 @@ from bench.common import (
     stack,
 )
 from kadence_devstack.procs import ManagedProcess
+
+LAG = "kadence_operator_dispatch_lag_seconds"
+
+
+def per_second(name: str, seconds: list[tuple[int, list[tuple[float, float]]]]) -> dict[str, Any]:
+    """Acks of each second (``<name>_seconds.csv``: second, acks, within 50 / 100 ms) and how
+    the acks over 50 ms are spread over the seconds."""
+    rows = []
+    for second, buckets in seconds:
+        total = buckets[-1][1] if buckets else 0.0
+        within = dict(buckets)
+        rows.append((second, total, within.get(0.05, 0.0), within.get(0.1, 0.0)))
+    path = RESULTS / f"{name}_seconds.csv"
+    path.write_text(
+        "second,acks,within_50ms,within_100ms\n"
+        + "".join(f"{s},{t:g},{a:g},{b:g}\n" for s, t, a, b in rows)
+    )
+    late = sorted((t - a for _, t, a, _ in rows), reverse=True)
+    total_late = sum(late)
+    return {
+        "file": str(path.relative_to(REPO)),
+        "seconds": len(rows),
+        "acks_over_50ms": total_late,
+        "seconds_with_any_over_50ms": sum(1 for n in late if n > 0),
+        "seconds_with_over_100_acks_over_50ms": sum(1 for n in late if n > 100),
+        "share_of_late_acks_in_worst_5_seconds": round(sum(late[:5]) / total_late, 3)
+        if total_late
+        else None,
+    }
 
 
 def main() -> None:
@@ -73,6 +106,11 @@ def main() -> None:
         type=float,
         default=0.0,
         help="bench.sink --task-ms: each run reported this long after the sink got it (lean)",
+    )
+    parser.add_argument(
+        "--per-second",
+        action="store_true",
+        help="scrape the lag histogram every second (mid-second) and report the acks per second",
     )
     args = parser.parse_args()
 
@@ -126,10 +164,19 @@ def main() -> None:
         load_start = load()
         t_start = now()
         rss: list[float] = []
+        seconds: list[tuple[int, list[tuple[float, float]]]] = []
+        previous = histogram(before, LAG)
         deadline = time.monotonic() + args.window
         while time.monotonic() < deadline:
             rss.append(rss_mib(op.pid))
-            time.sleep(1)
+            if args.per_second:
+                # Mid-second: the burst of this second's slot has been acked by then.
+                time.sleep((0.5 - time.time() % 1.0) % 1.0 or 1.0)
+                current = histogram(st.scrape("op-1"), LAG)
+                seconds.append((int(time.time()), delta_buckets(current, previous)))
+                previous = current
+            else:
+                time.sleep(1)
         t_end = now()
         cpu = meter.stop()
         after = st.scrape("op-1")
@@ -174,10 +221,7 @@ def main() -> None:
         conflicts = metric(after, "kadence_operator_status_conflicts_total", kind="jobs") - metric(
             before, "kadence_operator_status_conflicts_total", kind="jobs"
         )
-        buckets = delta_buckets(
-            histogram(after, "kadence_operator_dispatch_lag_seconds"),
-            histogram(before, "kadence_operator_dispatch_lag_seconds"),
-        )
+        buckets = delta_buckets(histogram(after, LAG), histogram(before, LAG))
         result |= {
             "window_seconds": round(window, 1),
             "load_during": {"start": load_start, "end": load_end},
@@ -205,6 +249,8 @@ def main() -> None:
             "machine_cores": meter.machine,
             "operator_rss_mib": {"max": round(max(rss), 1), "last": round(rss[-1], 1)},
         }
+        if args.per_second:
+            result["per_second"] = per_second(args.name, seconds)
     result["load_after"] = load()
     save(args.name, result)
     print(json.dumps(result, indent=2, default=str))
