@@ -58,20 +58,34 @@ from kadence_devstack.procs import ManagedProcess
 LAG = "kadence_operator_dispatch_lag_seconds"
 
 
-def per_second(name: str, seconds: list[tuple[int, list[tuple[float, float]]]]) -> dict[str, Any]:
-    """Acks of each second (``<name>_seconds.csv``: second, acks, within 50 / 100 ms) and how
-    the acks over 50 ms are spread over the seconds."""
+#: How each second's fires went out (``kadence_operator_fires_total`` by path).
+PATHS = ("staged", "armed", "full")
+Second = tuple[int, list[tuple[float, float]], dict[str, float]]
+
+
+def fires_by_path(text: str) -> dict[str, float]:
+    return {p: metric(text, "kadence_operator_fires_total", path=p) for p in PATHS}
+
+
+def per_second(name: str, seconds: list[Second]) -> dict[str, Any]:
+    """Acks of each second (``<name>_seconds.csv``: second, acks, within 50 / 100 ms, fires by
+    path) and how the acks over 50 ms are spread over the seconds."""
     rows = []
-    for second, buckets in seconds:
+    for second, buckets, paths in seconds:
         total = buckets[-1][1] if buckets else 0.0
         within = dict(buckets)
-        rows.append((second, total, within.get(0.05, 0.0), within.get(0.1, 0.0)))
+        rows.append((second, total, within.get(0.05, 0.0), within.get(0.1, 0.0), paths))
     path = RESULTS / f"{name}_seconds.csv"
     path.write_text(
-        "second,acks,within_50ms,within_100ms\n"
-        + "".join(f"{s},{t:g},{a:g},{b:g}\n" for s, t, a, b in rows)
+        "second,acks,within_50ms,within_100ms,"
+        + ",".join(f"fires_{p}" for p in PATHS)
+        + "\n"
+        + "".join(
+            f"{s},{t:g},{a:g},{b:g}," + ",".join(f"{f[p]:g}" for p in PATHS) + "\n"
+            for s, t, a, b, f in rows
+        )
     )
-    late = sorted((t - a for _, t, a, _ in rows), reverse=True)
+    late = sorted((t - a for _, t, a, _, _ in rows), reverse=True)
     total_late = sum(late)
     return {
         "file": str(path.relative_to(REPO)),
@@ -164,17 +178,19 @@ def main() -> None:
         load_start = load()
         t_start = now()
         rss: list[float] = []
-        seconds: list[tuple[int, list[tuple[float, float]]]] = []
-        previous = histogram(before, LAG)
+        seconds: list[Second] = []
+        previous, previous_fires = histogram(before, LAG), fires_by_path(before)
         deadline = time.monotonic() + args.window
         while time.monotonic() < deadline:
             rss.append(rss_mib(op.pid))
             if args.per_second:
                 # Mid-second: the burst of this second's slot has been acked by then.
                 time.sleep((0.5 - time.time() % 1.0) % 1.0 or 1.0)
-                current = histogram(st.scrape("op-1"), LAG)
-                seconds.append((int(time.time()), delta_buckets(current, previous)))
-                previous = current
+                text = st.scrape("op-1")
+                current, fires = histogram(text, LAG), fires_by_path(text)
+                paths = {p: fires[p] - previous_fires[p] for p in PATHS}
+                seconds.append((int(time.time()), delta_buckets(current, previous), paths))
+                previous, previous_fires = current, fires
             else:
                 time.sleep(1)
         t_end = now()
