@@ -161,15 +161,15 @@ class Probe:
                 time.perf_counter() - started
             )
 
-        Pull.pull = counted_pull  # type: ignore[method-assign]
-        Worker._dispatch = first_dispatch  # type: ignore[method-assign]
+        Pull.pull = counted_pull  # type: ignore[method-assign,assignment]
+        Worker._dispatch = first_dispatch  # type: ignore[method-assign,assignment]
         QueueMessage.ack_sync = counted_ack  # type: ignore[method-assign,assignment]
-        KadenceClient.publish_report = timed_publish  # type: ignore[method-assign]
-        ResultReporter.report = timed_report  # type: ignore[method-assign]
-        KadenceClient.announce_result = timed_announce  # type: ignore[method-assign]
-        ResultReporter.submit = timed_submit  # type: ignore[method-assign]
-        Worker._queue_ack = timed_queue_ack  # type: ignore[method-assign]
-        Worker._acked = counted_acked  # type: ignore[method-assign]
+        KadenceClient.publish_report = timed_publish  # type: ignore[method-assign,assignment]
+        ResultReporter.report = timed_report  # type: ignore[method-assign,assignment]
+        KadenceClient.announce_result = timed_announce  # type: ignore[method-assign,assignment]
+        ResultReporter.submit = timed_submit  # type: ignore[method-assign,assignment]
+        Worker._queue_ack = timed_queue_ack  # type: ignore[method-assign,assignment]
+        Worker._acked = counted_acked  # type: ignore[method-assign,assignment]
 
     def count_ack(self) -> None:
         """One run acked (and confirmed): the last one ends the measurement."""

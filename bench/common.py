@@ -217,7 +217,7 @@ def stack(name: str, *, keep: bool = False) -> Iterator[Stack]:
         say(f"starting servers in {workdir}")
         kube.start()
         server.start()
-        api = config.new_client_from_config(config_file=str(kube.kubeconfig))
+        api = config.new_client_from_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
         api.configuration.connection_pool_maxsize = 32
         running = Stack(workdir=workdir, kube=kube, nats=server, api=api)
         running.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))

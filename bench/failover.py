@@ -50,7 +50,10 @@ def holders(api: client.ApiClient) -> dict[int, str | None]:
     )
     found: dict[int, str | None] = {}
     for lease in leases.items:
-        shard = int(lease.metadata.name.rsplit("-", 1)[1])
+        name = lease.metadata.name if lease.metadata else None
+        if not name:
+            continue
+        shard = int(name.rsplit("-", 1)[1])
         found[shard] = lease.spec.holder_identity if lease.spec else None
     return found
 
@@ -90,8 +93,8 @@ def main() -> None:
         sink.launch()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            counts = list(holders(st.api).values())
-            if counts.count("op-a") == counts.count("op-b") == SHARDS // 2:
+            held = list(holders(st.api).values())
+            if held.count("op-a") == held.count("op-b") == SHARDS // 2:
                 break
             time.sleep(0.5)
         spec = {
