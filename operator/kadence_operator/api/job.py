@@ -339,6 +339,10 @@ class HistoryLimits(ApiModel):
         ),
     )
 
+    def pair(self) -> tuple[int, int]:
+        """``(succeeded, failed)``, as the status fold takes them."""
+        return (self.succeeded, self.failed)
+
 
 class Backfill(ApiModel):
     """Run the schedule's slots in a past time range once, e.g. to fill a gap after an outage.

@@ -38,6 +38,7 @@ from kadence_operator.api import (
     MAX_BACKFILL_SLOTS,
     TRIGGER_ANNOTATION,
     Backfill,
+    HistoryLimits,
     JobSpec,
     parse_duration,
 )
@@ -172,7 +173,7 @@ class Entry:
     queue_name: str = ""
     suspend: bool = False
     backfill: Backfill | None = None
-    limits: tuple[int, int] = (3, 3)
+    limits: tuple[int, int] = HistoryLimits().pair()
     policy: scheduling.ConcurrencyPolicy = scheduling.ConcurrencyPolicy.ALLOW
     catch_up: scheduling.CatchUpPolicy = scheduling.CatchUpPolicy.ONE
     window: timedelta | None = None
@@ -188,7 +189,7 @@ class Entry:
         self.queue_name = spec.queue
         self.suspend = spec.suspend
         self.backfill = spec.backfill
-        self.limits = (spec.history_limits.succeeded, spec.history_limits.failed)
+        self.limits = spec.history_limits.pair()
         self.policy = scheduling.ConcurrencyPolicy(spec.concurrency_policy)
         self.catch_up = scheduling.CatchUpPolicy(spec.catch_up.policy)
         window = spec.catch_up.window

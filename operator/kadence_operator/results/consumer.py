@@ -24,11 +24,14 @@ from nats.js import api as jsapi
 
 from kadence import constants
 from kadence.protocol import DecodeError, RunResult, RunState, decode_results
+from kadence_operator.api import HistoryLimits
 from kadence_operator.queues import streams
 from kadence_operator.results import fold
 from kadence_operator.statuswriter import ObjectGone, Status, StatusWriter, wait_hold
 
 logger = logging.getLogger(__name__)
+#: History limits of a Job the operator has not seen (yet): the API's defaults.
+DEFAULT_LIMITS = HistoryLimits().pair()
 
 
 Limits = Callable[[str, str], tuple[int, int] | None]
@@ -143,7 +146,7 @@ class ResultsConsumer:
         for result in folding:
             job = result.job
             assert job is not None
-            limits = self._limits(job.namespace, job.name) or (3, 3)
+            limits = self._limits(job.namespace, job.name) or DEFAULT_LIMITS
             future = self._writer.submit(
                 job.namespace,
                 job.name,
