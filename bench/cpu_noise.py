@@ -24,7 +24,7 @@ import json
 import time
 from typing import Any
 
-from bench.common import CpuMeter, machine, save
+from bench.common import CpuMeter, machine, percentiles, save
 
 
 def _unit(rounds: int) -> int:
@@ -47,15 +47,6 @@ def _timed(rounds: int) -> float:
     return time.thread_time() - started
 
 
-def quantiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 2)
-
-    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1], 2)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -72,18 +63,18 @@ def main() -> None:
     while time.monotonic() < deadline:
         wall, cpu = time.perf_counter(), time.thread_time()
         _unit(rounds)
-        walls.append((time.perf_counter() - wall) * 1000)
-        cpus.append((time.thread_time() - cpu) * 1000)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.thread_time() - cpu)
         time.sleep(args.gap_ms / 1000)
     meter.stop()
-    median = quantiles(walls)["p50"]
+    median = sorted(walls)[len(walls) // 2]
     result: dict[str, Any] = {
         "benchmark": "cpu_noise",
         "args": vars(args),
         "machine": machine(),
         "units": len(walls),
-        "wall_ms": quantiles(walls),
-        "thread_cpu_ms": quantiles(cpus),
+        "wall": percentiles(walls),
+        "thread_cpu": percentiles(cpus),
         "share_over_2x_median": round(sum(w > 2 * median for w in walls) / len(walls), 4),
         "share_over_4x_median": round(sum(w > 4 * median for w in walls) / len(walls), 4),
         "machine_cores": meter.machine,
