@@ -43,6 +43,10 @@ class OperatorSettings(BaseModel):
     #: How many on-time fires due at one instant (within 2 ms) the scheduler prepares ahead of
     #: it and hands to NATS in one write when it comes (0: never; fewer fire one by one).
     dispatch_stage: int = Field(default=16, ge=0)
+    #: Publish such a burst as one JetStream fast batch per Queue (nats-server 2.14+): one
+    #: ``PubAck`` per Queue instead of one per run. Where the server or stream does not take
+    #: fast batches the scheduler finds out and publishes run by run (false: always so).
+    dispatch_fast_batch: bool = True
     #: Collect garbage between bursts of fires, not whenever CPython would (see
     #: :mod:`kadence_operator.gcpacer`); false: CPython's automatic collection.
     gc_pacing: bool = True

@@ -18,7 +18,7 @@ import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 
-from kadence.client import Prepared
+from kadence.client import FastBatch, FastBatchError, Prepared
 from kadence_operator import scheduling
 from kadence_operator.jobs import scheduler as scheduler_module
 from kadence_operator.jobs.runs import QueueInfo
@@ -39,7 +39,8 @@ def settle_by_count(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class FakeRequests:
     """Records what would be written; ``fail`` makes :meth:`write` fail like a closed
-    connection does (its requests discarded)."""
+    connection does (its requests discarded). Fast batches are recorded as started and
+    committed; their messages' replies are left to the test."""
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
@@ -47,6 +48,9 @@ class FakeRequests:
         self.writes = 0
         self.fail = False
         self.prepared: list[Prepared] = []
+        self.batches: list[FastBatch] = []
+        self.committed: list[FastBatch] = []
+        self.commits: list[list[str]] = []
 
     @property
     def pending(self) -> int:
@@ -63,14 +67,30 @@ class FakeRequests:
         *,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
+        batch: FastBatch | None = None,
     ) -> Prepared:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.prepared.append(Prepared(token=subject, wire=payload, reply=fut))
+        self.prepared.append(Prepared(token=subject, wire=payload, reply=fut, batch=batch))
+        if batch is not None:
+            batch.prepared += 1
         return self.prepared[-1]
+
+    def batch(self, *, timeout: float | None = None) -> FastBatch:
+        self.batches.append(FastBatch(f"b{len(self.batches)}", "reply."))
+        return self.batches[-1]
+
+    async def commit(self, batches: Sequence[FastBatch]) -> None:
+        ended = [b for b in batches if not b.committed]
+        for b in ended:
+            b.committed = True
+        self.committed.extend(ended)
+        self.commits.append([b.id for b in ended])
 
     def discard(self, prepared: Prepared) -> None:
         if not prepared.reply.cancelled():  # idempotent, as Requests.discard is
             self.discarded.append(prepared.wire)
+            if prepared.batch is not None:
+                prepared.batch.prepared -= 1
         prepared.reply.cancel()
 
     async def write(self, prepared: Sequence[Prepared]) -> None:
@@ -80,6 +100,9 @@ class FakeRequests:
             raise nats.errors.ConnectionClosedError
         self.writes += 1
         self.written.extend(p.wire for p in prepared)
+        for p in prepared:
+            if p.batch is not None:
+                p.batch.written.append(p)
 
 
 class FakeWriter:
@@ -93,12 +116,14 @@ def make_scheduler(
     writer: Any = None,
     clock: Callable[[], datetime] = lambda: SLOT,
     metrics: OperatorMetrics | None = None,
+    fast_batch: bool = True,
+    queues: int = 1,
 ) -> tuple[Scheduler, FakeRequests, list[Entry]]:
     sched = Scheduler(
         js=None,  # type: ignore[arg-type]
         writer=writer or FakeWriter(),
-        settings=OperatorSettings(dispatch_stage=1, shards=4),
-        queues={("ns", "q"): QUEUE},
+        settings=OperatorSettings(dispatch_stage=1, shards=4, dispatch_fast_batch=fast_batch),
+        queues={("ns", f"q{n}" if n else "q"): QUEUE for n in range(queues)},
         nc=object(),  # type: ignore[arg-type]
         metrics=metrics,
         clock=clock,
@@ -121,7 +146,7 @@ def make_scheduler(
             schedule=None,
             shard=i % 4,
             last_slot=planned.after,
-            queue_name="q",
+            queue_name=f"q{i % queues}" if i % queues else "q",
             ready_written=True,
         )
         sched._entries[entry.key] = entry
@@ -426,3 +451,71 @@ async def test_a_failed_fire_is_retried_and_logged_by_kind(
     assert (record.exc_info is not None) is traceback
     assert record.levelname == ("ERROR" if traceback else "WARNING")
     assert heap_names(sched)[-1] == ("j0000", SLOT + timedelta(seconds=5))
+
+
+async def settle(sched: Scheduler) -> None:
+    """Let the replies' callbacks and the settling they schedule run."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_burst_goes_out_as_one_fast_batch_per_queue() -> None:
+    sched, requests, entries = make_scheduler(7, queues=2)
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    assert len(requests.batches) == 2
+    entries[2].refire = True  # changed while staged: the full path, not its batch
+    await sched._write_stage(SLOT)
+    assert requests.committed == requests.batches
+    by_queue = [[p.wire.decode() for p in b.written] for b in requests.batches]
+    assert by_queue == [["j0000", "j0004", "j0006"], ["j0001", "j0003", "j0005"]]
+    assert requests.discarded == [b"j0002"]
+
+
+async def test_each_chunk_of_a_burst_is_a_batch_ended_once_written() -> None:
+    """Batches of STAGE_CHUNK: the first one's PubAck can come while the next is written."""
+    sched, requests, entries = make_scheduler(250)
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    assert [b.prepared for b in requests.batches] == [100, 100, 50]
+    entries[120].refire = True  # dropped at the instant: its batch ends with 99
+    await sched._write_stage(SLOT)
+    assert requests.commits[:3] == [["b0"], ["b1"], ["b2"]]
+    assert [len(b.written) for b in requests.batches] == [100, 99, 50]
+
+
+async def test_without_fast_batches_each_fire_is_a_request_of_its_own() -> None:
+    sched, requests, _ = make_scheduler(5, fast_batch=False)
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    await sched._write_stage(SLOT)
+    assert requests.batches == []
+    assert all(p.batch is None for p in requests.prepared)
+    assert len(requests.written) == 5
+
+
+@pytest.mark.parametrize("unsupported", [False, True])
+async def test_a_failed_fast_batch_sends_its_runs_the_full_path_at_once(
+    unsupported: bool,
+) -> None:
+    """Which runs of a failed batch were stored is not known: each goes the full path at once
+    (its run id keeps JetStream from storing it twice). A stream that does not take fast batches
+    is published to run by run for NO_BATCH_RETRY; one failure is counted and logged once."""
+    metrics = OperatorMetrics()
+    sched, requests, entries = make_scheduler(4, metrics=metrics)
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    await sched._write_stage(SLOT)
+    error = FastBatchError("refused", unsupported=unsupported)
+    for prepared in requests.prepared:
+        prepared.reply.set_exception(error)
+    await settle(sched)
+    assert firing(entries) == []
+    assert sched._firing == 0
+    assert heap_names(sched) == [(e.name, SLOT) for e in entries]  # due now, not in 5 s
+    failures = metrics.registry.get_sample_value("kadence_operator_fast_batch_failures_total")
+    assert failures == 1
+    key = ("ns", "q")
+    if not unsupported:
+        assert sched._new_batch(key) is not None
+        return
+    assert sched._new_batch(key) is None
+    sched._no_batch[key] -= scheduler_module.NO_BATCH_RETRY  # its time is up: tried again
+    assert sched._new_batch(key) is not None
+    assert key not in sched._no_batch

@@ -31,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from kadence import constants
-from kadence.client import Prepared, Requests, pub_ack, replied_at
+from kadence.client import FastBatch, FastBatchError, Prepared, Requests, pub_ack, replied_at
 from kadence.protocol import CancelRequest, JobRef, encode
 from kadence_operator import scheduling, timefmt
 from kadence_operator.api import (
@@ -75,6 +75,9 @@ STAGE_COST = 50e-6
 #: Staged fires are checked and written this many at a time (NATS stores a write while the
 #: loop checks the next).
 STAGE_CHUNK = 100
+#: After a Queue's stream turned out not to take fast batches, its bursts are published run by
+#: run for this long (seconds) before a batch is tried again (the stream may have been updated).
+NO_BATCH_RETRY = 600.0
 #: Replies to fires are settled at most this many, and for at most this many seconds, at a
 #: time (see :meth:`Scheduler._settle_replies`).
 SETTLE_SLICE = 100
@@ -128,6 +131,8 @@ class _Stage:
     fires: list[_StagedFire]
     #: The Queues they were checked against (a changed one sends its Jobs the full path).
     queues: dict[Key, QueueInfo]
+    #: The fast batch of each Queue the fires go to (none where they go one by one).
+    batches: list[FastBatch] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -304,6 +309,9 @@ class Scheduler:
         #: The next burst, prepared and waiting for its instant; and what preparing a fire costs.
         self._stage: _Stage | None = None
         self._stage_cost = STAGE_COST
+        #: Queues whose stream did not take a fast batch, until when (``time.monotonic``).
+        self._no_batch: dict[Key, float] = {}
+        self._failed_batch: FastBatchError | None = None
         #: The due time whose group was last considered for staging (not again, staged or not).
         self._stage_looked: datetime | None = None
         #: Replies to armed and staged fires not settled yet (see :meth:`_armed_acked`).
@@ -596,6 +604,8 @@ class Scheduler:
         owned = self._owned
         staged: list[_StagedFire] = []
         queues: dict[Key, QueueInfo] = {}
+        batches: dict[Key, FastBatch | None] = {}  # the batch each Queue's fires go into now
+        made: list[FastBatch] = []
         others: list[_Due] = []
         at = first
         while self._heap and self._heap[0].at <= limit:
@@ -616,12 +626,19 @@ class Scheduler:
                 continue
             entry.armed = None
             self._fire_started(entry)
+            key = (entry.namespace, entry.queue_name)
+            batch = batches.get(key)
+            if key not in batches or (batch is not None and batch.prepared >= STAGE_CHUNK):
+                batch = batches[key] = self._new_batch(key)
+                if batch is not None:
+                    made.append(batch)
             try:
                 request = self._requests.prepare(
                     armed.subject,
                     armed.payload,
                     timeout=10,
                     headers={constants.MSG_ID_HEADER: armed.run_id},
+                    batch=batch,
                 )
             except Exception:
                 self._bursts.remove(due.at.timestamp())
@@ -629,21 +646,38 @@ class Scheduler:
                 self._fire_ended(entry)
                 continue
             staged.append(_StagedFire(entry, armed, request, due.at))
-            queues[(entry.namespace, entry.queue_name)] = armed.queue
+            queues[key] = armed.queue
             at = max(at, due.at)
         for due in others:
             heapq.heappush(self._heap, due)
         if staged:
-            self._stage = _Stage(at=at, fires=staged, queues=queues)
+            self._stage = _Stage(
+                at=at,
+                fires=staged,
+                queues=queues,
+                batches=made,
+            )
             cost = (time.perf_counter() - started) / len(staged)
             self._stage_cost = 0.5 * self._stage_cost + 0.5 * cost
             logger.debug("staged %d fire(s) due %s", len(staged), _iso(at))
+
+    def _new_batch(self, key: Key) -> FastBatch | None:
+        """A fast batch for a burst's fires to Queue ``key``, unless its stream does not take
+        them (or they are turned off)."""
+        if not self._settings.dispatch_fast_batch:
+            return None
+        until = self._no_batch.get(key)
+        if until is not None:
+            if time.monotonic() < until:
+                return None
+            del self._no_batch[key]
+        return self._requests.batch(timeout=10)
 
     async def _write_stage(self, now: datetime) -> None:
         """Publish the staged burst, now due: those whose Job did not change.
 
         They go out in writes of :data:`STAGE_CHUNK`, each checked just before, so NATS stores
-        the first ones while the loop checks the next.
+        the first ones while the loop checks the next; then each Queue's fast batch is ended.
         """
         stage, self._stage = self._stage, None
         if stage is None:
@@ -671,6 +705,12 @@ class Scheduler:
                         functools.partial(self._armed_acked, fire.entry, fire.armed, now)
                     )
                 sent += len(ready)
+                # The batches whose every fire is written (or dropped) end now: their PubAcks
+                # come while the loop writes the next ones.
+                await self._requests.commit(
+                    [b for b in stage.batches if not b.committed and len(b.written) == b.prepared]
+                )
+            await self._requests.commit(stage.batches)
         except Exception:
             unsent = [fire for fire in fires if not fire.done]
             logger.exception("publishing %d staged run(s) failed; retrying in 5s", len(unsent))
@@ -684,6 +724,7 @@ class Scheduler:
                 self._bursts.remove(fire.due.timestamp())
         if self._metrics is not None:
             self._metrics.fires.labels("staged").inc(sent)
+            self._metrics.fast_batches.inc(sum(1 for batch in stage.batches if batch.written))
         late = (self._clock() - stage.at).total_seconds()
         log = logger.info if late > SLOW_BATCH else logger.debug
         log("published %d staged run(s), %.1f ms after they were due", sent, late * 1000)
@@ -849,6 +890,13 @@ class Scheduler:
                 entry.refire = False
                 self._push(entry, now + timedelta(seconds=5))
                 return
+            error = reply.exception()
+            if isinstance(error, FastBatchError):
+                # The Queue's fast batch was not stored whole: the full path publishes the run
+                # again at once, on its own (its run id keeps it from being stored twice).
+                self._batch_failed((entry.namespace, entry.queue_name), error)
+                entry.refire = True
+                return
             planned = armed.planned
             self._published(
                 entry,
@@ -866,6 +914,25 @@ class Scheduler:
             self._fire_failed(entry, now)
         finally:
             self._fire_ended(entry)
+
+    def _batch_failed(self, key: Key, error: FastBatchError) -> None:
+        """Called for each run of a failed fast batch (all with the same error): logs it once,
+        and stops batching the Queue's bursts for a while if its stream does not take them."""
+        if self._failed_batch is error:
+            return
+        self._failed_batch = error
+        if self._metrics is not None:
+            self._metrics.fast_batch_failures.inc()
+        if error.unsupported:
+            self._no_batch[key] = time.monotonic() + NO_BATCH_RETRY
+            logger.warning(
+                "Queue %s/%s: %s; publishing its bursts run by run (trying again in %.0fs)",
+                *key,
+                error,
+                NO_BATCH_RETRY,
+            )
+        else:
+            logger.warning("Queue %s/%s: %s; publishing its runs one by one", *key, error)
 
     def _submit(
         self, entry: Entry, mutation: Callable[[Status], Status], *, supersede: str | None = None
