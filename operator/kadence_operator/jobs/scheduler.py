@@ -131,7 +131,8 @@ class _Stage:
     fires: list[_StagedFire]
     #: The Queues they were checked against (a changed one sends its Jobs the full path).
     queues: dict[Key, QueueInfo]
-    #: The fast batch of each Queue the fires go to (none where they go one by one).
+    #: The fast batches the fires go in (:data:`STAGE_CHUNK` of one Queue each; none for
+    #: a Queue whose fires go one by one).
     batches: list[FastBatch] = field(default_factory=list)
 
 
@@ -651,12 +652,7 @@ class Scheduler:
         for due in others:
             heapq.heappush(self._heap, due)
         if staged:
-            self._stage = _Stage(
-                at=at,
-                fires=staged,
-                queues=queues,
-                batches=made,
-            )
+            self._stage = _Stage(at=at, fires=staged, queues=queues, batches=made)
             cost = (time.perf_counter() - started) / len(staged)
             self._stage_cost = 0.5 * self._stage_cost + 0.5 * cost
             logger.debug("staged %d fire(s) due %s", len(staged), _iso(at))
@@ -677,7 +673,8 @@ class Scheduler:
         """Publish the staged burst, now due: those whose Job did not change.
 
         They go out in writes of :data:`STAGE_CHUNK`, each checked just before, so NATS stores
-        the first ones while the loop checks the next; then each Queue's fast batch is ended.
+        the first ones while the loop checks the next. A fast batch (:data:`STAGE_CHUNK` fires of
+        one Queue) is ended as soon as its fires are written, so its ``PubAck`` comes meanwhile.
         """
         stage, self._stage = self._stage, None
         if stage is None:
@@ -924,13 +921,14 @@ class Scheduler:
         if self._metrics is not None:
             self._metrics.fast_batch_failures.inc()
         if error.unsupported:
+            if key not in self._no_batch:  # once, not for each batch of the burst
+                logger.warning(
+                    "Queue %s/%s: %s; publishing its bursts run by run (trying again in %.0fs)",
+                    *key,
+                    error,
+                    NO_BATCH_RETRY,
+                )
             self._no_batch[key] = time.monotonic() + NO_BATCH_RETRY
-            logger.warning(
-                "Queue %s/%s: %s; publishing its bursts run by run (trying again in %.0fs)",
-                *key,
-                error,
-                NO_BATCH_RETRY,
-            )
         else:
             logger.warning("Queue %s/%s: %s; publishing its runs one by one", *key, error)
 
