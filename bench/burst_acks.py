@@ -1,0 +1,133 @@
+"""One burst of runs into one Queue's stream: one ``PubAck`` per run against fast batches.
+
+The scheduler publishes a staged burst in writes of 100 (``STAGE_CHUNK``), either as 100
+requests each (``KADENCE_DISPATCH_FAST_BATCH=false``) or as one JetStream fast batch
+(``Requests.batch``, nats-server 2.14+) answered by one ``PubAck``. This takes the operator,
+the API server and the sink away and times just that, on one nats-server started here: for
+``--rounds`` rounds, alternating the two ways, ``--runs`` requests with their ``Nats-Msg-Id`` are
+prepared, then written at once in chunks of 100 (each batch ended as soon as it is written),
+and the benchmark waits for every reply. Per way it prints the time from the first write to the
+last reply read (``replied_at``), to the median one, the messages the connection read and the
+process CPU time the burst took (writing and reading), each over the rounds:
+
+    .venv/bin/python -m bench.burst_acks --runs 1000 --rounds 40
+
+The payload is a run request of the size the scheduler sends (~500 bytes); the stream is a
+Queue's (file storage, work-queue retention, 32 partitions), made by ``ensure_queue_stream``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import machine, percentiles, save, say
+from kadence import constants
+from kadence.client import DirectNATS, Prepared, Requests, ensure_queue_stream, replied_at
+from kadence_devstack.nats import NatsServer
+
+CHUNK = 100
+PARTITIONS = 32
+PAYLOAD = json.dumps({"v": 1, "runId": "x" * 64, "pad": "p" * 400}).encode()
+
+
+async def burst(
+    requests: Requests, nc: DirectNATS, runs: int, tag: str, batched: bool
+) -> dict[str, float]:
+    subjects = [constants.subject("bench", "q", i % PARTITIONS) for i in range(runs)]
+    prepared: list[Prepared] = []
+    batches = []
+    for i, subject in enumerate(subjects):
+        batch = None
+        if batched:
+            if i % CHUNK == 0:
+                batches.append(requests.batch(timeout=10))
+            batch = batches[-1]
+        prepared.append(
+            requests.prepare(
+                subject, PAYLOAD, headers={"Nats-Msg-Id": f"{tag}-{i}"}, timeout=10, batch=batch
+            )
+        )
+    read_before = nc.stats["in_msgs"]
+    cpu = time.process_time()
+    started = time.monotonic()
+    for start in range(0, runs, CHUNK):
+        await requests.write(prepared[start : start + CHUNK])
+        if batched:
+            await requests.commit([batches[start // CHUNK]])
+    await asyncio.gather(*(p.reply for p in prepared))
+    cpu = time.process_time() - cpu
+    read = sorted(t - started for p in prepared if (t := replied_at(p.reply)) is not None)
+    assert len(read) == runs, "a reply without its read time"
+    return {
+        "last_ms": read[-1] * 1000,
+        "median_ms": read[len(read) // 2] * 1000,
+        "cpu_ms": cpu * 1000,
+        "messages_read": nc.stats["in_msgs"] - read_before,
+    }
+
+
+async def run(args: argparse.Namespace, server: NatsServer) -> dict[str, Any]:
+    nc = DirectNATS()
+    await nc.connect(server.url)
+    try:
+        js = nc.jetstream()
+        info = await ensure_queue_stream(js, namespace="bench", queue="q", partitions=PARTITIONS)
+        assert info.config.allow_batched, "this nats-server does not take fast batches"
+        requests = Requests(nc)
+        await requests.ready()
+        ways = {"one_by_one": False, "fast_batches": True}
+        rows: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
+        for n in range(args.warmup + args.rounds):
+            for way, batched in ways.items():
+                row = await burst(requests, nc, args.runs, f"{way}-{n}", batched)
+                if n >= args.warmup:
+                    rows[way].append(row)
+                await asyncio.sleep(args.gap)
+            if n % 10 == 9:
+                say(f"{n + 1} of {args.warmup + args.rounds} rounds")
+        stored = (await js.stream_info(info.config.name or "")).state.messages
+        expected = (args.warmup + args.rounds) * args.runs * len(ways)
+        assert stored == expected, f"{stored} messages stored, {expected} expected"
+        return {
+            way: {
+                "last_reply": percentiles([r["last_ms"] / 1000 for r in got]),
+                "median_reply": percentiles([r["median_ms"] / 1000 for r in got]),
+                "cpu_ms_median": round(statistics.median(r["cpu_ms"] for r in got), 2),
+                "messages_read_median": statistics.median(r["messages_read"] for r in got),
+            }
+            for way, got in rows.items()
+        } | {"stored": stored}
+    finally:
+        await nc.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000, help="runs per burst")
+    parser.add_argument("--rounds", type=int, default=40, help="bursts of each way, alternated")
+    parser.add_argument("--warmup", type=int, default=3, help="rounds not counted")
+    parser.add_argument("--gap", type=float, default=0.3, help="seconds between bursts")
+    parser.add_argument("--name", default="burst_acks")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kadence-bench-acks-") as workdir:
+        server = NatsServer(Path(workdir) / "nats")
+        server.start()
+        try:
+            say(f"nats-server on {server.url}")
+            figures = asyncio.run(run(args, server))
+        finally:
+            server.stop()
+    result = {"benchmark": "burst_acks", "args": vars(args), "machine": machine(), **figures}
+    save(args.name, result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
