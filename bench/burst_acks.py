@@ -13,7 +13,8 @@ process CPU time the burst took (writing and reading), each over the rounds:
     .venv/bin/python -m bench.burst_acks --runs 1000 --rounds 40
 
 The payload is a run request of the size the scheduler sends (~500 bytes); the stream is a
-Queue's (file storage, work-queue retention, 32 partitions), made by ``ensure_queue_stream``.
+Queue's (work-queue retention, 32 partitions), made by ``ensure_queue_stream``, on file storage
+(a Queue's default) or with ``--storage memory`` in memory.
 """
 
 from __future__ import annotations
@@ -78,7 +79,13 @@ async def run(args: argparse.Namespace, server: NatsServer) -> dict[str, Any]:
     await nc.connect(server.url)
     try:
         js = nc.jetstream()
-        info = await ensure_queue_stream(js, namespace="bench", queue="q", partitions=PARTITIONS)
+        info = await ensure_queue_stream(
+            js,
+            namespace="bench",
+            queue="q",
+            partitions=PARTITIONS,
+            memory=args.storage == "memory",
+        )
         assert info.config.allow_batched, "this nats-server does not take fast batches"
         requests = Requests(nc)
         await requests.ready()
@@ -114,6 +121,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40, help="bursts of each way, alternated")
     parser.add_argument("--warmup", type=int, default=3, help="rounds not counted")
     parser.add_argument("--gap", type=float, default=0.3, help="seconds between bursts")
+    parser.add_argument(
+        "--storage", choices=("file", "memory"), default="file", help="the stream's storage"
+    )
     parser.add_argument("--name", default="burst_acks")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kadence-bench-acks-") as workdir:

@@ -51,6 +51,7 @@ class FakeRequests:
         self.batches: list[FastBatch] = []
         self.committed: list[FastBatch] = []
         self.commits: list[list[str]] = []
+        self.fast_batches = True
 
     @property
     def pending(self) -> int:
@@ -482,8 +483,10 @@ async def test_each_chunk_of_a_burst_is_a_batch_ended_once_written() -> None:
     assert [len(b.written) for b in requests.batches] == [100, 99, 50]
 
 
-async def test_without_fast_batches_each_fire_is_a_request_of_its_own() -> None:
-    sched, requests, _ = make_scheduler(5, fast_batch=False)
+@pytest.mark.parametrize("off", ["setting", "server"])
+async def test_without_fast_batches_each_fire_is_a_request_of_its_own(off: str) -> None:
+    sched, requests, _ = make_scheduler(5, fast_batch=off != "setting")
+    requests.fast_batches = off != "server"  # a nats-server older than 2.14
     await sched._stage_burst(SLOT - timedelta(milliseconds=1))
     await sched._write_stage(SLOT)
     assert requests.batches == []

@@ -647,13 +647,21 @@ class Requests:
         ``PubAck`` -- a thousand messages cost the reader one reply instead of a thousand. Each
         message's reply future gets that ``PubAck`` (its ``seq`` is the batch's last, its
         ``duplicate`` unset). If the batch is not stored whole -- an error, a gap, a timeout, a
-        server or stream without fast batches -- every message written in it fails with
+        stream without fast batches -- every message written in it fails with
         :class:`FastBatchError` (or nats-py's ``TimeoutError``/``NoStreamResponseError``):
         those stored are not known, so the caller publishes them again, one by one, and their
-        ``Nats-Msg-Id`` keeps the stream from storing any twice. Needs :meth:`ready` first.
+        ``Nats-Msg-Id`` keeps the stream from storing any twice. Needs :meth:`ready` first, and
+        raises :class:`FastBatchError` (``unsupported``) on a server older than 2.14, which
+        would take each message as a publish of its own (:attr:`fast_batches`).
         """
         if not self._prefix:
             raise RuntimeError("Requests.batch before Requests.ready")
+        if not self.fast_batches:
+            # It would store each message as a publish of its own, the end marker too.
+            version = self._nc.connected_server_version
+            raise FastBatchError(
+                f"{version!r} does not take them (nats-server 2.14+ does)", unsupported=True
+            )
         loop = asyncio.get_running_loop()
         # Unique among the stream's publishers: the server keys its batches by this id alone.
         batch_id = f"{self._prefix.split('.')[-2]}-{next(self._batch_ids)}"
@@ -664,6 +672,12 @@ class Requests:
         if self._sweeper is None:
             self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
         return batch
+
+    @property
+    def fast_batches(self) -> bool:
+        """Whether the server is one that takes fast batches (nats-server 2.14+; whether the
+        stream does is known from the answer to a batch)."""
+        return fast_batches_supported(self._nc)
 
     async def commit(self, batches: Sequence[FastBatch]) -> None:
         """End ``batches`` (an end-of-batch marker each, not stored): the server answers each

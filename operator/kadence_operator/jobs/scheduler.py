@@ -658,9 +658,9 @@ class Scheduler:
             logger.debug("staged %d fire(s) due %s", len(staged), _iso(at))
 
     def _new_batch(self, key: Key) -> FastBatch | None:
-        """A fast batch for a burst's fires to Queue ``key``, unless its stream does not take
-        them (or they are turned off)."""
-        if not self._settings.dispatch_fast_batch:
+        """A fast batch for a burst's fires to Queue ``key``, unless the server or its stream
+        does not take them (or they are turned off)."""
+        if not self._settings.dispatch_fast_batch or not self._requests.fast_batches:
             return None
         until = self._no_batch.get(key)
         if until is not None:
