@@ -482,7 +482,8 @@ class Requests:
     their deadline, so a timeout fires up to that much late. A timer per request would cost a
     push into the event loop's heap each. Same errors as nats-py: ``nats.errors.TimeoutError``,
     ``NoRespondersError`` (``NoStreamResponseError`` for :meth:`publish`) and
-    ``nats.js.errors.APIError``.
+    ``nats.js.errors.APIError``. A burst into one stream can also go as JetStream fast batches
+    (:meth:`batch`), whose answers come on a second wildcard subscription of the same inbox.
     """
 
     def __init__(self, nc: NATS, *, timeout: float = 5.0) -> None:
