@@ -546,6 +546,46 @@ async def test_a_fast_batch_is_stored_whole_and_answered_once(nats_server: NatsS
         assert info.state.messages == 1199 + 600
 
 
+async def test_fast_batches_into_a_replicated_stream(tmp_path: Path) -> None:
+    """On a three-node cluster with an R3 stream (each message through the stream's Raft
+    group): three batches of 100 written and ended one after the other, each stored whole and
+    answered with one PubAck."""
+    cluster = NatsServer(tmp_path / "nats", cluster_size=3)
+    try:
+        cluster.start()
+        track([n.process for n in cluster.nodes])
+        cluster.wait_healthy()
+        async with connected(cluster) as client:
+            queue = unique("r3")
+            info = await ensure_queue_stream(
+                client.js, namespace=client.namespace, queue=queue, partitions=4, replicas=3
+            )
+            assert info.config.allow_batched is True
+            assert info.config.num_replicas == 3
+            requests = client.requests
+            await requests.ready()
+            batches = [requests.batch() for _ in range(3)]
+            prepared = [
+                requests.prepare(
+                    constants.subject(client.namespace, queue, i % 4),
+                    b'{"n": %d}' % i,
+                    headers={"Nats-Msg-Id": f"r3-{i}"},
+                    batch=batches[i // 100],
+                )
+                for i in range(300)
+            ]
+            for n, batch in enumerate(batches):
+                await requests.write(prepared[n * 100 : (n + 1) * 100])
+                await requests.commit([batch])
+            answers = [await asyncio.wait_for(p.reply, 20) for p in prepared]
+            assert len({id(a) for a in answers}) == 3  # one PubAck per batch
+            stored = await client.js.stream_info(info.config.name or "")
+            assert stored.state.messages == 300
+            assert pub_ack(answers[-1]).seq == stored.state.last_seq
+    finally:
+        cluster.stop()
+
+
 def _append_to(replies: list[Msg]) -> Callable[[Msg], Awaitable[None]]:
     async def append(msg: Msg) -> None:
         replies.append(msg)
