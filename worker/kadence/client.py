@@ -932,17 +932,15 @@ def _wire(
 ) -> bytes:
     """The bytes nats-py's ``publish`` sends for a request: ``HPUB`` with headers, ``PUB``
     without (the subject is checked by the caller)."""
-    if headers:
-        head = encode_headers(headers)
-        line = f"HPUB {subject} {reply} {len(head)} {len(head) + len(payload)}\r\n"
-        return b"".join((line.encode(), head, payload, b"\r\n"))
-    return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
+    start, rest = _wire_parts(subject, payload, headers)
+    return b"".join((start, reply.encode(), rest))
 
 
 def _wire_parts(
     subject: str, payload: bytes, headers: Mapping[str, str] | None = None
 ) -> tuple[bytes, bytes]:
-    """:func:`_wire` in two pieces, to go either side of a reply subject set later."""
+    """:func:`_wire` in two pieces, to go either side of a reply subject (set later in a fast
+    batch)."""
     if headers:
         head = encode_headers(headers)
         sizes = f" {len(head)} {len(head) + len(payload)}\r\n".encode()
@@ -991,7 +989,8 @@ class FastBatch:
     #: Messages prepared and not discarded whose reply has not come yet.
     prepared: int = 0
     committed: bool = False
-    #: Why it ended without its ``PubAck``, once it has.
+    #: Set once it has ended: why it ended without its ``PubAck``, or a placeholder for one
+    #: stored whole (nothing more can be written to it either way).
     error: BaseException | None = None
 
     def place(self, prepared: Prepared) -> bytes:

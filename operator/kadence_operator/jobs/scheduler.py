@@ -703,11 +703,10 @@ class Scheduler:
                     )
                 sent += len(ready)
                 # The batches whose every fire is written (or dropped) end now: their PubAcks
-                # come while the loop writes the next ones.
+                # come while the loop writes the next ones. After the last chunk that is all.
                 await self._requests.commit(
                     [b for b in stage.batches if not b.committed and len(b.written) == b.prepared]
                 )
-            await self._requests.commit(stage.batches)
         except Exception:
             unsent = [fire for fire in fires if not fire.done]
             logger.exception("publishing %d staged run(s) failed; retrying in 5s", len(unsent))
