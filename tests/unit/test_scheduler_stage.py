@@ -9,7 +9,8 @@ every staged Job ends its fire (none is left "firing") whatever happens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from nats.aio.msg import Msg
 
 from kadence.client import FastBatch, FastBatchError, Prepared
 from kadence_operator import scheduling
+from kadence_operator.api.job import JobSpec
 from kadence_operator.jobs import scheduler as scheduler_module
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.jobs.scheduler import Armed, Entry, Scheduler
@@ -195,31 +197,59 @@ async def test_a_burst_is_staged_within_its_lead_and_written_in_chunks() -> None
     assert sched._firing == 250  # until JetStream acks each one
 
 
+def body(entry: Entry, **changes: Any) -> dict[str, Any]:
+    """A watch event of ``entry``'s Job: its metadata and status, with ``changes``."""
+    meta = {"namespace": entry.namespace, "name": entry.name, "uid": entry.uid}
+    meta["generation"] = changes.pop("generation", entry.generation)
+    meta["uid"] = changes.pop("uid", entry.uid)
+    return {"metadata": meta, "status": changes.pop("status", {})} | changes
+
+
+def upsert(s: Scheduler, entry: Entry, **changes: Any) -> None:
+    s.upsert(body(entry, **changes), JobSpec(queue="q", task="t"))
+
+
+async def shards_move(s: Scheduler, _: list[Entry]) -> None:
+    await s.on_shards(frozenset({1, 2, 3}))
+
+
+Change = Callable[[Scheduler, list[Entry]], Awaitable[None] | object]
+
+
 @pytest.mark.parametrize(
     ("change", "full_path"),
     [
         # a new generation or a trigger, seen while staged: marked for another look
-        (lambda s, e: setattr(e[1], "refire", True), ["j0001"]),
-        (lambda s, e: setattr(e[2], "generation", 2), ["j0002"]),
-        # the Job was deleted (or recreated: another object under its key)
-        (lambda s, e: s._entries.pop(e[3].key), ["j0003"]),
+        (lambda s, e: s._wake_entry(e[1]), ["j0001"]),
+        (lambda s, e: upsert(s, e[2], generation=2), ["j0002"]),
+        # the Job was deleted, or recreated (another object under its key)
+        (lambda s, e: s.remove("ns", "j0003"), ["j0003"]),
+        (lambda s, e: upsert(s, e[3], uid="uid-new"), ["j0003"]),
         # its shard moved to another replica
-        (lambda s, e: setattr(s, "_owned", frozenset({1, 2, 3})), ["j0000", "j0004"]),
+        (shards_move, ["j0000", "j0004"]),
         # a newer slot was recorded (another replica fired it)
-        (lambda s, e: setattr(e[5], "last_slot", SLOT), ["j0005"]),
+        (
+            lambda s, e: s.refresh(body(e[5], status={"lastScheduleTime": "2026-11-30T12:00:00Z"})),
+            ["j0005"],
+        ),
         # the Queue changed: every fire of it
         (
             lambda s, e: s._queues.__setitem__(("ns", "q"), QueueInfo("ns", "q", 8, 30.0, True)),
             [f"j{i:04d}" for i in range(6)],
         ),
+        # looked at again (a watch event, a run ended) with nothing that matters changed
+        (lambda s, e: s.refresh(body(e[0])), []),
+        (lambda s, e: s.note_finished("ns", "j0001", "run-earlier"), []),
     ],
 )
 async def test_what_changed_while_staged_takes_the_full_path(
-    change: Callable[[Scheduler, list[Entry]], None], full_path: list[str]
+    change: Change, full_path: list[str]
 ) -> None:
     sched, requests, entries = make_scheduler(6)
     await sched._stage_burst(SLOT - timedelta(milliseconds=1))
-    change(sched, entries)
+    changed = change(sched, entries)
+    if inspect.isawaitable(changed):
+        await changed
     await sched._write_stage(SLOT)
     written = sorted(w.decode() for w in requests.written)
     assert written == sorted({e.name for e in entries} - set(full_path))
@@ -229,6 +259,30 @@ async def test_what_changed_while_staged_takes_the_full_path(
         n for n in full_path if ("ns", n) in sched._entries
     ]
     assert not any(e.firing for e in entries if e.name in full_path)
+
+
+@pytest.mark.parametrize(
+    ("late", "written"),
+    [
+        pytest.param(timedelta(0), 6, id="at-the-instant"),
+        pytest.param(timedelta(milliseconds=999), 6, id="late-within-the-slot"),
+        pytest.param(timedelta(seconds=1), 0, id="when-the-following-slot-is-due"),
+    ],
+)
+async def test_a_burst_written_too_late_takes_the_full_path(late: timedelta, written: int) -> None:
+    sched, requests, entries = make_scheduler(6)
+    for entry in entries:  # the slot after the staged one comes a second later
+        assert entry.armed is not None
+        entry.armed.planned = scheduling.PlannedSlot(
+            slot=SLOT,
+            due=SLOT,
+            after=SLOT - timedelta(seconds=1),
+            following=SLOT + timedelta(seconds=1),
+        )
+    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
+    await sched._write_stage(SLOT + late)
+    assert len(requests.written) == written
+    assert len(requests.discarded) == 6 - written
 
 
 async def test_a_failed_write_retries_every_fire_later_and_leaves_none_firing() -> None:

@@ -32,6 +32,7 @@ from kadence_operator.scheduling import (
     plan_catch_up,
     plan_slot,
     runs_alone,
+    runs_alone_during,
 )
 
 H = timedelta(hours=1)
@@ -571,6 +572,47 @@ def test_runs_alone_respects_the_grace() -> None:
     planned = PlannedSlot(slot=T0, due=T0, after=T0 - H, following=T0 + H)
     assert runs_alone(planned, last_slot=T0 - H, now=T0 + timedelta(seconds=60))
     assert not runs_alone(planned, last_slot=T0 - H, now=T0 + timedelta(seconds=61))
+
+
+@pytest.mark.parametrize(
+    ("planned", "expected"),
+    [
+        pytest.param(PLANNED, (T0 + S, T0 + 2 * S), id="until-the-following-slot"),
+        pytest.param(
+            PlannedSlot(slot=T0, due=T0, after=T0 - H, following=T0 + H),
+            (T0, T0 + timedelta(seconds=60, microseconds=1)),
+            id="until-the-grace-ends",
+        ),
+        pytest.param(
+            PlannedSlot(slot=T0, due=T0 + 5 * S, after=T0 - H, following=None),
+            (T0 + 5 * S, T0 + timedelta(seconds=65, microseconds=1)),
+            id="last-slot-delayed-by-spread",
+        ),
+    ],
+)
+def test_runs_alone_during(planned: PlannedSlot, expected: tuple[datetime, datetime]) -> None:
+    assert runs_alone_during(planned) == expected
+
+
+@given(
+    due=st.timedeltas(min_value=timedelta(0), max_value=timedelta(minutes=2)),
+    following=st.one_of(
+        st.none(), st.timedeltas(min_value=timedelta(0), max_value=timedelta(minutes=3))
+    ),
+    now=st.timedeltas(min_value=timedelta(seconds=-10), max_value=timedelta(minutes=4)),
+)
+def test_runs_alone_during_agrees_with_runs_alone(
+    due: timedelta, following: timedelta | None, now: timedelta
+) -> None:
+    planned = PlannedSlot(
+        slot=T0,
+        due=T0 + due,
+        after=T0 - S,
+        following=None if following is None else T0 + following,
+    )
+    start, end = runs_alone_during(planned)
+    at = T0 + now
+    assert runs_alone(planned, last_slot=T0 - S, now=at) is (start <= at < end)
 
 
 SCHEDULES = st.sampled_from(

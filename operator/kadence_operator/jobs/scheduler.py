@@ -118,6 +118,8 @@ class _StagedFire:
     request: Prepared
     #: Its heap time (still counted by the BurstWatch until it is written, for the holds).
     due: datetime
+    #: The Job's :attr:`Entry.stamp` when it was staged.
+    stamp: int
     #: Written, or handed to the full path.
     done: bool = False
 
@@ -134,6 +136,12 @@ class _Stage:
     #: The fast batches the fires go in (:data:`STAGE_CHUNK` of one Queue each; none for
     #: a Queue whose fires go one by one).
     batches: list[FastBatch] = field(default_factory=list)
+    #: The shards owned when they were staged.
+    owned: frozenset[int] = frozenset()
+    #: While ``start <= now < end`` every fire's slot still runs alone by the clock
+    #: (:func:`scheduling.runs_alone_during`).
+    start: datetime | None = None
+    end: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -175,6 +183,10 @@ class Entry:
     ready_written: bool = False
     firing: bool = False
     refire: bool = False
+    #: Counts what reached the Job from outside its own fires and could stop a staged fire
+    #: (watch events, removal; a run that ended only lets more fire): a staged fire whose
+    #: Job's stamp has not moved since needs no second look at the instant.
+    stamp: int = 0
     #: Derived from the spec (see :meth:`derive`) so that a fire parses nothing.
     queue_name: str = ""
     suspend: bool = False
@@ -354,6 +366,8 @@ class Scheduler:
         entry = self._entries.get(key)
         wake = False
         if entry is None or entry.uid != uid:
+            if entry is not None:
+                entry.stamp += 1  # replaced: a fire of the old one staged must not go out
             created = _parse_time(meta.get("creationTimestamp")) or self._clock()
             entry = Entry(
                 namespace=key[0],
@@ -378,6 +392,7 @@ class Scheduler:
         self._observe(entry, body, wake=wake)
 
     def _observe(self, entry: Entry, body: dict[str, Any], *, wake: bool = False) -> None:
+        entry.stamp += 1
         trigger = (body["metadata"].get("annotations") or {}).get(TRIGGER_ANNOTATION)
         if trigger != entry.trigger:
             entry.trigger = trigger
@@ -389,7 +404,9 @@ class Scheduler:
             self._wake_entry(entry)
 
     def remove(self, namespace: str, name: str) -> None:
-        self._entries.pop((namespace, name), None)
+        entry = self._entries.pop((namespace, name), None)
+        if entry is not None:
+            entry.stamp += 1
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -609,6 +626,8 @@ class Scheduler:
         made: list[FastBatch] = []
         others: list[_Due] = []
         at = first
+        start: datetime | None = None  # when every staged slot is due ...
+        end: datetime | None = None  # ... and the first moment one of them no longer runs alone
         while self._heap and self._heap[0].at <= limit:
             due = heapq.heappop(self._heap)
             entry = self._entries.get(due.key)
@@ -646,13 +665,26 @@ class Scheduler:
                 self._fire_failed(entry, now)
                 self._fire_ended(entry)
                 continue
-            staged.append(_StagedFire(entry, armed, request, due.at))
+            staged.append(_StagedFire(entry, armed, request, due.at, entry.stamp))
             queues[key] = armed.queue
             at = max(at, due.at)
+            alone_from, alone_until = scheduling.runs_alone_during(armed.planned)
+            if start is None or alone_from > start:
+                start = alone_from
+            if end is None or alone_until < end:
+                end = alone_until
         for due in others:
             heapq.heappush(self._heap, due)
         if staged:
-            self._stage = _Stage(at=at, fires=staged, queues=queues, batches=made)
+            self._stage = _Stage(
+                at=at,
+                fires=staged,
+                queues=queues,
+                batches=made,
+                owned=owned,
+                start=start,
+                end=end,
+            )
             cost = (time.perf_counter() - started) / len(staged)
             self._stage_cost = 0.5 * self._stage_cost + 0.5 * cost
             logger.debug("staged %d fire(s) due %s", len(staged), _iso(at))
@@ -680,6 +712,15 @@ class Scheduler:
         if stage is None:
             return
         changed = {key for key, queue in stage.queues.items() if self._queues.get(key) != queue}
+        # Checked once for the whole burst: then a fire whose Job's stamp did not move since it
+        # was staged still runs alone, as the full check (~3 µs a fire at the instant) would say.
+        at_once = (
+            not changed
+            and stage.owned is self._owned
+            and stage.start is not None
+            and stage.end is not None
+            and stage.start <= now < stage.end
+        )
         fires = stage.fires
         sent = 0
         try:
@@ -687,7 +728,9 @@ class Scheduler:
                 ready: list[_StagedFire] = []
                 for fire in fires[start : start + STAGE_CHUNK]:
                     entry = fire.entry
-                    if self._unchanged(fire, now, changed):
+                    if (
+                        at_once and entry.stamp == fire.stamp and not entry.refire
+                    ) or self._unchanged(fire, now, changed):
                         ready.append(fire)
                     else:
                         # Something changed since it was staged: the full path decides at once.

@@ -38,6 +38,7 @@ from kadence_operator.scheduling.policy import (
     plan_catch_up,
     plan_slot,
     runs_alone,
+    runs_alone_during,
 )
 from kadence_operator.scheduling.runids import run_id_for_slot, run_id_for_trigger
 from kadence_operator.scheduling.schedule import CRON_ALIASES, Schedule, ScheduleError, Spread
@@ -91,6 +92,7 @@ __all__ = [
     "run_id_for_slot",
     "run_id_for_trigger",
     "runs_alone",
+    "runs_alone_during",
     "shard_for",
     "spread_offset",
     "spread_span",

@@ -62,6 +62,7 @@ __all__ = [
     "plan_catch_up",
     "plan_slot",
     "runs_alone",
+    "runs_alone_during",
 ]
 
 #: The most slots one catch-up decision runs (``CronJob`` also stops at 100 missed schedules).
@@ -234,6 +235,22 @@ def runs_alone(
         and now - planned.due <= grace
         and (planned.following is None or now < planned.following)
     )
+
+
+def runs_alone_during(
+    planned: PlannedSlot, *, grace: timedelta = DEFAULT_GRACE
+) -> tuple[datetime, datetime]:
+    """The instants ``[start, end)`` at which :func:`runs_alone` holds for ``planned`` while the
+    newest handled slot stays ``planned.after``: from its dispatch time until it is later than
+    ``grace`` or the slot after it comes, whichever is first.
+
+    So the check of many planned slots at one instant is one comparison with the latest start and
+    the earliest end among them.
+    """
+    end = planned.due + grace + _MICROSECOND
+    if planned.following is not None and planned.following < end:
+        end = planned.following
+    return planned.due, end
 
 
 class ConcurrencyPolicy(StrEnum):
