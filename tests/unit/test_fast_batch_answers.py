@@ -1,6 +1,7 @@
-"""How the client reads the server's answers to a fast batch (ADR-50), and which servers take
-them. The answers are those nats-server 2.15 sends (seen against the real server in
-tests/integration/test_client.py); a plain PubAck is what a server without fast batches sends."""
+"""How the client encodes the messages of a fast batch (ADR-50), reads the server's answers to
+it, and which servers take them. The answers are those nats-server 2.15 sends (seen against the
+real server in tests/integration/test_client.py); a plain PubAck is what a server without fast
+batches sends."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kadence.client import (
     FastBatchError,
     Requests,
     _fast_batch_outcome,
+    _wire,
     fast_batches_supported,
 )
 
@@ -117,3 +119,52 @@ async def test_an_older_server_gets_no_batch() -> None:
         requests.batch()
     assert refused.value.unsupported
     assert requests.pending == 0
+
+
+class ServerNATS:
+    """What Requests.prepare and Requests.batch read of a connection: the server's version."""
+
+    connected_server_version = ServerVersion("2.15.1")
+
+
+@pytest.mark.parametrize(
+    ("discarded", "expected_reused"),
+    [
+        pytest.param((), [True, True, True, True], id="none-discarded"),
+        pytest.param((0,), [False, False, False], id="the-first-discarded"),
+        pytest.param((2,), [True, True, False], id="one-in-the-middle-discarded"),
+        pytest.param((3,), [True, True, True], id="the-last-discarded"),
+    ],
+)
+async def test_a_batch_message_is_encoded_for_its_place_before_it_is_written(
+    discarded: tuple[int, ...], expected_reused: list[bool]
+) -> None:
+    """Prepared into a batch, a message is encoded whole for the sequence it takes if nothing
+    before it is discarded; written after a discarded one it is encoded again, so the
+    sequence the server sees has no gap and starts with the start operation."""
+    requests = Requests(ServerNATS())  # type: ignore[arg-type]
+    requests._prefix = "_INBOX.abc."
+    batch = requests.batch(timeout=10)
+    headers = {"Nats-Msg-Id": "run"}
+    prepared = [
+        requests.prepare("kadence.ns.q.0", b"%d" % i, headers=headers, batch=batch)
+        for i in range(4)
+    ]
+    for i in discarded:
+        requests.discard(prepared[i])
+    kept = [p for i, p in enumerate(prepared) if i not in discarded]
+    placed = [batch.place(p) for p in kept]
+    assert [b is p.placed for b, p in zip(placed, kept, strict=True)] == expected_reused
+    # The bytes are those of a request to the batch's reply subject for its place: 0 starts
+    # the batch, 1 appends to it.
+    assert placed == [
+        _wire(
+            "kadence.ns.q.0",
+            f"{batch.reply}{n}.{0 if n == 1 else 1}.$FI",
+            b"%d" % prepared.index(p),
+            headers,
+        )
+        for n, p in enumerate(kept, start=1)
+    ]
+    assert requests._sweeper is not None
+    requests._sweeper.cancel()

@@ -632,8 +632,19 @@ class Requests:
             head, tail = _wire_parts(subject, payload, headers)
             batch.subject = batch.subject or subject
             batch.prepared += 1
+            batch.issued += 1
             reply: asyncio.Future[Msg] = _Reply(loop=asyncio.get_running_loop())
-            return Prepared(token="", wire=tail, reply=reply, batch=batch, head=head)
+            # Encoded whole now for the place it takes if none before it is discarded, so that
+            # the write at the instant only joins bytes.
+            return Prepared(
+                token="",
+                wire=tail,
+                reply=reply,
+                batch=batch,
+                head=head,
+                sequence=batch.issued,
+                placed=b"".join((head, batch.reply_subject(batch.issued), tail)),
+            )
         token, waiter = self._waiter(timeout)
         wire = _wire(subject, self._prefix + token, payload, headers)
         return Prepared(token=token, wire=wire, reply=waiter)
@@ -988,19 +999,26 @@ class FastBatch:
     written: list[Prepared] = field(default_factory=list)
     #: Messages prepared and not discarded whose reply has not come yet.
     prepared: int = 0
+    #: Messages ever prepared into it (discarded ones too).
+    issued: int = 0
     committed: bool = False
     #: Set once it has ended: why it ended without its ``PubAck``, or a placeholder for one
     #: stored whole (nothing more can be written to it either way).
     error: BaseException | None = None
 
     def place(self, prepared: Prepared) -> bytes:
-        """The wire bytes of ``prepared`` as the next message of the batch."""
+        """The wire bytes of ``prepared`` as the next message of the batch: as encoded when it
+        was prepared, unless a message before it was discarded (the sequence has no gaps)."""
         self.written.append(prepared)
         sequence = len(self.written)
+        if prepared.sequence == sequence:
+            return prepared.placed
+        return b"".join((prepared.head, self.reply_subject(sequence), prepared.wire))
+
+    def reply_subject(self, sequence: int) -> bytes:
+        """The reply subject of its message number ``sequence`` (from 1)."""
         operation = _FI_START if sequence == 1 else _FI_APPEND
-        return b"".join(
-            (prepared.head, f"{self.reply}{sequence}.{operation}.$FI".encode(), prepared.wire)
-        )
+        return f"{self.reply}{sequence}.{operation}.$FI".encode()
 
 
 def _fast_batch_outcome(msg: Msg, written: int) -> BaseException | bool:
@@ -1089,6 +1107,9 @@ class Prepared:
     #: The fast batch it is a message of (:meth:`Requests.batch`).
     batch: FastBatch | None = None
     head: bytes = b""
+    #: In a fast batch: the sequence it was encoded for, and its whole bytes there.
+    sequence: int = 0
+    placed: bytes = b""
 
 
 def pub_ack(msg: Msg) -> PubAck:
