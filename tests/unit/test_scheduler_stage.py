@@ -49,6 +49,8 @@ class FakeRequests:
         self.discarded: list[bytes] = []
         self.writes = 0
         self.fail = False
+        #: Fail every write from this one on (counted from 0).
+        self.fail_from: int | None = None
         self.prepared: list[Prepared] = []
         self.batches: list[FastBatch] = []
         self.committed: list[FastBatch] = []
@@ -97,7 +99,7 @@ class FakeRequests:
         prepared.reply.cancel()
 
     async def write(self, prepared: Sequence[Prepared]) -> None:
-        if self.fail:
+        if self.fail or (self.fail_from is not None and self.writes >= self.fail_from):
             for p in prepared:
                 self.discard(p)
             raise nats.errors.ConnectionClosedError
@@ -576,3 +578,47 @@ async def test_a_failed_fast_batch_sends_its_runs_the_full_path_at_once(
     sched._no_batch[key] -= scheduler_module.NO_BATCH_RETRY  # its time is up: tried again
     assert sched._new_batch(key) is not None
     assert key not in sched._no_batch
+
+
+def every_second(entries: list[Entry]) -> None:
+    schedule = scheduling.Schedule(interval=timedelta(seconds=1), anchor=SLOT)
+    for entry in entries:
+        entry.schedule = schedule
+
+
+async def test_a_batchs_one_answer_settles_all_its_runs_even_out_of_order() -> None:
+    """A fast batch's replies end together, the last one last: one callback takes them all. One
+    that ends after the last (not the way Requests ends a batch) is still settled on its own."""
+    sched, requests, entries = make_scheduler(3)
+    every_second(entries)
+    replies = await stage_and_write(sched)
+    assert [len(b.written) for b in requests.batches] == [3]
+    ack(replies[2:])  # the last first: the other two not yet
+    await settle(sched)
+    assert [entry.name for entry, *_ in sched._replies] == ["j0002"]  # noted, timed
+    ack(replies[:2])
+    for _ in range(100):  # the settling polls every SETTLE_POLL until the burst is in
+        if sched.published == 3:
+            break
+        await asyncio.sleep(scheduler_module.SETTLE_POLL)
+    assert sched.published == 3
+    assert firing(entries) == []
+    assert heap_names(sched) == [(e.name, SLOT + timedelta(seconds=1)) for e in entries]
+
+
+async def test_a_write_failing_mid_burst_settles_the_batches_written_before_it() -> None:
+    """Two Queues: each batch spans several writes. When the second write fails, the fires
+    of the first are in batches not ended yet; the failed write ends those batches (their
+    replies fail) and every fire of the burst is tried again in 5 s, none left firing."""
+    sched, requests, entries = make_scheduler(250, queues=2)
+    requests.fail_from = 1
+    replies = await stage_and_write(sched)
+    assert len(requests.written) == 100
+    assert not any(b.committed for b in requests.batches)
+    for reply in replies[:100]:  # what Requests.write does to the batches of a failed write
+        reply.set_exception(nats.errors.ConnectionClosedError())
+    await settle(sched)
+    assert firing(entries) == []
+    assert sched._firing == 0
+    later = SLOT + timedelta(seconds=5)
+    assert heap_names(sched) == [(e.name, later) for e in entries]

@@ -723,6 +723,9 @@ class Scheduler:
         )
         fires = stage.fires
         sent = 0
+        # The fires written into each fast batch not ended yet: its messages' replies all come
+        # at once, so one callback per batch takes them (not one per fire, set at the instant).
+        in_batch: dict[FastBatch, list[_StagedFire]] = {}
         try:
             for start in range(0, len(fires), STAGE_CHUNK):
                 ready: list[_StagedFire] = []
@@ -741,15 +744,22 @@ class Scheduler:
                 await self._requests.write([fire.request for fire in ready])
                 for fire in ready:
                     fire.done = True
-                    fire.request.reply.add_done_callback(
-                        functools.partial(self._armed_acked, fire.entry, fire.armed, now)
-                    )
+                    batch = fire.request.batch
+                    if batch is None:
+                        fire.request.reply.add_done_callback(
+                            functools.partial(self._armed_acked, fire.entry, fire.armed, now)
+                        )
+                    else:
+                        in_batch.setdefault(batch, []).append(fire)
                 sent += len(ready)
                 # The batches whose every fire is written (or dropped) end now: their PubAcks
                 # come while the loop writes the next ones. After the last chunk that is all.
-                await self._requests.commit(
-                    [b for b in stage.batches if not b.committed and len(b.written) == b.prepared]
-                )
+                ended = [
+                    b for b in stage.batches if not b.committed and len(b.written) == b.prepared
+                ]
+                await self._requests.commit(ended)
+                for batch in ended:
+                    self._on_batch_reply(in_batch.pop(batch, []), now)
         except Exception:
             unsent = [fire for fire in fires if not fire.done]
             logger.exception("publishing %d staged run(s) failed; retrying in 5s", len(unsent))
@@ -759,6 +769,8 @@ class Scheduler:
                 self._push(fire.entry, now + timedelta(seconds=5))
                 self._fire_ended(fire.entry)
         finally:
+            for written in in_batch.values():  # a failed write ended these batches too
+                self._on_batch_reply(written, now)
             for fire in fires:  # counted until now, for the holds
                 self._bursts.remove(fire.due.timestamp())
         if self._metrics is not None:
@@ -767,6 +779,26 @@ class Scheduler:
         late = (self._clock() - stage.at).total_seconds()
         log = logger.info if late > SLOW_BATCH else logger.debug
         log("published %d staged run(s), %.1f ms after they were due", sent, late * 1000)
+
+    def _on_batch_reply(self, fires: list[_StagedFire], now: datetime) -> None:
+        """Have :meth:`_armed_acked` take the replies of ``fires``, written into one fast batch,
+        when the batch's answer comes (it ends all its messages at once, the last one last)."""
+        if fires:
+            fires[-1].request.reply.add_done_callback(
+                functools.partial(self._batch_replied, fires, now)
+            )
+
+    def _batch_replied(
+        self, fires: list[_StagedFire], now: datetime, _last: asyncio.Future[Msg]
+    ) -> None:
+        for fire in fires:
+            reply = fire.request.reply
+            if reply.done():
+                self._armed_acked(fire.entry, fire.armed, now, reply)
+            else:  # not ended with the others after all: on its own, then
+                reply.add_done_callback(
+                    functools.partial(self._armed_acked, fire.entry, fire.armed, now)
+                )
 
     def _unchanged(self, fire: _StagedFire, now: datetime, changed: set[Key]) -> bool:
         """Whether a staged fire still runs alone at ``now``; ``changed``: the Queues that
@@ -876,7 +908,8 @@ class Scheduler:
     ) -> None:
         """A fire's reply came: note when, and leave the rest to :meth:`_settle_replies`.
 
-        The reply future's done callback, run right after the read loop resolved it. A burst's
+        The reply future's done callback, run right after the read loop resolved it (for a
+        fast batch's fires, called in turn by the batch's one callback). A burst's
         replies come a thousand at a time and each costs ~100 µs of bookkeeping (the status
         change, the next slot, its encoded request): taken one after the other, the last ack
         would be timed only after all the others' bookkeeping. So the time each ``PubAck``
