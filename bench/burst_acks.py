@@ -12,6 +12,14 @@ process CPU time the burst took (writing and reading), each over the rounds:
 
     .venv/bin/python -m bench.burst_acks --runs 1000 --rounds 40
 
+With ``--paced SECONDS`` it is the floor of the operator's benchmark (``bench.dispatch_lag``)
+instead: a burst at every whole second, prepared before it and written at it, for SECONDS seconds
+each way (the ways alternating every ten seconds), and per way the lag from the second to each
+reply read -- what any publisher into this stream gets on this machine, with no Kubernetes, no
+status and no sink running:
+
+    .venv/bin/python -m bench.burst_acks --paced 60 --warmup 1 --name floor_1
+
 The payload is a run request of the size the scheduler sends (~500 bytes); the stream is a
 Queue's (work-queue retention, 32 partitions), made by ``ensure_queue_stream``, on file storage
 (a Queue's default) or with ``--storage memory`` in memory.
@@ -74,6 +82,62 @@ async def burst(
     }
 
 
+async def paced_burst(
+    requests: Requests, runs: int, tag: str, batched: bool
+) -> tuple[float, list[float]]:
+    """Prepare a burst, write it at the next whole second (wall clock, as the scheduler's slots
+    are) and wait for its replies: that second and each reply's lag after it."""
+    subjects = [constants.subject("bench", "q", i % PARTITIONS) for i in range(runs)]
+    batches = []
+    prepared: list[Prepared] = []
+    for i, subject in enumerate(subjects):
+        batch = None
+        if batched:
+            if i % CHUNK == 0:
+                batches.append(requests.batch(timeout=10))
+            batch = batches[-1]
+        prepared.append(
+            requests.prepare(
+                subject, PAYLOAD, headers={"Nats-Msg-Id": f"{tag}-{i}"}, timeout=10, batch=batch
+            )
+        )
+    slot = float(int(time.time()) + 1)
+    await asyncio.sleep(slot - time.time())
+    for start in range(0, runs, CHUNK):
+        await requests.write(prepared[start : start + CHUNK])
+        if batched:
+            await requests.commit([batches[start // CHUNK]])
+    await asyncio.gather(*(p.reply for p in prepared))
+    # replied_at is on the monotonic clock: the slot on it, as far as the two clocks agree now.
+    mono_slot = time.monotonic() - (time.time() - slot)
+    lags = [t - mono_slot for p in prepared if (t := replied_at(p.reply)) is not None]
+    assert len(lags) == runs, "a reply without its read time"
+    return slot, lags
+
+
+async def paced(args: argparse.Namespace, requests: Requests) -> dict[str, Any]:
+    ways = {"one_by_one": False, "fast_batches": True}
+    lags: dict[str, list[float]] = {way: [] for way in ways}
+    late: dict[str, int] = dict.fromkeys(ways, 0)
+    for block in range(args.warmup + args.paced // 10):
+        for way, batched in ways.items():
+            for n in range(10):
+                _, got = await paced_burst(requests, args.runs, f"{way}-{block}-{n}", batched)
+                if block >= args.warmup:
+                    lags[way].extend(got)
+                    late[way] += max(got) > 0.050
+        say(f"{(block + 1) * 20} of {(args.warmup + args.paced // 10) * 20} seconds")
+    return {
+        way: {
+            "reply_lag": percentiles(got),
+            "share_within_50ms": round(sum(lag <= 0.050 for lag in got) / len(got), 4),
+            "seconds": len(got) // args.runs,
+            "seconds_with_replies_over_50ms": late[way],
+        }
+        for way, got in lags.items()
+    }
+
+
 async def run(args: argparse.Namespace, server: NatsServer) -> dict[str, Any]:
     nc = DirectNATS()
     await nc.connect(server.url)
@@ -89,6 +153,12 @@ async def run(args: argparse.Namespace, server: NatsServer) -> dict[str, Any]:
         assert info.config.allow_batched, "this nats-server does not take fast batches"
         requests = Requests(nc)
         await requests.ready()
+        if args.paced:
+            figures = await paced(args, requests)
+            stored = (await js.stream_info(info.config.name or "")).state.messages
+            expected = (args.warmup + args.paced // 10) * 10 * args.runs * 2
+            assert stored == expected, f"{stored} messages stored, {expected} expected"
+            return figures | {"stored": stored}
         ways = {"one_by_one": False, "fast_batches": True}
         rows: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
         for n in range(args.warmup + args.rounds):
@@ -119,13 +189,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="runs per burst")
     parser.add_argument("--rounds", type=int, default=40, help="bursts of each way, alternated")
-    parser.add_argument("--warmup", type=int, default=3, help="rounds not counted")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="rounds not counted (with --paced: blocks of ten seconds each way)",
+    )
     parser.add_argument("--gap", type=float, default=0.3, help="seconds between bursts")
     parser.add_argument(
         "--storage", choices=("file", "memory"), default="file", help="the stream's storage"
     )
+    parser.add_argument(
+        "--paced",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="a burst every second for SECONDS seconds each way (a multiple of 10), "
+        "timed from the second: the floor of bench.dispatch_lag",
+    )
     parser.add_argument("--name", default="burst_acks")
     args = parser.parse_args()
+    if args.paced % 10:
+        parser.error(f"--paced takes a multiple of 10 seconds, not {args.paced}")
     with tempfile.TemporaryDirectory(prefix="kadence-bench-acks-") as workdir:
         server = NatsServer(Path(workdir) / "nats")
         server.start()
