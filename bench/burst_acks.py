@@ -46,31 +46,42 @@ PARTITIONS = 32
 PAYLOAD = json.dumps({"v": 1, "runId": "x" * 64, "pad": "p" * 400}).encode()
 
 
+def prepare(requests: Requests, runs: int, tag: str, batched: bool) -> list[Prepared]:
+    """A burst of ``runs`` requests across the stream's partitions, in fast batches of
+    :data:`CHUNK` if ``batched``."""
+    prepared: list[Prepared] = []
+    batch = None
+    for i in range(runs):
+        if batched and i % CHUNK == 0:
+            batch = requests.batch(timeout=10)
+        subject = constants.subject("bench", "q", i % PARTITIONS)
+        headers = {"Nats-Msg-Id": f"{tag}-{i}"}
+        prepared.append(
+            requests.prepare(subject, PAYLOAD, headers=headers, timeout=10, batch=batch)
+        )
+    return prepared
+
+
+async def write(requests: Requests, prepared: list[Prepared]) -> None:
+    """Write a prepared burst in chunks of :data:`CHUNK`, ending each chunk's batch (if any) at
+    once, as the scheduler does; then wait for every reply."""
+    for start in range(0, len(prepared), CHUNK):
+        chunk = prepared[start : start + CHUNK]
+        await requests.write(chunk)
+        batch = chunk[0].batch
+        if batch is not None:
+            await requests.commit([batch])
+    await asyncio.gather(*(p.reply for p in prepared))
+
+
 async def burst(
     requests: Requests, nc: DirectNATS, runs: int, tag: str, batched: bool
 ) -> dict[str, float]:
-    subjects = [constants.subject("bench", "q", i % PARTITIONS) for i in range(runs)]
-    prepared: list[Prepared] = []
-    batches = []
-    for i, subject in enumerate(subjects):
-        batch = None
-        if batched:
-            if i % CHUNK == 0:
-                batches.append(requests.batch(timeout=10))
-            batch = batches[-1]
-        prepared.append(
-            requests.prepare(
-                subject, PAYLOAD, headers={"Nats-Msg-Id": f"{tag}-{i}"}, timeout=10, batch=batch
-            )
-        )
+    prepared = prepare(requests, runs, tag, batched)
     read_before = nc.stats["in_msgs"]
     cpu = time.process_time()
     started = time.monotonic()
-    for start in range(0, runs, CHUNK):
-        await requests.write(prepared[start : start + CHUNK])
-        if batched:
-            await requests.commit([batches[start // CHUNK]])
-    await asyncio.gather(*(p.reply for p in prepared))
+    await write(requests, prepared)
     cpu = time.process_time() - cpu
     read = sorted(t - started for p in prepared if (t := replied_at(p.reply)) is not None)
     assert len(read) == runs, "a reply without its read time"
@@ -87,27 +98,10 @@ async def paced_burst(
 ) -> tuple[float, list[float]]:
     """Prepare a burst, write it at the next whole second (wall clock, as the scheduler's slots
     are) and wait for its replies: that second and each reply's lag after it."""
-    subjects = [constants.subject("bench", "q", i % PARTITIONS) for i in range(runs)]
-    batches = []
-    prepared: list[Prepared] = []
-    for i, subject in enumerate(subjects):
-        batch = None
-        if batched:
-            if i % CHUNK == 0:
-                batches.append(requests.batch(timeout=10))
-            batch = batches[-1]
-        prepared.append(
-            requests.prepare(
-                subject, PAYLOAD, headers={"Nats-Msg-Id": f"{tag}-{i}"}, timeout=10, batch=batch
-            )
-        )
+    prepared = prepare(requests, runs, tag, batched)
     slot = float(int(time.time()) + 1)
     await asyncio.sleep(slot - time.time())
-    for start in range(0, runs, CHUNK):
-        await requests.write(prepared[start : start + CHUNK])
-        if batched:
-            await requests.commit([batches[start // CHUNK]])
-    await asyncio.gather(*(p.reply for p in prepared))
+    await write(requests, prepared)
     # replied_at is on the monotonic clock: the slot on it, as far as the two clocks agree now.
     mono_slot = time.monotonic() - (time.time() - slot)
     lags = [t - mono_slot for p in prepared if (t := replied_at(p.reply)) is not None]
