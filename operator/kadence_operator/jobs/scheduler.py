@@ -133,15 +133,14 @@ class _Stage:
     fires: list[_StagedFire]
     #: The Queues they were checked against (a changed one sends its Jobs the full path).
     queues: dict[Key, QueueInfo]
+    #: The shards owned when they were staged.
+    owned: frozenset[int]
+    #: While ``alone[0] <= now < alone[1]`` every fire's slot still runs alone by the clock
+    #: (:func:`scheduling.runs_alone_during`).
+    alone: tuple[datetime, datetime]
     #: The fast batches the fires go in (:data:`STAGE_CHUNK` of one Queue each; none for
     #: a Queue whose fires go one by one).
     batches: list[FastBatch] = field(default_factory=list)
-    #: The shards owned when they were staged.
-    owned: frozenset[int] = frozenset()
-    #: While ``start <= now < end`` every fire's slot still runs alone by the clock
-    #: (:func:`scheduling.runs_alone_during`).
-    start: datetime | None = None
-    end: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -626,8 +625,6 @@ class Scheduler:
         made: list[FastBatch] = []
         others: list[_Due] = []
         at = first
-        start: datetime | None = None  # when every staged slot is due ...
-        end: datetime | None = None  # ... and the first moment one of them no longer runs alone
         while self._heap and self._heap[0].at <= limit:
             due = heapq.heappop(self._heap)
             entry = self._entries.get(due.key)
@@ -668,23 +665,12 @@ class Scheduler:
             staged.append(_StagedFire(entry, armed, request, due.at, entry.stamp))
             queues[key] = armed.queue
             at = max(at, due.at)
-            alone_from, alone_until = scheduling.runs_alone_during(armed.planned)
-            if start is None or alone_from > start:
-                start = alone_from
-            if end is None or alone_until < end:
-                end = alone_until
         for due in others:
             heapq.heappush(self._heap, due)
         if staged:
-            self._stage = _Stage(
-                at=at,
-                fires=staged,
-                queues=queues,
-                batches=made,
-                owned=owned,
-                start=start,
-                end=end,
-            )
+            windows = [scheduling.runs_alone_during(fire.armed.planned) for fire in staged]
+            alone = (max(w[0] for w in windows), min(w[1] for w in windows))
+            self._stage = _Stage(at, staged, queues, owned, alone, batches=made)
             cost = (time.perf_counter() - started) / len(staged)
             self._stage_cost = 0.5 * self._stage_cost + 0.5 * cost
             logger.debug("staged %d fire(s) due %s", len(staged), _iso(at))
@@ -715,11 +701,7 @@ class Scheduler:
         # Checked once for the whole burst: then a fire whose Job's stamp did not move since it
         # was staged still runs alone, as the full check (~3 µs a fire at the instant) would say.
         at_once = (
-            not changed
-            and stage.owned is self._owned
-            and stage.start is not None
-            and stage.end is not None
-            and stage.start <= now < stage.end
+            not changed and stage.owned is self._owned and stage.alone[0] <= now < stage.alone[1]
         )
         fires = stage.fires
         sent = 0

@@ -226,15 +226,14 @@ def runs_alone(
     """Whether :func:`plan_catch_up` at ``now`` runs exactly ``planned.slot``, on time, and
     misses nothing -- whatever the catch-up policy and window.
 
-    True when the newest handled slot is still the one the plan follows, the slot is due, not
-    later than ``grace``, and the slot after it has not come yet.
+    True when the newest handled slot is still the one the plan follows and ``now`` is within
+    :func:`runs_alone_during`: the slot is due, not later than ``grace``, and the slot after it
+    has not come yet.
     """
-    return (
-        last_slot == planned.after
-        and planned.due <= now
-        and now - planned.due <= grace
-        and (planned.following is None or now < planned.following)
-    )
+    if last_slot != planned.after:
+        return False
+    start, end = runs_alone_during(planned, grace=grace)
+    return start <= now < end
 
 
 def runs_alone_during(
