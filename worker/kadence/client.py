@@ -704,8 +704,8 @@ class Requests:
             if not batch.written:
                 self._end_batch(batch, None, FastBatchError("empty fast batch"))
                 continue
-            end = f"{batch.reply}{len(batch.written) + 1}.{_FI_COMMIT_EOB}.$FI"
-            parts.append(f"PUB {batch.subject} {end} 0\r\n\r\n".encode())
+            end = batch.reply_subject(len(batch.written) + 1, _FI_COMMIT_EOB)
+            parts.append(b"PUB %s %s 0\r\n\r\n" % (batch.subject.encode(), end))
             ending.append(batch)
         if not parts:
             return
@@ -1015,9 +1015,11 @@ class FastBatch:
             return prepared.placed
         return b"".join((prepared.head, self.reply_subject(sequence), prepared.wire))
 
-    def reply_subject(self, sequence: int) -> bytes:
-        """The reply subject of its message number ``sequence`` (from 1)."""
-        operation = _FI_START if sequence == 1 else _FI_APPEND
+    def reply_subject(self, sequence: int, operation: int | None = None) -> bytes:
+        """The reply subject of its message number ``sequence`` (from 1): by default that of a
+        message (the start, then appends); ``operation`` for the end-of-batch marker."""
+        if operation is None:
+            operation = _FI_START if sequence == 1 else _FI_APPEND
         return f"{self.reply}{sequence}.{operation}.$FI".encode()
 
 
