@@ -292,10 +292,10 @@ def test_kind_argv(argv: list[str], expected: list[str]) -> None:
 def test_docker_builds_match_the_e2e_commands() -> None:
     repo = Path("/src/kadence")
     builds = kind.docker_builds(kind.Images.tagged("e2e"), repo=repo)
-    operator_dockerfile, worker_dockerfile = (
-        f"/src/kadence/{c}/Dockerfile" for c in ("operator", "worker")
+    operator_dockerfile, worker_dockerfile, examples_dockerfile = (
+        f"/src/kadence/{c}/Dockerfile" for c in ("operator", "worker", "examples")
     )
-    assert [(b.image, b.argv, b.stdin) for b in builds] == [
+    assert [(b.image, b.argv) for b in builds] == [
         (
             "kadence-operator:e2e",
             [
@@ -307,7 +307,6 @@ def test_docker_builds_match_the_e2e_commands() -> None:
                 "kadence-operator:e2e",
                 "/src/kadence",
             ],
-            None,
         ),
         (
             "kadence-worker:e2e",
@@ -320,16 +319,35 @@ def test_docker_builds_match_the_e2e_commands() -> None:
                 "kadence-worker:e2e",
                 "/src/kadence",
             ],
-            None,
         ),
         (
             "kadence-examples:e2e",
-            ["docker", "build", "-f", "-", "-t", "kadence-examples:e2e", "/src/kadence"],
-            "FROM kadence-worker:e2e\nCOPY --chown=65532:65532 examples/ /app/\n",
+            [
+                "docker",
+                "build",
+                "-f",
+                examples_dockerfile,
+                "--build-arg",
+                "WORKER_IMAGE=kadence-worker:e2e",
+                "-t",
+                "kadence-examples:e2e",
+                "/src/kadence",
+            ],
         ),
     ]
-    for dockerfile in ("operator/Dockerfile", "worker/Dockerfile"):
+    for dockerfile in ("operator/Dockerfile", "worker/Dockerfile", "examples/Dockerfile"):
         assert (kind.REPO / dockerfile).is_file()
+
+
+def test_examples_dockerfile_builds_from_the_worker_image_argument() -> None:
+    """The examples image is the worker image named by WORKER_IMAGE plus examples/ in /app."""
+    text = (kind.REPO / "examples" / "Dockerfile").read_text()
+    instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert instructions == [
+        "ARG WORKER_IMAGE=kadence-worker:dev",
+        "FROM ${WORKER_IMAGE}",
+        "COPY --chown=65532:65532 examples/ /app/",
+    ]
 
 
 @pytest.mark.parametrize(

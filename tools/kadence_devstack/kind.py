@@ -292,21 +292,23 @@ class Images(NamedTuple):
 class DockerBuild:
     image: str
     argv: list[str]
-    stdin: str | None = None  # the Dockerfile, when it is not a file (`-f -`)
 
 
 def docker_builds(images: Images, *, repo: Path = REPO) -> list[DockerBuild]:
     """The ``docker build`` commands, in order: the examples image is ``FROM`` the worker
-    image. Pure."""
-    examples_dockerfile = f"FROM {images.worker}\nCOPY --chown=65532:65532 examples/ /app/\n"
+    image (``examples/Dockerfile`` takes it as the build argument ``WORKER_IMAGE``). Pure."""
 
-    def build(dockerfile: str, image: str) -> list[str]:
-        return ["docker", "build", "-f", dockerfile, "-t", image, str(repo)]
+    def build(component: str, image: str, *build_args: str) -> list[str]:
+        dockerfile = str(repo / component / "Dockerfile")
+        args = [arg for build_arg in build_args for arg in ("--build-arg", build_arg)]
+        return ["docker", "build", "-f", dockerfile, *args, "-t", image, str(repo)]
 
     return [
-        DockerBuild(images.operator, build(str(repo / "operator" / "Dockerfile"), images.operator)),
-        DockerBuild(images.worker, build(str(repo / "worker" / "Dockerfile"), images.worker)),
-        DockerBuild(images.examples, build("-", images.examples), stdin=examples_dockerfile),
+        DockerBuild(images.operator, build("operator", images.operator)),
+        DockerBuild(images.worker, build("worker", images.worker)),
+        DockerBuild(
+            images.examples, build("examples", images.examples, f"WORKER_IMAGE={images.worker}")
+        ),
     ]
 
 
@@ -317,7 +319,6 @@ def build_images(images: Images, *, say: Say = _quiet, timeout: float = 900) -> 
     for build in docker_builds(images):
         run(
             build.argv,
-            stdin=build.stdin,
             timeout=timeout,
             what=f"docker build {build.image} (the first build pulls the Python base image)",
             say=say,
