@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from typing import Any, cast
 
 import kopf
 
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
         registry=registry,
         clusterwide=True,
         standalone=True,  # sharding is ours (shard Leases); kopf peering is not used
+        # Without one kopf asks getpass for the user name, which raises where the uid has no
+        # passwd entry (the chart's runAsUser: 65532). kopf types it as its own NewType of str,
+        # peering.Identity, which it does not export.
+        identity=cast(Any, settings.kopf_identity()),
         liveness_endpoint=args.liveness,
     )
     try:

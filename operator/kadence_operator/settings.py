@@ -91,6 +91,19 @@ class OperatorSettings(BaseModel):
             )
         return self
 
+    def kopf_identity(self) -> str:
+        """kopf's identity of this process: ``KADENCE_OPERATOR_ID`` (the chart sets the pod name),
+        else ``<hostname>-<pid>``.
+
+        Given none, kopf makes one from ``getpass.getuser()``, which raises ``KeyError`` where the
+        uid has no passwd entry — under the chart's ``runAsUser: 65532`` the image has none, and
+        the operator died at start. kopf runs standalone here (no peering), so the identity only
+        names this process; it must come from the environment, never from the user database.
+        """
+        if "operator_id" in self.model_fields_set:
+            return self.operator_id
+        return f"{self.operator_id}-{os.getpid()}"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
         env = os.environ if env is None else env

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
+import os
+import pwd
+import socket
+from typing import NoReturn
+
 import pytest
 
 from kadence_operator.settings import OperatorSettings, SettingsError
@@ -49,3 +55,32 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
     with pytest.raises(SettingsError) as error:
         OperatorSettings.from_env(env)
     assert message in str(error.value)
+
+
+def _no_user_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every way of asking who the user is fail as it does for a uid without a passwd entry."""
+
+    def missing(*_: object) -> NoReturn:
+        raise KeyError("getpwuid(): uid not found: 65532")
+
+    monkeypatch.setattr(pwd, "getpwuid", missing)
+    monkeypatch.setattr(pwd, "getpwnam", missing)
+    monkeypatch.setattr(getpass, "getuser", missing)
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_kopf_identity_is_the_operator_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_user_database(monkeypatch)
+    settings = OperatorSettings.from_env({"KADENCE_OPERATOR_ID": "kadence-operator-7d9f-x2"})
+    assert settings.kopf_identity() == "kadence-operator-7d9f-x2"
+
+
+def test_kopf_identity_without_an_operator_id_is_host_and_pid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_user_database(monkeypatch)
+    settings = OperatorSettings.from_env({"KADENCE_OPERATOR_ID": ""})
+    host = socket.gethostname()
+    assert settings.operator_id == host  # Lease holders keep the host name
+    assert settings.kopf_identity() == f"{host}-{os.getpid()}"
