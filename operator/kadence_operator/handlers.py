@@ -520,20 +520,19 @@ async def _ensure_workers(
     if current != decision.replicas:
         scaled_at = workers.format_time(now)
     connection = rt.connection
-    worker_env = {
-        "KADENCE_NATS_URL": ",".join(connection.nats_urls),
-        "KADENCE_OUTPUT_BUCKET": connection.output_bucket,
-        "KADENCE_NAMESPACE": namespace,
-    }
-    if connection.s3_endpoint:
-        worker_env["KADENCE_S3_ENDPOINT"] = connection.s3_endpoint
-        worker_env["KADENCE_S3_SECURE"] = "true" if connection.s3_secure else "false"
     deployment = workers.render_deployment(
         namespace=namespace,
         queue=queue,
         spec=spec,
         replicas=decision.replicas,
-        worker_env=worker_env,
+        worker_env=workers.worker_env(
+            namespace=namespace,
+            operator_namespace=rt.settings.operator_namespace,
+            nats_urls=connection.nats_urls,
+            output_bucket=connection.output_bucket,
+            s3_endpoint=connection.s3_endpoint,
+            s3_secure=connection.s3_secure,
+        ),
         secret_name=rt.settings.worker_secret,
         scaled_at=scaled_at,
     )

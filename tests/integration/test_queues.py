@@ -579,6 +579,46 @@ def test_worker_deployment_scales_with_backlog_and_is_collected(
             delete_queues(kube, name)
 
 
+def test_worker_deployment_in_another_namespace_gets_qualified_endpoints(
+    kube: KubeControlPlane, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A short S3 host is the operator's Service (namespace ``default`` here, the release
+    namespace under the chart); workers in another namespace get it qualified with that one."""
+    team = unique("team")
+    kubectl(kube, "create", "namespace", team)
+    env = operator_env(
+        kube=kube,
+        nats=nats_server,
+        s3=None,
+        operator_id=unique("op-qualify"),
+        extra={"KADENCE_S3_ENDPOINT": "seaweedfs:8333", "KADENCE_S3_SECURE": "false"},
+    )
+    name = unique("elsewhere")
+    body = queue(name, workers={"image": "ghcr.io/example/worker:1.0", "app": "app:app"})
+    body["metadata"]["namespace"] = team
+    try:
+        with running_operator(kube, env, tmp_path, "operator-qualify"):
+            try:
+                apply(kube, body)
+                created = wait_for(
+                    lambda: json.loads(
+                        kubectl(kube, "get", "deployment", "-n", team, "-o", "json")
+                    )["items"],
+                    what=f"the worker Deployment in {team}",
+                )
+                (worker,) = created[0]["spec"]["template"]["spec"]["containers"]
+                env_vars = {e["name"]: e.get("value") for e in worker["env"]}
+                assert env_vars["KADENCE_S3_ENDPOINT"] == "seaweedfs.default.svc:8333"
+                assert env_vars["KADENCE_NATS_URL"] == nats_server.url  # an IP: as it is
+                assert env_vars["KADENCE_NAMESPACE"] == team
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    kubectl(kube, "delete", "queue", name, "-n", team, "--timeout=30s")
+    finally:
+        with contextlib.suppress(RuntimeError):
+            kubectl(kube, "delete", "namespace", team, "--wait=false")
+
+
 # --------------------------------------------------------------------------------------------
 # 4. invalid or impossible specs: Ready=False with a message; other Queues keep working
 # --------------------------------------------------------------------------------------------

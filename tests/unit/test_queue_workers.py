@@ -14,8 +14,10 @@ from kadence_operator.queues.workers import (
     decide_replicas,
     deployment_name,
     format_time,
+    qualify_endpoint,
     render_deployment,
     seconds_since,
+    worker_env,
 )
 
 
@@ -220,3 +222,80 @@ def test_deployment_name_is_a_dns_label() -> None:
     name = deployment_name(long)
     assert len(name) <= 63
     assert not name.endswith("-")
+
+
+# endpoint -> as workers in another namespace get it, the operator running in kadence-system
+QUALIFIED = [
+    pytest.param("seaweedfs:8333", "seaweedfs.kadence-system.svc:8333", id="s3-short-host-port"),
+    pytest.param("minio", "minio.kadence-system.svc", id="s3-short-host-no-port"),
+    pytest.param("s3-gw:9000", "s3-gw.kadence-system.svc:9000", id="hyphenated-name"),
+    pytest.param("nats://nats:4222", "nats://nats.kadence-system.svc:4222", id="nats-url"),
+    pytest.param("nats:4222", "nats.kadence-system.svc:4222", id="nats-without-scheme"),
+    pytest.param(
+        "tls://u:p%40ss@nats:4222",
+        "tls://u:p%40ss@nats.kadence-system.svc:4222",
+        id="scheme-and-user-info-kept",
+    ),
+    pytest.param("ws://nats:8080/ws", "ws://nats.kadence-system.svc:8080/ws", id="path-kept"),
+    pytest.param(" seaweedfs:8333 ", "seaweedfs.kadence-system.svc:8333", id="blanks-trimmed"),
+    pytest.param("minio.minio:9000", "minio.minio:9000", id="namespaced-name-kept"),
+    pytest.param("minio.minio.svc:9000", "minio.minio.svc:9000", id="svc-name-kept"),
+    pytest.param("s3.amazonaws.com", "s3.amazonaws.com", id="public-fqdn-kept"),
+    pytest.param("seaweedfs.:8333", "seaweedfs.:8333", id="absolute-name-kept"),
+    pytest.param("nats://10.0.0.7:4222", "nats://10.0.0.7:4222", id="ipv4-kept"),
+    pytest.param("127.0.0.1:9000", "127.0.0.1:9000", id="loopback-ipv4-kept"),
+    pytest.param("nats://[fd00::7]:4222", "nats://[fd00::7]:4222", id="ipv6-kept"),
+    pytest.param("[::1]:9000", "[::1]:9000", id="loopback-ipv6-kept"),
+    pytest.param("nats://localhost:4222", "nats://localhost:4222", id="localhost-kept"),
+    pytest.param("LocalHost:9000", "LocalHost:9000", id="localhost-any-case-kept"),
+    pytest.param("nats://user@my_host:4222", "nats://user@my_host:4222", id="not-a-service-name"),
+    pytest.param("9000:9000", "9000:9000", id="numeric-host-kept"),
+    pytest.param("nats:port", "nats:port", id="not-host-port-kept"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "qualified"), QUALIFIED)
+def test_qualify_endpoint(endpoint: str, qualified: str) -> None:
+    assert qualify_endpoint(endpoint, "kadence-system") == qualified
+
+
+def connection_env(namespace: str, *, s3_endpoint: str | None = "seaweedfs:8333") -> dict[str, str]:
+    return worker_env(
+        namespace=namespace,
+        operator_namespace="kadence-system",
+        nats_urls=("nats://nats:4222", "nats://u:pw@nats-1:4222", "nats://10.0.0.7:4222"),
+        output_bucket="outputs",
+        s3_endpoint=s3_endpoint,
+        s3_secure=True,
+    )
+
+
+def test_worker_env_in_another_namespace_qualifies_short_hosts() -> None:
+    assert connection_env("team-a") == {
+        "KADENCE_NATS_URL": (
+            "nats://nats.kadence-system.svc:4222,"
+            "nats://u:pw@nats-1.kadence-system.svc:4222,"
+            "nats://10.0.0.7:4222"
+        ),
+        "KADENCE_S3_ENDPOINT": "seaweedfs.kadence-system.svc:8333",
+        "KADENCE_S3_SECURE": "true",
+        "KADENCE_OUTPUT_BUCKET": "outputs",
+        "KADENCE_NAMESPACE": "team-a",
+    }
+
+
+def test_worker_env_in_the_operators_namespace_is_the_operators() -> None:
+    env = connection_env("kadence-system", s3_endpoint=None)
+    assert env["KADENCE_NATS_URL"] == (
+        "nats://nats:4222,nats://u:pw@nats-1:4222,nats://10.0.0.7:4222"
+    )
+    assert "KADENCE_S3_ENDPOINT" not in env
+    assert "KADENCE_S3_SECURE" not in env
+
+
+def test_rendered_deployment_carries_qualified_endpoints() -> None:
+    deployment = render(spec(), worker_env=connection_env("team-a"))
+    env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+    assert env["KADENCE_S3_ENDPOINT"] == "seaweedfs.kadence-system.svc:8333"
+    assert env["KADENCE_NATS_URL"].split(",")[0] == "nats://nats.kadence-system.svc:4222"
+    assert env["KADENCE_NAMESPACE"] == "team-a"

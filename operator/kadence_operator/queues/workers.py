@@ -9,11 +9,18 @@ The time of the last change of replicas is kept on the Deployment (annotation
 :data:`SCALED_AT_ANNOTATION`), so the cooldown holds across operator restarts and failovers.
 Credentials never appear in the Deployment: they come from a Secret named by the operator's
 ``KADENCE_WORKER_SECRET`` through ``envFrom``.
+
+The NATS and S3 endpoints the workers get are the operator's own, and a short name in them
+(``nats://nats:4222``, ``seaweedfs:8333``) means a Service in the operator's namespace — it would
+resolve in the Queue's namespace instead, or not at all. :func:`worker_env` qualifies such names
+with the operator's namespace for workers elsewhere.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,6 +96,71 @@ def decide_replicas(
     if wanted > current:
         return ScaleDecision(wanted, f"scale up for {pending} pending")
     return ScaleDecision(current, "steady")
+
+
+#: A host that can only be a Service name relative to some namespace: one DNS label (RFC 1035, as
+#: Service names are), so no dot (a qualified name or an IPv4 address) and no IPv6 literal.
+_SHORT_HOST = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", re.IGNORECASE)
+#: Single-label names that are not Services and mean the same in every namespace.
+_NOT_SERVICES = frozenset({"localhost"})
+
+
+def qualify_endpoint(endpoint: str, namespace: str) -> str:
+    """``endpoint`` with a single-label host qualified as a Service of ``namespace``.
+
+    ``seaweedfs:8333`` -> ``seaweedfs.<namespace>.svc:8333``, ``nats://u:p@nats:4222`` ->
+    ``nats://u:p@nats.<namespace>.svc:4222``: scheme, user info, port and anything after them are
+    kept as they are. A short name resolves through the search path of the pod that looks it up,
+    so the operator's ``seaweedfs`` is a Service in the operator's namespace and must be spelled
+    out for pods in other namespaces. Qualified names, IP addresses and ``localhost`` are left
+    alone, and so is anything that is not a plain ``[scheme://][userinfo@]host[:port]``.
+    """
+    endpoint = endpoint.strip()
+    prefix, rest = "", endpoint
+    if "://" in endpoint:
+        scheme, _, rest = endpoint.partition("://")
+        prefix = f"{scheme}://"
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hostport = authority.rpartition("@")
+    host, colon, port = hostport.partition(":")
+    if not _SHORT_HOST.fullmatch(host) or host.lower() in _NOT_SERVICES:
+        return endpoint
+    if colon and not port.isdigit():
+        return endpoint  # not host:port (e.g. an IPv6 address without brackets)
+    return f"{prefix}{userinfo}{at}{host}.{namespace}.svc{colon}{port}{tail}"
+
+
+def worker_env(
+    *,
+    namespace: str,
+    operator_namespace: str,
+    nats_urls: Sequence[str],
+    output_bucket: str,
+    s3_endpoint: str | None,
+    s3_secure: bool,
+) -> dict[str, str]:
+    """The connection settings of the workers of a Queue in ``namespace`` (no credentials).
+
+    They are the operator's own (``KADENCE_NATS_URL``, ``KADENCE_S3_*``, the bucket), with every
+    short host qualified with ``operator_namespace`` (:func:`qualify_endpoint`) when the workers
+    run in another namespace: there ``nats`` or ``seaweedfs`` would not be the operator's Service.
+    """
+
+    def qualify(endpoint: str) -> str:
+        if namespace == operator_namespace:
+            return endpoint
+        return qualify_endpoint(endpoint, operator_namespace)
+
+    env = {
+        "KADENCE_NATS_URL": ",".join(qualify(url) for url in nats_urls),
+        "KADENCE_OUTPUT_BUCKET": output_bucket,
+        "KADENCE_NAMESPACE": namespace,
+    }
+    if s3_endpoint:
+        env["KADENCE_S3_ENDPOINT"] = qualify(s3_endpoint)
+        env["KADENCE_S3_SECURE"] = "true" if s3_secure else "false"
+    return env
 
 
 _RESTRICTED_CONTAINER: dict[str, Any] = {
