@@ -18,6 +18,7 @@ from kubernetes import client
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from kadence import config
 from kadence.client import DirectNATS
 from kadence.config import Settings as ConnectionSettings
 from kadence.protocol import RunResult, RunState
@@ -120,6 +121,9 @@ async def start(settings: OperatorSettings) -> Runtime:
     options["name"] = f"kadence-operator {settings.operator_id}"
     # Replies to the scheduler's publishes (a PubAck per fire) go straight to their waiters.
     nc = DirectNATS()
+    options.update(
+        config.nats_event_callbacks(logger, closing=lambda: nc.is_closed or nc.is_draining)
+    )
     await nc.connect(**options)
     js = nc.jetstream()
     await ensure_results_stream(

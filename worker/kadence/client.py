@@ -51,7 +51,7 @@ from nats.js.api import (
 )
 
 from kadence import constants
-from kadence.config import Settings
+from kadence.config import Settings, nats_event_callbacks
 from kadence.partitioning import partition_for
 from kadence.protocol import (
     ConcurrencyPolicy,
@@ -1456,20 +1456,9 @@ class KadenceClient:
         """Connect with ``settings`` (default: from the environment); ``options`` go to NATS."""
         settings = settings or Settings.from_env()
         nc = DirectNATS()
-
-        async def on_error(error: Exception) -> None:
-            log.warning("NATS: %s", error)
-
-        async def on_disconnect() -> None:
-            if not (nc.is_closed or nc.is_draining):  # not when we close it ourselves
-                log.warning("disconnected from NATS; reconnecting")
-
-        async def on_reconnect() -> None:
-            log.info("reconnected to NATS")
-
         connect_options: dict[str, Any] = settings.nats_options()
         connect_options.update(
-            error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect
+            nats_event_callbacks(log, closing=lambda: nc.is_closed or nc.is_draining)
         )
         connect_options.update(options)
         await nc.connect(**connect_options)

@@ -27,10 +27,11 @@ variable                     meaning
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -141,6 +142,27 @@ class Settings(BaseModel):
         if self.nats_ca is not None:
             options["tls"] = ssl.create_default_context(cafile=self.nats_ca)
         return options
+
+
+def nats_event_callbacks(
+    log: logging.Logger, *, closing: Callable[[], bool]
+) -> dict[str, Callable[..., Awaitable[None]]]:
+    """``error_cb``/``disconnected_cb``/``reconnected_cb`` for ``nats.connect``: one log line
+    each. Without them nats-py logs every failed (re)connect with a full traceback — a worker or
+    operator starting before its NATS server is up printed a page of them. ``closing`` tells a
+    disconnect we asked for (close, drain) from one we did not."""
+
+    async def on_error(error: Exception) -> None:
+        log.warning("NATS: %s", error or type(error).__name__)
+
+    async def on_disconnect() -> None:
+        if not closing():
+            log.warning("disconnected from NATS; reconnecting")
+
+    async def on_reconnect() -> None:
+        log.info("reconnected to NATS")
+
+    return {"error_cb": on_error, "disconnected_cb": on_disconnect, "reconnected_cb": on_reconnect}
 
 
 def user_agent(component: str) -> str:
