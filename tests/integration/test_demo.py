@@ -34,7 +34,7 @@ def test_demo_shows_runs_with_outputs_and_ctrl_c_stops_everything(tmp_path: Path
     workdir = tmp_path / "demo"
     log = (tmp_path / "demo.out").open("w")
     demo = subprocess.Popen(
-        [str(BIN / "kadence-devstack"), "demo", "--workdir", str(workdir)],
+        [str(BIN / "kadence-devstack"), "demo", "--stack", "processes", "--workdir", str(workdir)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
