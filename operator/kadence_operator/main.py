@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         # kopf logs every handler call at INFO; with thousands of Jobs whose status changes every
         # few seconds that is hundreds of lines a second. Failures are still logged.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # kopf's liveness endpoint is served by aiohttp, which logs every kubelet probe (a line
+        # every few seconds per replica, seen in the chart's pods); errors still show.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     loops.tune_gc()
     # kopf.run() is kopf.operator() on the current loop; kopf picks uvloop by itself only in its
     # own CLI, so this entry point runs it on the loop kadence.loops chooses, as workers do.
