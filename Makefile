@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 tools: venv
-	$(BIN)/kadence-devstack build --helm
+	$(BIN)/kadence-devstack build --helm --node
 
 lint: venv
 	$(BIN)/ruff check .

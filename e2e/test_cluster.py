@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.kind
 def test_cluster_accepts_kadence_crds(kind_cluster: Any) -> None:
     kind_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     out = kind_cluster.kubectl("get", "crd", "-o", "name")

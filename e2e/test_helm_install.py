@@ -26,7 +26,7 @@ TAG = "e2e"
 IMAGES = kind.Images.tagged(TAG)
 MINIO_PASSWORD = "e2e-minio-password"
 
-pytestmark = pytest.mark.timeout(3600)
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(scope="module")
