@@ -335,6 +335,21 @@ def _go_install_many(
         _say(f"installed {label} in {time.monotonic() - started:.0f}s")
 
 
+# (label, version, packages): `go install`-ed into <cache>/<label lower-cased>-<version>/.
+GO_INSTALLED_NODE_TOOLS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        "containerd",
+        CONTAINERD_VERSION,
+        tuple(
+            f"github.com/containerd/containerd/v2/cmd/{name}"
+            for name in ("containerd", "containerd-shim-runc-v2", "ctr")
+        ),
+    ),
+    ("crictl", CRICTL_VERSION, ("sigs.k8s.io/cri-tools/cmd/crictl",)),
+    ("CoreDNS", COREDNS_VERSION, ("github.com/coredns/coredns",)),
+)
+
+
 def _node_binary_paths() -> NodeBinaries:
     target = control_plane_dir()
     containerd_dir = cache_dir() / f"containerd-{CONTAINERD_VERSION}"
@@ -377,31 +392,12 @@ def node_binaries() -> NodeBinaries:
                     output=target / name,
                     ldflags=_version_ldflags(version),
                 )
-    containerd_dir = cache_dir() / f"containerd-{CONTAINERD_VERSION}"
-    _go_install_many(
-        folder=containerd_dir,
-        packages=[
-            f"github.com/containerd/containerd/v2/cmd/{name}"
-            for name in ("containerd", "containerd-shim-runc-v2", "ctr")
-        ],
-        version=CONTAINERD_VERSION,
-        cgo=False,
-        label="containerd",
-    )
-    crictl_dir = cache_dir() / f"crictl-{CRICTL_VERSION}"
-    _go_install_many(
-        folder=crictl_dir,
-        packages=["sigs.k8s.io/cri-tools/cmd/crictl"],
-        version=CRICTL_VERSION,
-        cgo=False,
-        label="crictl",
-    )
-    coredns_dir = cache_dir() / f"coredns-{COREDNS_VERSION}"
-    _go_install_many(
-        folder=coredns_dir,
-        packages=["github.com/coredns/coredns"],
-        version=COREDNS_VERSION,
-        cgo=False,
-        label="CoreDNS",
-    )
+    for label, version, packages in GO_INSTALLED_NODE_TOOLS:
+        _go_install_many(
+            folder=cache_dir() / f"{label.lower()}-{version}",
+            packages=packages,
+            version=version,
+            cgo=False,
+            label=label,
+        )
     return _node_binary_paths()

@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from kadence_devstack import kind
 from kadence_devstack.kind import Cluster, Say, _quiet
 
@@ -185,24 +183,15 @@ def helm_args(
 def examples_queue(
     *, namespace: str, image: str, access_key: str, secret_key: str, autoscale: bool = True
 ) -> dict[str, Any]:
-    """``examples/queue.yaml`` for the cluster: the examples image, the chart's worker
-    ServiceAccount and the S3 keys; its autoscaling unless ``autoscale`` is False (then one
-    worker). Pure but for reading the file."""
-    queue: dict[str, Any] = yaml.safe_load((kind.REPO / "examples" / "queue.yaml").read_text())
-    queue["metadata"]["namespace"] = namespace
-    workers = queue["spec"]["workers"]
-    workers["image"] = image
-    workers["serviceAccountName"] = "kadence-worker"
-    if not autoscale:
-        workers.pop("autoscale", None)
-        workers["replicas"] = 1
-    # The operator passes endpoints, not credentials, to the workers it runs.
-    workers["env"] = [
-        *workers.get("env", []),
-        {"name": "KADENCE_S3_ACCESS_KEY", "value": access_key},
-        {"name": "KADENCE_S3_SECRET_KEY", "value": secret_key},
-    ]
-    return queue
+    """``examples/queue.yaml`` with the examples image and the S3 keys, autoscaling as in the file
+    unless ``autoscale`` is False (then one worker)."""
+    return kind.example_queue(
+        namespace=namespace,
+        image=image,
+        access_key=access_key,
+        secret_key=secret_key,
+        autoscale=autoscale,
+    )
 
 
 @dataclass(frozen=True)

@@ -404,23 +404,38 @@ def namespace_manifest(name: str) -> dict[str, Any]:
     }
 
 
-def demo_queue(*, namespace: str, image: str, minio_password: str) -> dict[str, Any]:
-    """``examples/queue.yaml`` for the cluster: the examples image, the chart's worker
-    ServiceAccount, one worker without autoscaling, and the bundled MinIO's keys."""
+def example_queue(
+    *, namespace: str, image: str, access_key: str, secret_key: str, autoscale: bool
+) -> dict[str, Any]:
+    """``examples/queue.yaml`` for a cluster: the given examples image, the chart's worker
+    ServiceAccount and the S3 keys; its autoscaling, or one worker without ``autoscale``. Pure
+    but for reading the file."""
     queue: dict[str, Any] = yaml.safe_load((REPO / "examples" / "queue.yaml").read_text())
     queue["metadata"]["namespace"] = namespace
     workers = queue["spec"]["workers"]
     workers["image"] = image
     workers["serviceAccountName"] = "kadence-worker"
-    workers.pop("autoscale", None)
-    workers["replicas"] = 1
+    if not autoscale:
+        workers.pop("autoscale", None)
+        workers["replicas"] = 1
     # The operator passes endpoints, not credentials, to the workers it runs.
     workers["env"] = [
         *workers.get("env", []),
-        {"name": "KADENCE_S3_ACCESS_KEY", "value": MINIO_USER},
-        {"name": "KADENCE_S3_SECRET_KEY", "value": minio_password},
+        {"name": "KADENCE_S3_ACCESS_KEY", "value": access_key},
+        {"name": "KADENCE_S3_SECRET_KEY", "value": secret_key},
     ]
     return queue
+
+
+def demo_queue(*, namespace: str, image: str, minio_password: str) -> dict[str, Any]:
+    """:func:`example_queue` with one worker and the bundled MinIO's keys."""
+    return example_queue(
+        namespace=namespace,
+        image=image,
+        access_key=MINIO_USER,
+        secret_key=minio_password,
+        autoscale=False,
+    )
 
 
 def demo_jobs(*, namespace: str) -> list[dict[str, Any]]:
