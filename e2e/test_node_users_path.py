@@ -440,11 +440,15 @@ def test_helm_uninstall_leaves_only_what_the_docs_say_stays(env: Env) -> None:
 
     # The pods go after the uninstall returns (their ReplicaSets' garbage collection).
     env.cluster.wait_until("the release's objects to be gone", lambda: not leftovers(), timeout=120)
-    # What docs/helm.md says stays: the shard Leases, handed back (no holder), and the CRDs.
-    leases = env.kubectl_json("get", "leases", "-n", SYSTEM, "-l", "kadence.io/lease=shard")[
-        "items"
+    # What docs/helm.md says stays: the operator's Leases (labelled, expired once no replica
+    # renews them), and the CRDs.
+    leases = env.kubectl_json("get", "leases", "-n", SYSTEM)["items"]
+    unlabelled = [
+        x["metadata"]["name"]
+        for x in leases
+        if "kadence.io/lease" not in x["metadata"].get("labels", {})
     ]
-    assert all(not lease["spec"].get("holderIdentity") for lease in leases), leases
+    assert unlabelled == [], unlabelled
     cluster_scoped = env.cluster.kubectl("get", "clusterrole,clusterrolebinding", "-o", "name")
     assert f"{install.RELEASE}-operator" not in cluster_scoped
     worker_objects = env.cluster.kubectl(
