@@ -21,13 +21,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kadence_devstack.procs import SetupError
+from kadence_devstack.procs import SetupError, heartbeat
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent
 HELM_VERSION = "v3.21.4"
@@ -121,20 +120,10 @@ def _go_build(
     argv = [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(tmp), package]
     started = time.monotonic()
     _say(f"building {output.name} in {module_dir} …")
-    done = threading.Event()
-
-    def heartbeat() -> None:
-        while not done.wait(30):
-            _say(f"  still building {output.name} ({time.monotonic() - started:.0f}s)")
-
-    thread = threading.Thread(target=heartbeat, daemon=True)
-    thread.start()
-    try:
+    with heartbeat(_say, lambda t: f"  still building {output.name} ({t:.0f}s)"):
         result = subprocess.run(
             argv, cwd=module_dir, env=env, capture_output=True, text=True, check=False
         )
-    finally:
-        done.set()
     if result.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise SetupError(
@@ -310,26 +299,19 @@ def _go_install_many(
             env["CGO_ENABLED"] = "0"
         started = time.monotonic()
         _say(f"installing {label} {version} with `go install` into {folder} (once per machine) …")
-        done = threading.Event()
-
-        def heartbeat() -> None:
-            while not done.wait(30):
-                _say(f"  still installing {label} ({time.monotonic() - started:.0f}s)")
-
-        threading.Thread(target=heartbeat, daemon=True).start()
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                result = subprocess.run(
-                    [go, "install", "-trimpath", "-ldflags=-s -w"]
-                    + [f"{package}@{version}" for package in packages],
-                    cwd=tmp,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-        finally:
-            done.set()
+        with (
+            heartbeat(_say, lambda t: f"  still installing {label} ({t:.0f}s)"),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            result = subprocess.run(
+                [go, "install", "-trimpath", "-ldflags=-s -w"]
+                + [f"{package}@{version}" for package in packages],
+                cwd=tmp,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         if result.returncode != 0:
             raise SetupError(f"go install {label} {version} failed:\n{result.stderr[-3000:]}")
         _say(f"installed {label} in {time.monotonic() - started:.0f}s")

@@ -15,12 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from kadence_devstack.procs import SetupError
+from kadence_devstack.procs import SetupError, heartbeat
 
 # A command (or a file) the node needs -> the Debian package that carries it.
 NODE_PACKAGES: Mapping[str, str] = {
@@ -81,26 +80,19 @@ def ensure(requirements: Mapping[str, str]) -> None:
         policy.chmod(0o755)
         wrote_policy = True
     started = time.monotonic()
-    done = threading.Event()
-
-    def heartbeat() -> None:
-        while not done.wait(30):
-            _say(f"  still installing ({time.monotonic() - started:.0f}s)")
-
-    threading.Thread(target=heartbeat, daemon=True).start()
     try:
-        for argv in (
-            [apt, "update", "-q"],
-            [apt, "install", "-y", "-q", "--no-install-recommends", *packages],
-        ):
-            result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise SetupError(
-                    f"`{' '.join(argv)}` failed (exit {result.returncode}): "
-                    + " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
-                )
+        with heartbeat(_say, lambda t: f"  still installing ({t:.0f}s)"):
+            for argv in (
+                [apt, "update", "-q"],
+                [apt, "install", "-y", "-q", "--no-install-recommends", *packages],
+            ):
+                result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+                if result.returncode != 0:
+                    raise SetupError(
+                        f"`{' '.join(argv)}` failed (exit {result.returncode}): "
+                        + " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+                    )
     finally:
-        done.set()
         if wrote_policy:
             policy.unlink(missing_ok=True)
     still = missing(requirements)

@@ -21,6 +21,7 @@ parse, hash or build argument lists are tested by tables in ``tests/unit/test_im
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -32,14 +33,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from kadence_devstack import binaries, hostpkgs
-from kadence_devstack.procs import SetupError
+from kadence_devstack.procs import SetupError, heartbeat
 
 REPO = binaries.TOOLS_DIR.parent
 REGISTRY = "localhost"
@@ -560,16 +560,44 @@ def _run(
     full log is, followed by the log's tail."""
     args = [str(a) for a in argv]
     started = time.monotonic()
-    done = threading.Event()
     if what is not None:
         say(f"▶ {what} …")
-
-        def heartbeat() -> None:
-            while not done.wait(HEARTBEAT_SECONDS):
-                say(f"  … still {what} ({time.monotonic() - started:.0f}s, limit {timeout:.0f}s)")
-
-        threading.Thread(target=heartbeat, daemon=True).start()
     log.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if what is not None:
+            stack.enter_context(
+                heartbeat(
+                    say,
+                    lambda t: f"  … still {what} ({t:.0f}s, limit {timeout:.0f}s)",
+                    every=HEARTBEAT_SECONDS,
+                )
+            )
+        code, output, start = _run_logged(
+            args, log=log, timeout=timeout, cwd=cwd, env=env, capture=capture
+        )
+    if code != 0:
+        why = f"did not finish within {timeout:.0f}s" if code is None else f"exited {code}"
+        raise SetupError(
+            f"{what or args[0]} failed: `{shlex.join(args)[:300]}` {why} (full log: {log})\n"
+            + _tail(log, start=start)
+        )
+    if what is not None:
+        say(f"  done in {time.monotonic() - started:.0f}s")
+    lines = output.strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
+def _run_logged(
+    args: list[str],
+    *,
+    log: Path,
+    timeout: float,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    capture: bool,
+) -> tuple[int | None, str, int]:
+    """Run ``args`` with its output appended to ``log``; returns (exit code or None on timeout,
+    captured stdout, where this command's part of the log starts)."""
     with log.open("a") as sink, tempfile.TemporaryFile("w+") as captured:
         sink.write(f"\n$ {shlex.join(args)}\n")
         sink.flush()
@@ -585,29 +613,18 @@ def _run(
                 start_new_session=True,
             )
         except OSError as error:
-            done.set()
             raise SetupError(f"cannot run `{args[0]}`: {error}") from error
+        code: int | None
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             code = None
-        finally:
-            done.set()
         captured.seek(0)
         output = captured.read()
         sink.write(output)
-    if code != 0:
-        why = f"did not finish within {timeout:.0f}s" if code is None else f"exited {code}"
-        raise SetupError(
-            f"{what or args[0]} failed: `{shlex.join(args)[:300]}` {why} (full log: {log})\n"
-            + _tail(log, start=start)
-        )
-    if what is not None:
-        say(f"  done in {time.monotonic() - started:.0f}s")
-    lines = output.strip().splitlines()
-    return lines[-1].strip() if lines else ""
+    return code, output, start
 
 
 @dataclass

@@ -19,7 +19,6 @@ import json
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from kadence_devstack import binaries
-from kadence_devstack.procs import ManagedProcess, SetupError, free_port
+from kadence_devstack.procs import ManagedProcess, SetupError, free_port, heartbeat
 
 REPO = binaries.TOOLS_DIR.parent
 CHART = REPO / "charts" / "kadence"
@@ -178,23 +177,20 @@ def run(
     """
     args = [str(a) for a in argv]
     started = time.monotonic()
-    done = threading.Event()
     if what is not None:
         say(f"▶ {what} …")
-
-        def heartbeat() -> None:
-            while not done.wait(HEARTBEAT_SECONDS):
-                say(f"  … still {what} ({time.monotonic() - started:.0f}s, limit {timeout:.0f}s)")
-
-        threading.Thread(target=heartbeat, daemon=True).start()
-    try:
-        result = subprocess.run(
-            args, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as error:
-        raise ClusterError(f"`{' '.join(args)}` did not finish within {timeout:.0f}s") from error
-    finally:
-        done.set()
+    still = (lambda t: f"  … still {what} ({t:.0f}s, limit {timeout:.0f}s)") if what else None
+    with contextlib.ExitStack() as stack:
+        if still is not None:
+            stack.enter_context(heartbeat(say, still, every=HEARTBEAT_SECONDS))
+        try:
+            result = subprocess.run(
+                args, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as error:
+            raise ClusterError(
+                f"`{' '.join(args)}` did not finish within {timeout:.0f}s"
+            ) from error
     if result.returncode != 0:
         raise ClusterError(
             f"`{' '.join(args)}` exited {result.returncode}:\n"

@@ -11,8 +11,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 
@@ -50,6 +51,26 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
         return True
     return False
+
+
+@contextlib.contextmanager
+def heartbeat(
+    say: Callable[[str], None], still: Callable[[float], str], *, every: float = 30.0
+) -> Iterator[None]:
+    """While the block runs, ``say(still(elapsed_seconds))`` every ``every`` seconds: long builds
+    and installs show they are alive."""
+    started = time.monotonic()
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            say(still(time.monotonic() - started))
+
+    threading.Thread(target=beat, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def tail(path: Path, lines: int = 40) -> str:
