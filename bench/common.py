@@ -86,7 +86,6 @@ AB_SETTINGS = (
     "KADENCE_DISPATCH_QUIET",
     "KADENCE_DISPATCH_STAGE",
     "KADENCE_DISPATCH_FAST_BATCH",
-    "KADENCE_GC_PACING",
 )
 
 
@@ -326,27 +325,6 @@ def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> str:
         if total and count >= q * total:
             return f"<= {le * 1000:g} ms" if le != float("inf") else "> 30 s"
     return "n/a"
-
-
-def gc_pacer(after: str, before: str) -> dict[str, Any]:
-    """The operator's paced garbage collections between two scrapes (KADENCE_GC_PACING)."""
-    name = "kadence_operator_gc_collections_total"
-    pauses = delta_buckets(
-        histogram(after, "kadence_operator_gc_pause_seconds"),
-        histogram(before, "kadence_operator_gc_pause_seconds"),
-    )
-    return {
-        "collections": {
-            f"gen{generation}_{reason}": metric(
-                after, name, generation=str(generation), reason=reason
-            )
-            - metric(before, name, generation=str(generation), reason=reason)
-            for generation in range(3)
-            for reason in ("paced", "forced")
-        },
-        "pause_p50": bucket_quantile(pauses, 0.5),
-        "pause_max": bucket_quantile(pauses, 1.0),
-    }
 
 
 def share_within(buckets: list[tuple[float, float]], bound: float) -> float | None:

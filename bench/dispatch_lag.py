@@ -39,7 +39,6 @@ from bench.common import (
     create_jobs,
     create_queue,
     delta_buckets,
-    gc_pacer,
     histogram,
     load,
     machine,
@@ -257,7 +256,6 @@ def main() -> None:
                     metric(after, "kadence_operator_dispatch_lag_max_seconds") * 1000, 1
                 ),
             },
-            "gc_pacer": gc_pacer(after, before),
             "status_patches_per_second": round(patches / window, 1),
             "status_patch_budget_per_second": round(args.jobs / float(args.status_interval), 1),
             "status_conflicts": conflicts,

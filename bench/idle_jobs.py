@@ -19,7 +19,6 @@ from bench.common import (
     CpuMeter,
     create_jobs,
     create_queue,
-    gc_pacer,
     load,
     machine,
     metric,
@@ -94,7 +93,6 @@ def main() -> None:
             )
             - metric(before, "kadence_operator_status_patches_total", kind="jobs"),
             "runs_dispatched": metric(after, "kadence_operator_runs_dispatched_total"),
-            "gc_pacer": gc_pacer(after, before),
         }
     result["load_after"] = load()
     save(args.name, result)

@@ -124,20 +124,6 @@ class OperatorMetrics:
             "Largest dispatch lag seen since the operator started.",
             registry=self.registry,
         )
-        self.gc_collections = Counter(
-            "kadence_operator_gc_collections",
-            "Garbage collections the pacer ran (KADENCE_GC_PACING), by generation and reason: "
-            "paced (in a quiet moment between bursts of fires) or forced (the generation's "
-            "count passed 4x its threshold).",
-            ["generation", "reason"],
-            registry=self.registry,
-        )
-        self.gc_pause = Histogram(
-            "kadence_operator_gc_pause_seconds",
-            "How long each garbage collection the pacer ran blocked the event loop.",
-            buckets=LAG_BUCKETS,
-            registry=self.registry,
-        )
         self.shards_owned = Gauge(
             "kadence_operator_shards_owned",
             "Scheduler shards this replica holds.",

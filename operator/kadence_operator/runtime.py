@@ -24,7 +24,6 @@ from kadence.config import Settings as ConnectionSettings
 from kadence.protocol import RunResult, RunState
 from kadence_operator import events, kube
 from kadence_operator.api import API_VERSION, GROUP, VERSION, HistoryLimits, Job
-from kadence_operator.gcpacer import GcPacer
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.jobs.scheduler import Scheduler
 from kadence_operator.metrics import OperatorMetrics
@@ -220,9 +219,6 @@ async def start(settings: OperatorSettings) -> Runtime:
         _trim_heap(runtime.stop),
     ):
         runtime.tasks.append(asyncio.create_task(coro))
-    if settings.gc_pacing:
-        pacer = GcPacer(scheduler.quiet_for, metrics=metrics)
-        runtime.tasks.append(asyncio.create_task(pacer.run(runtime.stop)))
     return runtime
 
 

@@ -47,9 +47,6 @@ class OperatorSettings(BaseModel):
     #: ``PubAck`` per Queue instead of one per run. Where the server or stream does not take
     #: fast batches the scheduler finds out and publishes run by run (false: always so).
     dispatch_fast_batch: bool = True
-    #: Collect garbage between bursts of fires, not whenever CPython would (see
-    #: :mod:`kadence_operator.gcpacer`); false: CPython's automatic collection.
-    gc_pacing: bool = True
     #: How often each Queue's status is refreshed from JetStream.
     queue_status_interval: float = Field(default=10.0, gt=0)
     #: How often each Queue's stream and consumers are checked for drift and restored.

@@ -28,13 +28,11 @@ def test_values_are_read_from_kadence_variables_and_empty_ones_ignored() -> None
             "KADENCE_DISPATCH_BURST": "25",
             "KADENCE_DISPATCH_STAGE": "0",
             "KADENCE_STATUS_INTERVAL": "",
-            "KADENCE_GC_PACING": "false",
             "SHARDS": "99",
         }
     )
     assert (s.shards, s.dispatch_quiet, s.dispatch_burst, s.status_interval) == (8, 0.0, 25, 5.0)
-    assert (s.dispatch_stage, s.gc_pacing) == (0, False)
-    assert OperatorSettings.from_env({}).gc_pacing is True
+    assert s.dispatch_stage == 0
 
 
 @pytest.mark.parametrize(
@@ -45,7 +43,6 @@ def test_values_are_read_from_kadence_variables_and_empty_ones_ignored() -> None
         ({"KADENCE_DISPATCH_BURST": "0"}, "KADENCE_DISPATCH_BURST: Input should be greater than"),
         ({"KADENCE_DISPATCH_STAGE": "-1"}, "KADENCE_DISPATCH_STAGE: Input should be greater"),
         ({"KADENCE_SHARDS": "many"}, "KADENCE_SHARDS: Input should be a valid integer"),
-        ({"KADENCE_GC_PACING": "sometimes"}, "KADENCE_GC_PACING: Input should be a valid boolean"),
         ({"KADENCE_LEASE_RENEW": "20"}, "KADENCE_LEASE_RENEW (20.0) must be shorter than"),
         ({"KADENCE_RESULTS_ACK_WAIT": "6"}, "KADENCE_RESULTS_ACK_WAIT (6.0) must exceed"),
         ({"KADENCE_DUPLICATE_WINDOW": "10"}, "KADENCE_DUPLICATE_WINDOW (10.0) must be at least"),

@@ -38,7 +38,7 @@ Queue readiness. Each records, times as offsets from :data:`T0` (``+[Nd]HH:MM:SS
   (history limits of 100) with its trigger and state, ``lastScheduleTime``, ``nextRunTime``,
   the conditions' type, status and reason, and the rest the scheduler writes.
 
-Not covered here: bursts of many Jobs (staging groups, fast batches, holds, ``quiet_for``:
+Not covered here: bursts of many Jobs (staging groups, fast batches, holds:
 ``test_scheduler_stage.py`` drives those), the real status writer's conflicts and retries, a
 Job deleted and created again under its name, and the scheduler's ``time.monotonic`` TTLs (120 s
 for a published run the status never lists, 60 s for an ended one), which run on real time.

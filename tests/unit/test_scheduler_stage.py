@@ -26,7 +26,6 @@ from kadence_operator.jobs import scheduler as scheduler_module
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.jobs.scheduler import Armed, Entry, Scheduler
 from kadence_operator.metrics import OperatorMetrics
-from kadence_operator.scheduling.bursts import stage_lead
 from kadence_operator.settings import OperatorSettings
 
 SLOT = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
@@ -404,48 +403,6 @@ async def test_replies_are_settled_a_slice_at_a_time() -> None:
     slice_ = scheduler_module.SETTLE_SLICE
     assert slice_ < 250
     assert settled[:4] == [0, slice_, 2 * slice_, 250]
-
-
-async def test_quiet_for_is_the_time_until_a_burst_needs_the_loop() -> None:
-    """The garbage collector's pacer asks how long a pause would delay no burst: until the next
-    group's staging starts; nothing while one is staged, written or being acked."""
-    now = [SLOT - timedelta(seconds=1)]
-    sched, _requests, entries = make_scheduler(250, clock=lambda: now[0])
-    every_second = scheduling.Schedule(interval=timedelta(seconds=1), anchor=SLOT)
-    for entry in entries:
-        entry.schedule = every_second
-    lead = sched._lead(SLOT)
-    assert sched.quiet_for(5.0) == pytest.approx(1.0 - lead, abs=0.011)  # 10 ms buckets
-    assert sched.quiet_for(0.3) == pytest.approx(0.3)  # the burst is further than asked
-    now[0] = SLOT - timedelta(seconds=lead / 2)
-    await sched._stage_burst(now[0])
-    assert sched._stage is not None
-    assert sched.quiet_for(5.0) == 0.0  # staged: its requests wait for their replies
-    replies = [fire.request.reply for fire in sched._stage.fires]
-    now[0] = SLOT
-    await sched._write_stage(SLOT)
-    assert sched.quiet_for(5.0) == 0.0
-    ack(replies)
-    await asyncio.sleep(0)  # the replies are noted, not settled yet
-    assert sched._replies
-    assert sched.quiet_for(5.0) == 0.0
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert not sched._replies
-    # Settled: the next slots are planned (a second later), the next quiet window is there.
-    assert heap_names(sched) == [(e.name, SLOT + timedelta(seconds=1)) for e in entries]
-    lead = stage_lead(250, sched._stage_cost)
-    assert sched.quiet_for(5.0) == pytest.approx(1.0 - lead, abs=0.011)
-
-
-async def test_single_fires_do_not_make_the_loop_busy() -> None:
-    """Fewer than ``dispatch_stage`` fires due together are no burst: a pause delays them no
-    more than a slow loop turn would."""
-    sched, _requests, _entries = make_scheduler(3)
-    sched._settings = OperatorSettings(dispatch_stage=16, shards=4)
-    assert sched.quiet_for(2.0) == 2.0
-    sched._settings = OperatorSettings(dispatch_stage=3, shards=4)
-    assert sched.quiet_for(2.0) == 0.0  # three due now
 
 
 async def test_a_slice_of_replies_ends_when_its_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:

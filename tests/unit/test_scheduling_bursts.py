@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from kadence_operator.scheduling.bursts import (
@@ -114,32 +112,3 @@ def test_a_schedule_far_behind_counts_every_overdue_fire() -> None:
 )
 def test_stage_lead_table(count: int, cost: float, expected: float) -> None:
     assert stage_lead(count, cost) == pytest.approx(expected, abs=1e-9)
-
-
-@pytest.mark.parametrize(
-    ("dues", "horizon", "size", "expected"),
-    [
-        # a group of three 0.5 s from now
-        ((0.5, 0.5, 0.5), 1.0, 3, (0.5, 3)),
-        # too small a group, or too far
-        ((0.5, 0.5), 1.0, 3, (math.inf, 0)),
-        ((0.5, 0.5, 0.5), 0.4, 3, (math.inf, 0)),
-        # the first group big enough, not the first fire
-        ((0.1, 0.3, 0.3, 0.7, 0.7, 0.7), 1.0, 2, (0.3, 2)),
-        # overdue fires are due now
-        ((-0.5, -0.5, 0.2), 1.0, 2, (0.0, 2)),
-        # a schedule far behind: the buckets there are
-        ((-7200.0, -7200.0, 0.2), 1.0, 2, (0.0, 2)),
-        ((-7200.0, 0.2, 0.2), 1.0, 2, (0.2, 2)),
-    ],
-)
-def test_next_group_table(
-    dues: tuple[float, ...], horizon: float, size: int, expected: tuple[float, int]
-) -> None:
-    w = watch(*dues)
-    seconds, count = w.next_group(T0, horizon, size, T0 + min(dues))
-    assert (seconds, count) == (pytest.approx(expected[0], abs=0.011), expected[1])
-
-
-def test_next_group_with_nothing_scheduled() -> None:
-    assert watch().next_group(T0, 1.0, 1, None) == (math.inf, 0)

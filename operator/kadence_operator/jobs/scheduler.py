@@ -460,26 +460,6 @@ class Scheduler:
         """Whether a burst's worth of publishes (``dispatch_stage``) still waits for acks."""
         return self._requests.pending >= max(1, self._settings.dispatch_stage)
 
-    def quiet_for(self, horizon: float) -> float:
-        """Seconds, looking at most ``horizon`` ahead, during which pausing the event loop (a
-        garbage collection) would delay no burst of fires: 0 while one is being published or
-        its acks are coming in; else until the next group of ``dispatch_stage`` fires due
-        together, less the lead its staging needs. Single fires do not count: a pause delays
-        one of them no more than a slow loop turn would."""
-        if self._replies or self._acks_outstanding():
-            return 0.0
-        size = max(1, self._settings.dispatch_stage)
-        now = self._clock()
-        quiet = horizon
-        if self._stage is not None:
-            quiet = min(quiet, (self._stage.at - now).total_seconds())
-        if self._heap:
-            seconds, count = self._bursts.next_group(
-                now.timestamp(), quiet + STAGE_LEAD_MAX, size, self._heap[0].at.timestamp()
-            )
-            quiet = min(quiet, seconds - stage_lead(count, self._stage_cost))
-        return max(0.0, quiet)
-
     def _push(self, entry: Entry, at: datetime) -> None:
         entry.version = next(self._seq)
         # The loop sleeps until the earliest item: only an earlier one needs to wake it (each

@@ -84,26 +84,6 @@ class BurstWatch:
             return sum(n for key, n in self._due.items() if key <= end)
         return sum(self._due.get(key, 0) for key in range(start, end + 1))
 
-    def next_group(
-        self, now: float, horizon: float, size: int, first: float | None
-    ) -> tuple[float, int]:
-        """Seconds from ``now`` until the first 10 ms in which at least ``size`` fires are due,
-        looking ``horizon`` seconds ahead, and how many are due then: ``(inf, 0)`` if none.
-        ``first`` is when the earliest pending fire is due (None: nothing scheduled); fires
-        already overdue count as due now."""
-        if first is None or first > now + horizon:
-            return math.inf, 0
-        start, end = _bucket(min(first, now)), _bucket(now + horizon)
-        found: int | None
-        if end - start > 1000:  # a far-behind schedule: look at the buckets there are
-            found = min((k for k, n in self._due.items() if k <= end and n >= size), default=None)
-        else:
-            buckets = range(start, end + 1)
-            found = next((k for k in buckets if self._due.get(k, 0) >= size), None)
-        if found is None:
-            return math.inf, 0
-        return max(0.0, found * BUCKET - now), self._due[found]
-
     def hold(self, *, now: float, mono: float, first: float | None) -> float:
         """Seconds background work should wait now (0: go ahead).
 
