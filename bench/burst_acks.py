@@ -1,22 +1,21 @@
-"""One burst of runs into one Queue's stream: one ``PubAck`` per run against fast batches.
+"""One burst of runs into one Queue's stream, one ``PubAck`` per run.
 
-The scheduler publishes a staged burst in writes of 100 (``STAGE_CHUNK``), either as 100
-requests each (``KADENCE_DISPATCH_FAST_BATCH=false``) or as one JetStream fast batch
-(``Requests.batch``, nats-server 2.14+) answered by one ``PubAck``. This takes the operator,
-the API server and the sink away and times just that, on one nats-server started here: for
-``--rounds`` rounds, alternating the two ways, ``--runs`` requests with their ``Nats-Msg-Id`` are
-prepared, then written at once in chunks of 100 (each batch ended as soon as it is written),
-and the benchmark waits for every reply. Per way it prints the time from the first write to the
+The scheduler publishes a staged burst in writes of 100 (``STAGE_CHUNK``) requests, each run a
+publish of its own answered by its own ``PubAck``. This takes the operator, the API server and
+the sink away and times just that, on one nats-server started here: for ``--rounds`` rounds,
+``--runs`` requests with their ``Nats-Msg-Id`` are prepared, then written at once in chunks of
+100, and the benchmark waits for every reply. It prints the time from the first write to the
 last reply read (``replied_at``), to the median one, the messages the connection read and the
-process CPU time the burst took (writing and reading), each over the rounds:
+process CPU time the burst took (writing and reading), each over the rounds, under
+``one_by_one`` as in earlier results (which timed a second way beside it, since removed: issue
+26):
 
     .venv/bin/python -m bench.burst_acks --runs 1000 --rounds 40
 
 With ``--paced SECONDS`` it is the floor of the operator's benchmark (``bench.dispatch_lag``)
-instead: a burst at every whole second, prepared before it and written at it, for SECONDS seconds
-each way (the ways alternating every ten seconds), and per way the lag from the second to each
-reply read -- what any publisher into this stream gets on this machine, with no Kubernetes, no
-status and no sink running:
+instead: a burst at every whole second, prepared before it and written at it, for SECONDS seconds,
+and the lag from the second to each reply read -- what any publisher into this stream gets on
+this machine, with no Kubernetes, no status and no sink running:
 
     .venv/bin/python -m bench.burst_acks --paced 60 --warmup 1 --name floor_1
 
@@ -46,38 +45,30 @@ PARTITIONS = 32
 PAYLOAD = json.dumps({"v": 1, "runId": "x" * 64, "pad": "p" * 400}).encode()
 
 
-def prepare(requests: Requests, runs: int, tag: str, batched: bool) -> list[Prepared]:
-    """A burst of ``runs`` requests across the stream's partitions, in fast batches of
-    :data:`CHUNK` if ``batched``."""
+#: The one way a burst is published (the key of its figures, as in earlier results).
+WAY = "one_by_one"
+
+
+def prepare(requests: Requests, runs: int, tag: str) -> list[Prepared]:
+    """A burst of ``runs`` requests across the stream's partitions."""
     prepared: list[Prepared] = []
-    batch = None
     for i in range(runs):
-        if batched and i % CHUNK == 0:
-            batch = requests.batch(timeout=10)
         subject = constants.subject("bench", "q", i % PARTITIONS)
         headers = {"Nats-Msg-Id": f"{tag}-{i}"}
-        prepared.append(
-            requests.prepare(subject, PAYLOAD, headers=headers, timeout=10, batch=batch)
-        )
+        prepared.append(requests.prepare(subject, PAYLOAD, headers=headers, timeout=10))
     return prepared
 
 
 async def write(requests: Requests, prepared: list[Prepared]) -> None:
-    """Write a prepared burst in chunks of :data:`CHUNK`, ending each chunk's batch (if any) at
-    once, as the scheduler does; then wait for every reply."""
+    """Write a prepared burst in chunks of :data:`CHUNK`, as the scheduler does; then wait for
+    every reply."""
     for start in range(0, len(prepared), CHUNK):
-        chunk = prepared[start : start + CHUNK]
-        await requests.write(chunk)
-        batch = chunk[0].batch
-        if batch is not None:
-            await requests.commit([batch])
+        await requests.write(prepared[start : start + CHUNK])
     await asyncio.gather(*(p.reply for p in prepared))
 
 
-async def burst(
-    requests: Requests, nc: DirectNATS, runs: int, tag: str, batched: bool
-) -> dict[str, float]:
-    prepared = prepare(requests, runs, tag, batched)
+async def burst(requests: Requests, nc: DirectNATS, runs: int, tag: str) -> dict[str, float]:
+    prepared = prepare(requests, runs, tag)
     read_before = nc.stats["in_msgs"]
     cpu = time.process_time()
     started = time.monotonic()
@@ -93,12 +84,10 @@ async def burst(
     }
 
 
-async def paced_burst(
-    requests: Requests, runs: int, tag: str, batched: bool
-) -> tuple[float, list[float]]:
+async def paced_burst(requests: Requests, runs: int, tag: str) -> tuple[float, list[float]]:
     """Prepare a burst, write it at the next whole second (wall clock, as the scheduler's slots
     are) and wait for its replies: that second and each reply's lag after it."""
-    prepared = prepare(requests, runs, tag, batched)
+    prepared = prepare(requests, runs, tag)
     slot = float(int(time.time()) + 1)
     await asyncio.sleep(slot - time.time())
     await write(requests, prepared)
@@ -110,25 +99,22 @@ async def paced_burst(
 
 
 async def paced(args: argparse.Namespace, requests: Requests) -> dict[str, Any]:
-    ways = {"one_by_one": False, "fast_batches": True}
-    lags: dict[str, list[float]] = {way: [] for way in ways}
-    late: dict[str, int] = dict.fromkeys(ways, 0)
+    lags: list[float] = []
+    late = 0
     for block in range(args.warmup + args.paced // 10):
-        for way, batched in ways.items():
-            for n in range(10):
-                _, got = await paced_burst(requests, args.runs, f"{way}-{block}-{n}", batched)
-                if block >= args.warmup:
-                    lags[way].extend(got)
-                    late[way] += max(got) > 0.050
-        say(f"{(block + 1) * 20} of {(args.warmup + args.paced // 10) * 20} seconds")
+        for n in range(10):
+            _, got = await paced_burst(requests, args.runs, f"{WAY}-{block}-{n}")
+            if block >= args.warmup:
+                lags.extend(got)
+                late += max(got) > 0.050
+        say(f"{(block + 1) * 10} of {(args.warmup + args.paced // 10) * 10} seconds")
     return {
-        way: {
-            "reply_lag": percentiles(got),
-            "share_within_50ms": round(sum(lag <= 0.050 for lag in got) / len(got), 4),
-            "seconds": len(got) // args.runs,
-            "seconds_with_replies_over_50ms": late[way],
+        WAY: {
+            "reply_lag": percentiles(lags),
+            "share_within_50ms": round(sum(lag <= 0.050 for lag in lags) / len(lags), 4),
+            "seconds": len(lags) // args.runs,
+            "seconds_with_replies_over_50ms": late,
         }
-        for way, got in lags.items()
     }
 
 
@@ -144,37 +130,34 @@ async def run(args: argparse.Namespace, server: NatsServer) -> dict[str, Any]:
             partitions=PARTITIONS,
             memory=args.storage == "memory",
         )
-        assert info.config.allow_batched, "this nats-server does not take fast batches"
         requests = Requests(nc)
         await requests.ready()
         if args.paced:
             figures = await paced(args, requests)
             stored = (await js.stream_info(info.config.name or "")).state.messages
-            expected = (args.warmup + args.paced // 10) * 10 * args.runs * 2
+            expected = (args.warmup + args.paced // 10) * 10 * args.runs
             assert stored == expected, f"{stored} messages stored, {expected} expected"
             return figures | {"stored": stored}
-        ways = {"one_by_one": False, "fast_batches": True}
-        rows: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
+        rows: list[dict[str, float]] = []
         for n in range(args.warmup + args.rounds):
-            for way, batched in ways.items():
-                row = await burst(requests, nc, args.runs, f"{way}-{n}", batched)
-                if n >= args.warmup:
-                    rows[way].append(row)
-                await asyncio.sleep(args.gap)
+            row = await burst(requests, nc, args.runs, f"{WAY}-{n}")
+            if n >= args.warmup:
+                rows.append(row)
+            await asyncio.sleep(args.gap)
             if n % 10 == 9:
                 say(f"{n + 1} of {args.warmup + args.rounds} rounds")
         stored = (await js.stream_info(info.config.name or "")).state.messages
-        expected = (args.warmup + args.rounds) * args.runs * len(ways)
+        expected = (args.warmup + args.rounds) * args.runs
         assert stored == expected, f"{stored} messages stored, {expected} expected"
         return {
-            way: {
-                "last_reply": percentiles([r["last_ms"] / 1000 for r in got]),
-                "median_reply": percentiles([r["median_ms"] / 1000 for r in got]),
-                "cpu_ms_median": round(statistics.median(r["cpu_ms"] for r in got), 2),
-                "messages_read_median": statistics.median(r["messages_read"] for r in got),
-            }
-            for way, got in rows.items()
-        } | {"stored": stored}
+            WAY: {
+                "last_reply": percentiles([r["last_ms"] / 1000 for r in rows]),
+                "median_reply": percentiles([r["median_ms"] / 1000 for r in rows]),
+                "cpu_ms_median": round(statistics.median(r["cpu_ms"] for r in rows), 2),
+                "messages_read_median": statistics.median(r["messages_read"] for r in rows),
+            },
+            "stored": stored,
+        }
     finally:
         await nc.close()
 
@@ -182,12 +165,12 @@ async def run(args: argparse.Namespace, server: NatsServer) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="runs per burst")
-    parser.add_argument("--rounds", type=int, default=40, help="bursts of each way, alternated")
+    parser.add_argument("--rounds", type=int, default=40, help="bursts timed")
     parser.add_argument(
         "--warmup",
         type=int,
         default=3,
-        help="rounds not counted (with --paced: blocks of ten seconds each way)",
+        help="rounds not counted (with --paced: blocks of ten seconds)",
     )
     parser.add_argument("--gap", type=float, default=0.3, help="seconds between bursts")
     parser.add_argument(
@@ -198,7 +181,7 @@ def main() -> None:
         type=int,
         default=0,
         metavar="SECONDS",
-        help="a burst every second for SECONDS seconds each way (a multiple of 10), "
+        help="a burst every second for SECONDS seconds (a multiple of 10), "
         "timed from the second: the floor of bench.dispatch_lag",
     )
     parser.add_argument("--name", default="burst_acks")

@@ -86,20 +86,7 @@ class OperatorMetrics:
         )
         self.duplicates = Counter(
             "kadence_operator_duplicate_publishes",
-            "Run requests JetStream reported as duplicates (the slot was already enqueued; "
-            "not reported for runs of a fast batch).",
-            registry=self.registry,
-        )
-        self.fast_batches = Counter(
-            "kadence_operator_fast_batches",
-            "Staged bursts' JetStream fast batches sent (one per Queue and burst; "
-            "KADENCE_DISPATCH_FAST_BATCH).",
-            registry=self.registry,
-        )
-        self.fast_batch_failures = Counter(
-            "kadence_operator_fast_batch_failures",
-            "Staged bursts' fast batches not stored whole (their runs were published again one "
-            "by one), including streams found not to take fast batches.",
+            "Run requests JetStream reported as duplicates (the slot was already enqueued).",
             registry=self.registry,
         )
         self.slots_not_run = Counter(

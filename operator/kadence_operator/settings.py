@@ -43,10 +43,6 @@ class OperatorSettings(BaseModel):
     #: How many on-time fires due at one instant (within 2 ms) the scheduler prepares ahead of
     #: it and hands to NATS in one write when it comes (0: never; fewer fire one by one).
     dispatch_stage: int = Field(default=16, ge=0)
-    #: Publish such a burst as one JetStream fast batch per Queue (nats-server 2.14+): one
-    #: ``PubAck`` per Queue instead of one per run. Where the server or stream does not take
-    #: fast batches the scheduler finds out and publishes run by run (false: always so).
-    dispatch_fast_batch: bool = True
     #: How often each Queue's status is refreshed from JetStream.
     queue_status_interval: float = Field(default=10.0, gt=0)
     #: How often each Queue's stream and consumers are checked for drift and restored.

@@ -342,7 +342,6 @@ def test_default_render(helm: Path) -> None:
     assert (env["KADENCE_STATUS_INTERVAL"], env["KADENCE_QUEUE_STATUS_INTERVAL"]) == ("5", "10")
     assert (env["KADENCE_DISPATCH_QUIET"], env["KADENCE_DISPATCH_BURST"]) == ("0.2", "100")
     assert env["KADENCE_DISPATCH_STAGE"] == "16"
-    assert env["KADENCE_DISPATCH_FAST_BATCH"] == "true"
     assert env["KADENCE_METRICS_PORT"] == "8080"
     # No credentials configured: none referenced.
     assert not {"KADENCE_NATS_USER", "KADENCE_S3_ACCESS_KEY", "KADENCE_NATS_CREDS"} & set(env)
@@ -439,7 +438,6 @@ def test_all_features_render(helm: Path) -> None:
     assert env["KADENCE_DUPLICATE_WINDOW"] == "60"
     assert (env["KADENCE_DISPATCH_QUIET"], env["KADENCE_DISPATCH_BURST"]) == ("0.3", "50")
     assert env["KADENCE_DISPATCH_STAGE"] == "8"
-    assert env["KADENCE_DISPATCH_FAST_BATCH"] == "false"
     assert env["KADENCE_METRICS_PORT"] == "9090"
     assert env["KADENCE_DRIFT_INTERVAL"] == "45"
     assert container["args"] == ["--liveness=http://0.0.0.0:8081/healthz", "--verbose"]
@@ -506,7 +504,6 @@ def test_nats_url_and_s3_endpoint_are_templates(helm: Path) -> None:
         (["--set", "scheduler.duplicateWindow=20"], "scheduler.duplicateWindow"),
         (["--set", "scheduler.dispatchQuiet=5"], "/scheduler/dispatchQuiet"),
         (["--set", "scheduler.dispatchStage=-1"], "/scheduler/dispatchStage"),
-        (["--set", "scheduler.dispatchFastBatch=maybe"], "/scheduler/dispatchFastBatch"),
         (
             ["--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"],
             "metrics.serviceMonitor.enabled",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,6 @@ from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 from kadence import constants
 from kadence.client import (
     DirectNATS,
-    FastBatchError,
     KadenceClient,
     Requests,
     Slots,
@@ -475,183 +474,6 @@ async def test_prepared_requests_are_what_publish_sends(nats_server: NatsServer)
         with pytest.raises(nats.errors.ConnectionClosedError):
             await closing.write([late])
         assert late.reply.cancelled()
-
-
-async def test_a_fast_batch_is_stored_whole_and_answered_once(nats_server: NatsServer) -> None:
-    """Requests.batch (the scheduler's bursts, one batch per Queue): the messages are stored as
-    a publish would store them, in order, across the stream's subjects; every written message's
-    future gets the batch's one PubAck; a discarded one is not sent; a Nats-Msg-Id seen before
-    is dropped and still counts as taken; a batch nothing was written to sends nothing."""
-    async with connected(nats_server) as client, fresh_queue(client, partitions=4) as queue:
-        info = await client.js.stream_info(queue.stream)
-        assert info.config.allow_batched is True  # ensure_queue_stream on nats-server 2.14+
-        requests = client.requests
-        await requests.ready()
-        replies: list[Msg] = []
-        sub = await client.nc.subscribe(requests._prefix + "*.>", cb=_append_to(replies))
-
-        def subject(i: int) -> str:
-            return constants.subject(client.namespace, queue.name, i % 4)
-
-        batch = requests.batch(timeout=10)
-        prepared = [
-            requests.prepare(
-                subject(i), b'{"n": %d}' % i, headers={"Nats-Msg-Id": f"b-{i}"}, batch=batch
-            )
-            for i in range(1200)
-        ]
-        assert requests.pending == 1200
-        requests.discard(prepared[7])
-        assert requests.pending == 1199
-        sent = [p for i, p in enumerate(prepared) if i != 7]
-        written = time.monotonic()
-        await requests.write(sent[:600])
-        await requests.write(sent[600:])
-        await requests.commit([batch, requests.batch()])  # the second one is empty
-        answers = [await asyncio.wait_for(p.reply, 10) for p in sent]
-        assert all(a is answers[0] for a in answers)
-        ack = pub_ack(answers[0])
-        info = await client.js.stream_info(queue.stream)
-        assert info.state.messages == 1199
-        assert ack.stream == queue.stream
-        assert ack.seq == info.state.last_seq
-        read = replied_at(sent[0].reply)
-        assert read is not None
-        assert written <= read <= time.monotonic()
-        assert all(replied_at(p.reply) == read for p in sent)
-        first = await client.js.get_msg(queue.stream, info.state.first_seq)
-        assert (first.subject, first.data) == (subject(0), b'{"n": 0}')
-        assert first.headers is not None
-        assert first.headers["Nats-Msg-Id"] == "b-0"
-        eighth = await client.js.get_msg(queue.stream, info.state.first_seq + 7)
-        assert eighth.data == b'{"n": 8}'  # the discarded one was not sent
-        assert requests.pending == 0
-        assert not requests._batches
-        assert not requests._waiting
-        # The server's answers: flow acks and the end; nothing for the empty batch.
-        await asyncio.sleep(0.2)
-        assert [m.subject.split(".")[-2] for m in replies].count("3") == 1
-        await sub.unsubscribe()
-
-        # Again with half of the ids seen before: those are dropped, the batch still whole.
-        again = requests.batch()
-        prepared = [
-            requests.prepare(subject(i), b"again", headers={"Nats-Msg-Id": f"b-{i}"}, batch=again)
-            for i in range(600, 1800)
-        ]
-        await requests.write(prepared)
-        await requests.commit([again])
-        await asyncio.wait_for(asyncio.gather(*(p.reply for p in prepared)), 10)
-        info = await client.js.stream_info(queue.stream)
-        assert info.state.messages == 1199 + 600
-
-
-async def test_fast_batches_into_a_replicated_stream(tmp_path: Path) -> None:
-    """On a three-node cluster with an R3 stream (each message through the stream's Raft
-    group): three batches of 100 written and ended one after the other, each stored whole and
-    answered with one PubAck."""
-    cluster = NatsServer(tmp_path / "nats", cluster_size=3)
-    try:
-        cluster.start()
-        track([n.process for n in cluster.nodes])
-        cluster.wait_healthy()
-        async with connected(cluster) as client:
-            queue = unique("r3")
-            info = await ensure_queue_stream(
-                client.js, namespace=client.namespace, queue=queue, partitions=4, replicas=3
-            )
-            assert info.config.allow_batched is True
-            assert info.config.num_replicas == 3
-            requests = client.requests
-            await requests.ready()
-            batches = [requests.batch() for _ in range(3)]
-            prepared = [
-                requests.prepare(
-                    constants.subject(client.namespace, queue, i % 4),
-                    b'{"n": %d}' % i,
-                    headers={"Nats-Msg-Id": f"r3-{i}"},
-                    batch=batches[i // 100],
-                )
-                for i in range(300)
-            ]
-            for n, batch in enumerate(batches):
-                await requests.write(prepared[n * 100 : (n + 1) * 100])
-                await requests.commit([batch])
-            answers = [await asyncio.wait_for(p.reply, 20) for p in prepared]
-            assert len({id(a) for a in answers}) == 3  # one PubAck per batch
-            stored = await client.js.stream_info(info.config.name or "")
-            assert stored.state.messages == 300
-            assert pub_ack(answers[-1]).seq == stored.state.last_seq
-    finally:
-        cluster.stop()
-
-
-def _append_to(replies: list[Msg]) -> Callable[[Msg], Awaitable[None]]:
-    async def append(msg: Msg) -> None:
-        replies.append(msg)
-
-    return append
-
-
-async def test_a_fast_batch_not_stored_whole_fails_every_message(nats_server: NatsServer) -> None:
-    """A batch the server does not store whole fails each of its written messages with
-    FastBatchError, so the caller publishes them again one by one: a stream without
-    allow_batched (``unsupported``: nothing stored), a message the stream refuses mid-batch (the
-    messages before it are stored, those after it not), and a batch never answered (the
-    timeout). Messages written after the failure are not sent."""
-    import nats.errors
-
-    async with connected(nats_server) as client, fresh_queue(client) as queue:
-        requests = client.requests
-        await requests.ready()
-        subject = constants.subject(client.namespace, queue.name, 0)
-        # A stream without fast batches.
-        config = (await client.js.stream_info(queue.stream)).config
-        config.allow_batched = False
-        config.max_msg_size = 1000
-        await client.js.update_stream(config)
-
-        batch = requests.batch()
-        plain = [
-            requests.prepare(subject, b"x", headers={"Nats-Msg-Id": f"u-{i}"}, batch=batch)
-            for i in range(5)
-        ]
-        await requests.write(plain)
-        await requests.commit([batch])
-        for p in plain:
-            with pytest.raises(FastBatchError) as failed:
-                await asyncio.wait_for(p.reply, 10)
-            assert failed.value.unsupported
-        assert (await client.js.stream_info(queue.stream)).state.messages == 0
-
-        # A message too big for the stream, in the middle of the batch.
-        config.allow_batched = True
-        await client.js.update_stream(config)
-        batch = requests.batch()
-        sizes = [10, 10, 10, 5000, 10, 10]
-        prepared = [
-            requests.prepare(subject, b"y" * n, headers={"Nats-Msg-Id": f"m-{i}"}, batch=batch)
-            for i, n in enumerate(sizes)
-        ]
-        await requests.write(prepared[:5])
-        for p in prepared[:5]:
-            with pytest.raises(FastBatchError) as failed:
-                await asyncio.wait_for(p.reply, 10)
-            assert not failed.value.unsupported
-            assert "size" in str(failed.value)
-        await requests.write(prepared[5:])  # after the failure: not sent
-        assert isinstance(prepared[5].reply.exception(), FastBatchError)
-        await requests.commit([batch])  # ended already: nothing to do
-        assert (await client.js.stream_info(queue.stream)).state.messages == 3
-
-        # Never committed: the sweep ends it after its timeout.
-        batch = requests.batch(timeout=0.3)
-        lost = requests.prepare(subject, b"z", headers={"Nats-Msg-Id": "lost"}, batch=batch)
-        await requests.write([lost])
-        with pytest.raises(nats.errors.TimeoutError):
-            await asyncio.wait_for(lost.reply, 5)
-        assert not requests._batches
-        assert requests.pending == 0
 
 
 async def test_requests_sent_now_hand_each_reply_to_its_callback(nats_server: NatsServer) -> None:

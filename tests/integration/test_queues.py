@@ -202,33 +202,6 @@ def test_apply_is_idempotent(nats_server: NatsServer, raw: dict[str, Any]) -> No
     assert second == []
     partitions = str(raw.get("partitions", 1))
     assert (info.config.metadata or {})[constants.PARTITIONS_METADATA_KEY] == partitions
-    assert info.config.allow_batched is True  # the scheduler's fast batches (nats-server 2.14+)
-
-
-async def _upgrade(servers: list[str], name: str) -> tuple[list[str], Any]:
-    spec = QueueSpec.model_validate({})
-    ref = streams.QueueRef(NS, name)
-    nc = await _connect(servers)
-    try:
-        js = nc.jetstream()
-        try:
-            # As a Kadence without fast batches created it.
-            await js.add_stream(streams.desired_stream(ref, spec, duplicate_window=60))
-            assert (await js.stream_info(ref.stream)).config.allow_batched is not True
-            changes = await streams.apply(js, ref, spec, duplicate_window=60)
-            return changes, await js.stream_info(ref.stream)
-        finally:
-            await streams.delete(js, ref)
-    finally:
-        await nc.close()
-
-
-def test_a_stream_from_before_fast_batches_is_updated_to_take_them(
-    nats_server: NatsServer,
-) -> None:
-    changes, info = run(_upgrade(nats_server.urls, unique("upg")))
-    assert f"updated stream {info.config.name}" in changes
-    assert info.config.allow_batched is True
 
 
 # --------------------------------------------------------------------------------------------

@@ -703,8 +703,8 @@ def test_a_burst_is_staged_and_goes_out_at_its_instant(
     kube: KubeControlPlane, nats_server: NatsServer, tmp_path: Path
 ) -> None:
     """Jobs due at the same instant are prepared ahead (KADENCE_DISPATCH_STAGE) and published
-    together, as one JetStream fast batch: never before their slot, each slot once, none lost,
-    and a Job suspended meanwhile stops (a staged fire whose Job changed takes the full path)."""
+    together, a publish each: never before their slot, each slot once, none lost, and a Job
+    suspended meanwhile stops (a staged fire whose Job changed takes the full path)."""
     port = free_port()
     extra = {"KADENCE_METRICS_PORT": str(port), "KADENCE_DISPATCH_STAGE": "4"}
     with operators(kube, nats_server, tmp_path, ["op-stage"], extra):
@@ -729,9 +729,6 @@ def test_a_burst_is_staged_and_goes_out_at_its_instant(
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 text = r.read().decode()
             assert metric(text, "kadence_operator_fires_total", path="staged") >= 12 * 5, text
-            # Each burst as one fast batch (the Queue's stream takes them), none failed.
-            assert metric(text, "kadence_operator_fast_batches_total") >= 5, text
-            assert metric(text, "kadence_operator_fast_batch_failures_total") == 0, text
 
             for name in names:
                 runs = runs_of(nats_server, qname, name, ns)

@@ -38,7 +38,7 @@ Queue readiness. Each records, times as offsets from :data:`T0` (``+[Nd]HH:MM:SS
   (history limits of 100) with its trigger and state, ``lastScheduleTime``, ``nextRunTime``,
   the conditions' type, status and reason, and the rest the scheduler writes.
 
-Not covered here: bursts of many Jobs (staging groups, fast batches, holds:
+Not covered here: bursts of many Jobs (staging groups, holds:
 ``test_scheduler_stage.py`` drives those), the real status writer's conflicts and retries, a
 Job deleted and created again under its name, and the scheduler's ``time.monotonic`` TTLs (120 s
 for a published run the status never lists, 60 s for an ended one), which run on real time.
@@ -86,7 +86,6 @@ SETTINGS = OperatorSettings(
     operator_id="characterisation",
     shards=SHARDS,
     dispatch_stage=16,
-    dispatch_fast_batch=False,
     output_bucket="out",
 )
 #: How long JetStream takes to answer a publish.

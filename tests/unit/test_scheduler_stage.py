@@ -19,7 +19,7 @@ import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 
-from kadence.client import FastBatch, FastBatchError, Prepared
+from kadence.client import Prepared
 from kadence_operator import scheduling
 from kadence_operator.api.job import JobSpec
 from kadence_operator.jobs import scheduler as scheduler_module
@@ -40,8 +40,7 @@ def settle_by_count(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class FakeRequests:
     """Records what would be written; ``fail`` makes :meth:`write` fail like a closed
-    connection does (its requests discarded). Fast batches are recorded as started and
-    committed; their messages' replies are left to the test."""
+    connection does (its requests discarded); replies are left to the test."""
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
@@ -51,10 +50,6 @@ class FakeRequests:
         #: Fail every write from this one on (counted from 0).
         self.fail_from: int | None = None
         self.prepared: list[Prepared] = []
-        self.batches: list[FastBatch] = []
-        self.committed: list[FastBatch] = []
-        self.commits: list[list[str]] = []
-        self.fast_batches = True
 
     @property
     def pending(self) -> int:
@@ -71,30 +66,14 @@ class FakeRequests:
         *,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
-        batch: FastBatch | None = None,
     ) -> Prepared:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.prepared.append(Prepared(token=subject, wire=payload, reply=fut, batch=batch))
-        if batch is not None:
-            batch.prepared += 1
+        self.prepared.append(Prepared(token=subject, wire=payload, reply=fut))
         return self.prepared[-1]
-
-    def batch(self, *, timeout: float | None = None) -> FastBatch:
-        self.batches.append(FastBatch(f"b{len(self.batches)}", "reply."))
-        return self.batches[-1]
-
-    async def commit(self, batches: Sequence[FastBatch]) -> None:
-        ended = [b for b in batches if not b.committed]
-        for b in ended:
-            b.committed = True
-        self.committed.extend(ended)
-        self.commits.append([b.id for b in ended])
 
     def discard(self, prepared: Prepared) -> None:
         if not prepared.reply.cancelled():  # idempotent, as Requests.discard is
             self.discarded.append(prepared.wire)
-            if prepared.batch is not None:
-                prepared.batch.prepared -= 1
         prepared.reply.cancel()
 
     async def write(self, prepared: Sequence[Prepared]) -> None:
@@ -104,9 +83,6 @@ class FakeRequests:
             raise nats.errors.ConnectionClosedError
         self.writes += 1
         self.written.extend(p.wire for p in prepared)
-        for p in prepared:
-            if p.batch is not None:
-                p.batch.written.append(p)
 
 
 class FakeWriter:
@@ -120,13 +96,12 @@ def make_scheduler(
     writer: Any = None,
     clock: Callable[[], datetime] = lambda: SLOT,
     metrics: OperatorMetrics | None = None,
-    fast_batch: bool = True,
     queues: int = 1,
 ) -> tuple[Scheduler, FakeRequests, list[Entry]]:
     sched = Scheduler(
         js=None,  # type: ignore[arg-type]
         writer=writer or FakeWriter(),
-        settings=OperatorSettings(dispatch_stage=1, shards=4, dispatch_fast_batch=fast_batch),
+        settings=OperatorSettings(dispatch_stage=1, shards=4),
         queues={("ns", f"q{n}" if n else "q"): QUEUE for n in range(queues)},
         nc=object(),  # type: ignore[arg-type]
         metrics=metrics,
@@ -473,107 +448,30 @@ async def settle(sched: Scheduler) -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_burst_goes_out_as_one_fast_batch_per_queue() -> None:
+async def test_a_burst_to_two_queues_is_a_request_per_run() -> None:
+    """Each staged run is a publish of its own, written in the order staged, whatever its
+    Queue, with a reply future of its own; one changed while staged takes the full path."""
     sched, requests, entries = make_scheduler(7, queues=2)
     await sched._stage_burst(SLOT - timedelta(milliseconds=1))
-    assert len(requests.batches) == 2
-    entries[2].refire = True  # changed while staged: the full path, not its batch
+    assert len(requests.prepared) == 7
+    entries[2].refire = True  # changed while staged: the full path
     await sched._write_stage(SLOT)
-    assert requests.committed == requests.batches
-    by_queue = [[p.wire.decode() for p in b.written] for b in requests.batches]
-    assert by_queue == [["j0000", "j0004", "j0006"], ["j0001", "j0003", "j0005"]]
+    assert [w.decode() for w in requests.written] == [e.name for e in entries if e.name != "j0002"]
     assert requests.discarded == [b"j0002"]
+    assert len({id(p.reply) for p in requests.prepared}) == 7
 
 
-async def test_each_chunk_of_a_burst_is_a_batch_ended_once_written() -> None:
-    """Batches of STAGE_CHUNK: the first one's PubAck can come while the next is written."""
-    sched, requests, entries = make_scheduler(250)
-    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
-    assert [b.prepared for b in requests.batches] == [100, 100, 50]
-    entries[120].refire = True  # dropped at the instant: its batch ends with 99
-    await sched._write_stage(SLOT)
-    assert requests.commits[:3] == [["b0"], ["b1"], ["b2"]]
-    assert [len(b.written) for b in requests.batches] == [100, 99, 50]
-
-
-@pytest.mark.parametrize("off", ["setting", "server"])
-async def test_without_fast_batches_each_fire_is_a_request_of_its_own(off: str) -> None:
-    sched, requests, _ = make_scheduler(5, fast_batch=off != "setting")
-    requests.fast_batches = off != "server"  # a nats-server older than 2.14
-    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
-    await sched._write_stage(SLOT)
-    assert requests.batches == []
-    assert all(p.batch is None for p in requests.prepared)
-    assert len(requests.written) == 5
-
-
-@pytest.mark.parametrize("unsupported", [False, True])
-async def test_a_failed_fast_batch_sends_its_runs_the_full_path_at_once(
-    unsupported: bool,
-) -> None:
-    """Which runs of a failed batch were stored is not known: each goes the full path at once
-    (its run id keeps JetStream from storing it twice). A stream that does not take fast batches
-    is published to run by run for NO_BATCH_RETRY; one failure is counted and logged once."""
-    metrics = OperatorMetrics()
-    sched, requests, entries = make_scheduler(4, metrics=metrics)
-    await sched._stage_burst(SLOT - timedelta(milliseconds=1))
-    await sched._write_stage(SLOT)
-    error = FastBatchError("refused", unsupported=unsupported)
-    for prepared in requests.prepared:
-        prepared.reply.set_exception(error)
-    await settle(sched)
-    assert firing(entries) == []
-    assert sched._firing == 0
-    assert heap_names(sched) == [(e.name, SLOT) for e in entries]  # due now, not in 5 s
-    failures = metrics.registry.get_sample_value("kadence_operator_fast_batch_failures_total")
-    assert failures == 1
-    key = ("ns", "q")
-    if not unsupported:
-        assert sched._new_batch(key) is not None
-        return
-    assert sched._new_batch(key) is None
-    sched._no_batch[key] -= scheduler_module.NO_BATCH_RETRY  # its time is up: tried again
-    assert sched._new_batch(key) is not None
-    assert key not in sched._no_batch
-
-
-def every_second(entries: list[Entry]) -> None:
-    schedule = scheduling.Schedule(interval=timedelta(seconds=1), anchor=SLOT)
-    for entry in entries:
-        entry.schedule = schedule
-
-
-async def test_a_batchs_one_answer_settles_all_its_runs_even_out_of_order() -> None:
-    """A fast batch's replies end together, the last one last: one callback takes them all. One
-    that ends after the last (not the way Requests ends a batch) is still settled on its own."""
-    sched, requests, entries = make_scheduler(3)
-    every_second(entries)
-    replies = await stage_and_write(sched)
-    assert [len(b.written) for b in requests.batches] == [3]
-    ack(replies[2:])  # the last first: the other two not yet
-    await settle(sched)
-    assert [entry.name for entry, *_ in sched._replies] == ["j0002"]  # noted, timed
-    ack(replies[:2])
-    for _ in range(100):  # the settling polls every SETTLE_POLL until the burst is in
-        if sched.published == 3:
-            break
-        await asyncio.sleep(scheduler_module.SETTLE_POLL)
-    assert sched.published == 3
-    assert firing(entries) == []
-    assert heap_names(sched) == [(e.name, SLOT + timedelta(seconds=1)) for e in entries]
-
-
-async def test_a_write_failing_mid_burst_settles_the_batches_written_before_it() -> None:
-    """Two Queues: each batch spans several writes. When the second write fails, the fires
-    of the first are in batches not ended yet; the failed write ends those batches (their
-    replies fail) and every fire of the burst is tried again in 5 s, none left firing."""
+async def test_a_write_failing_mid_burst_leaves_none_firing() -> None:
+    """Two Queues. When the second write fails, its fires and the later ones are tried again
+    in 5 s; the fires of the first write wait for their own replies, which do not come either
+    (the connection closed: the sweep times them out), and are tried again in 5 s too."""
     sched, requests, entries = make_scheduler(250, queues=2)
     requests.fail_from = 1
     replies = await stage_and_write(sched)
     assert len(requests.written) == 100
-    assert not any(b.committed for b in requests.batches)
-    for reply in replies[:100]:  # what Requests.write does to the batches of a failed write
-        reply.set_exception(nats.errors.ConnectionClosedError())
+    assert sum(not r.done() for r in replies) == 100  # the first write's, awaiting replies
+    for reply in replies[:100]:
+        reply.set_exception(nats.errors.TimeoutError())
     await settle(sched)
     assert firing(entries) == []
     assert sched._firing == 0

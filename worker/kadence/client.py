@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import itertools
 import json
 import logging
@@ -26,7 +25,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -95,20 +94,6 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamIn
     return await js.update_stream(config)
 
 
-#: The first nats-server with JetStream's fast-ingest batch publish (ADR-50, ``allow_batched``).
-FAST_BATCH_SERVER = (2, 14)
-
-
-def fast_batches_supported(nc: NATS) -> bool:
-    """Whether the server ``nc`` is connected to takes fast batches (nats-server 2.14+): the Queue
-    streams then allow them (``allow_batched``), which an older server would not understand."""
-    try:
-        version = nc.connected_server_version
-        return (version.major, version.minor) >= FAST_BATCH_SERVER
-    except (ValueError, TypeError):  # not connected, or a version that is not semver
-        return False
-
-
 async def ensure_queue_stream(
     js: JetStreamContext,
     *,
@@ -130,9 +115,8 @@ async def ensure_queue_stream(
     """Create or update the work stream of Queue ``namespace/queue`` and its partition consumers.
 
     The stream has work-queue retention (a message is gone once acknowledged), subjects
-    ``kadence.<ns>.<q>.*``, a de-duplication window for ``Nats-Msg-Id`` (the run id), the
-    partition count in its metadata, and fast batches allowed on nats-server 2.14+
-    (:meth:`Requests.batch`). Each partition gets a durable pull consumer with explicit
+    ``kadence.<ns>.<q>.*``, a de-duplication window for ``Nats-Msg-Id`` (the run id), and the
+    partition count in its metadata. Each partition gets a durable pull consumer with explicit
     acks filtered to its subject. Consumers of partitions beyond ``partitions`` are left alone:
     they may still hold messages (removing them is the operator's decision).
 
@@ -159,7 +143,6 @@ async def ensure_queue_stream(
             max_bytes=max_bytes,
             discard=DiscardPolicy(discard),
             metadata={constants.PARTITIONS_METADATA_KEY: str(partitions)},
-            allow_batched=True if fast_batches_supported(js._nc) else None,
         ),
     )
     for partition in range(partitions):
@@ -482,8 +465,7 @@ class Requests:
     their deadline, so a timeout fires up to that much late. A timer per request would cost a
     push into the event loop's heap each. Same errors as nats-py: ``nats.errors.TimeoutError``,
     ``NoRespondersError`` (``NoStreamResponseError`` for :meth:`publish`) and
-    ``nats.js.errors.APIError``. A burst into one stream can also go as JetStream fast batches
-    (:meth:`batch`), whose answers come on a second wildcard subscription of the same inbox.
+    ``nats.js.errors.APIError``.
     """
 
     def __init__(self, nc: NATS, *, timeout: float = 5.0) -> None:
@@ -496,9 +478,6 @@ class Requests:
         self._tokens = itertools.count()
         self._sweeper: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
-        #: Fast batches until their end, by id (each also waits in ``_waiting``, for its timeout).
-        self._batches: dict[str, FastBatch] = {}
-        self._batch_ids = itertools.count()
 
     async def _start(self) -> None:
         if self._started is None:
@@ -506,8 +485,6 @@ class Requests:
             try:
                 prefix = self._nc.new_inbox() + "."
                 await subscribe_direct(self._nc, prefix + "*", self._reply)
-                # A fast batch's answers: <prefix><batch>.<flow>.<gap>.<sequence>.<op>.$FI
-                await subscribe_direct(self._nc, prefix + "*.>", self._batch_reply)
                 self._prefix = prefix
                 self._started.set_result(None)
             except BaseException as error:
@@ -522,39 +499,6 @@ class Requests:
             if isinstance(found[0], _Reply):
                 found[0].read_at = time.monotonic()
             _end(found[0], msg, None)
-
-    def _batch_reply(self, msg: Msg) -> None:
-        batch_id = msg.subject[len(self._prefix) :].partition(".")[0]
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            return  # ended already (the server answers each message sent after a failure)
-        outcome = _fast_batch_outcome(msg, len(batch.written))
-        if outcome is False:
-            return  # a flow ack: the batch goes on
-        if outcome is True and not batch.committed:
-            outcome = FastBatchError("the server ended a fast batch before its commit")
-        self._end_batch(batch, msg if outcome is True else None, outcome)
-
-    def _end_batch(
-        self, batch: FastBatch, reply: Msg | None, outcome: BaseException | bool | None
-    ) -> None:
-        """Hand the end of ``batch`` to every message written in it: ``reply`` (the ``PubAck``
-        of the whole batch), or the error that ended it."""
-        self._batches.pop(batch.id, None)
-        self._waiting.pop(batch.id, None)
-        error = outcome if isinstance(outcome, BaseException) else None
-        batch.error = error or FastBatchError("fast batch ended")
-        batch.prepared = 0
-        read_at = time.monotonic()
-        for member in batch.written:
-            if reply is not None and error is None and isinstance(member.reply, _Reply):
-                member.reply.read_at = read_at
-            _end(member.reply, reply if error is None else None, error)
-
-    def _batch_timeout(
-        self, batch: FastBatch, reply: Msg | None, error: BaseException | None
-    ) -> None:
-        self._end_batch(batch, None, error or nats.errors.TimeoutError())
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -611,128 +555,30 @@ class Requests:
         *,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
-        batch: FastBatch | None = None,
     ) -> Prepared:
         """Encode a request now, to be sent later by :meth:`write` (or given up by :meth:`discard`).
 
         For a burst of requests due at one instant (the scheduler's fires at ``:00``): the work
         per request (its reply token and waiter, the protocol line) is done before the instant,
         and at the instant :meth:`write` hands all of them to the connection in one piece. The
-        reply waiter is registered at once; its timeout counts from here. With ``batch`` (all
-        of whose messages must go to one stream) the request is a message of that fast batch:
-        its reply subject is set when it is written, and its timeout is the batch's.
+        reply waiter is registered at once; its timeout counts from here.
         """
         if not self._prefix:
             raise RuntimeError("Requests.prepare before Requests.ready")
         if _SUBJECT_UNSAFE.search(subject):
             raise nats.errors.BadSubjectError
-        if batch is not None:
-            if batch.committed or batch.error is not None:
-                raise RuntimeError("Requests.prepare into an ended fast batch")
-            head, tail = _wire_parts(subject, payload, headers)
-            batch.subject = batch.subject or subject
-            batch.prepared += 1
-            batch.issued += 1
-            reply: asyncio.Future[Msg] = _Reply(loop=asyncio.get_running_loop())
-            # Encoded whole now for the place it takes if none before it is discarded, so that
-            # the write at the instant only joins bytes.
-            return Prepared(
-                token="",
-                wire=tail,
-                reply=reply,
-                batch=batch,
-                head=head,
-                sequence=batch.issued,
-                placed=b"".join((head, batch.reply_subject(batch.issued), tail)),
-            )
         token, waiter = self._waiter(timeout)
         wire = _wire(subject, self._prefix + token, payload, headers)
         return Prepared(token=token, wire=wire, reply=waiter)
 
-    def batch(self, *, timeout: float | None = None) -> FastBatch:
-        """Start a fast batch: JetStream's fast-ingest batch publish (ADR-50, nats-server 2.14+,
-        a stream with ``allow_batched``), for a burst of requests into one stream.
-
-        Its messages are prepared with :meth:`prepare` (``batch=``), sent by :meth:`write` like
-        any request, and ended by :meth:`commit`. The server stores each message as it comes
-        (a ``Nats-Msg-Id`` seen before is dropped as usual) and answers the whole batch with one
-        ``PubAck`` -- a thousand messages cost the reader one reply instead of a thousand. Each
-        message's reply future gets that ``PubAck`` (its ``seq`` is the batch's last, its
-        ``duplicate`` unset). If the batch is not stored whole -- an error, a gap, a timeout, a
-        stream without fast batches -- every message written in it fails with
-        :class:`FastBatchError` (or nats-py's ``TimeoutError``/``NoStreamResponseError``):
-        those stored are not known, so the caller publishes them again, one by one, and their
-        ``Nats-Msg-Id`` keeps the stream from storing any twice. Needs :meth:`ready` first, and
-        raises :class:`FastBatchError` (``unsupported``) on a server older than 2.14, which
-        would take each message as a publish of its own (:attr:`fast_batches`).
-        """
-        if not self._prefix:
-            raise RuntimeError("Requests.batch before Requests.ready")
-        if not self.fast_batches:
-            # It would store each message as a publish of its own, the end marker too.
-            version = self._nc.connected_server_version
-            raise FastBatchError(
-                f"{version!r} does not take them (nats-server 2.14+ does)", unsupported=True
-            )
-        loop = asyncio.get_running_loop()
-        # Unique among the stream's publishers: the server keys its batches by this id alone.
-        batch_id = f"{self._prefix.split('.')[-2]}-{next(self._batch_ids)}"
-        batch = FastBatch(batch_id, f"{self._prefix}{batch_id}.{FAST_BATCH_FLOW}.fail.")
-        self._batches[batch_id] = batch
-        deadline = loop.time() + (timeout or self._timeout)
-        self._waiting[batch_id] = (functools.partial(self._batch_timeout, batch), deadline)
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
-        return batch
-
-    @property
-    def fast_batches(self) -> bool:
-        """Whether the server is one that takes fast batches (nats-server 2.14+; whether the
-        stream does is known from the answer to a batch)."""
-        return fast_batches_supported(self._nc)
-
-    async def commit(self, batches: Sequence[FastBatch]) -> None:
-        """End ``batches`` (an end-of-batch marker each, not stored): the server answers each
-        with the ``PubAck`` that resolves its messages. A batch nothing was written to just
-        ends; one that failed already is left as it is."""
-        parts: list[bytes] = []
-        ending: list[FastBatch] = []
-        for batch in batches:
-            if batch.committed or batch.error is not None:
-                continue
-            batch.committed = True
-            if not batch.written:
-                self._end_batch(batch, None, FastBatchError("empty fast batch"))
-                continue
-            end = batch.reply_subject(len(batch.written) + 1, _FI_COMMIT_EOB)
-            parts.append(b"PUB %s %s 0\r\n\r\n" % (batch.subject.encode(), end))
-            ending.append(batch)
-        if not parts:
-            return
-        data = b"".join(parts)
-        try:
-            self._check_writable(len(data))
-        except nats.errors.Error as error:
-            for batch in ending:
-                self._end_batch(batch, None, error)
-            raise
-        if not self._write_now(data, len(parts)):
-            await self._buffer(data)
-
     @property
     def pending(self) -> int:
-        """Requests sent or prepared whose reply has not come yet (each message of a fast batch
-        counts)."""
-        batches = self._batches.values()
-        return len(self._waiting) - len(batches) + sum(b.prepared for b in batches)
+        """Requests sent or prepared whose reply has not come yet."""
+        return len(self._waiting)
 
     def discard(self, prepared: Prepared) -> None:
         """Give up a prepared request that will not be written."""
-        if prepared.batch is not None:
-            if prepared.batch.error is None and not prepared.reply.done():
-                prepared.batch.prepared -= 1
-        else:
-            self._waiting.pop(prepared.token, None)
+        self._waiting.pop(prepared.token, None)
         prepared.reply.cancel()
 
     async def write(self, prepared: Sequence[Prepared]) -> None:
@@ -743,33 +589,17 @@ class Requests:
         otherwise (and while reconnecting) they join that buffer and its flusher, like any
         publish. On an error none of them was sent and their waiters are discarded.
         """
-        parts: list[bytes] = []
-        batches: list[FastBatch] = []
         try:
             if not prepared:
                 self._check_open()
                 return
-            for p in prepared:
-                batch = p.batch
-                if batch is None:
-                    parts.append(p.wire)
-                elif batch.error is not None:  # failed while this one waited: never sent
-                    _end(p.reply, None, batch.error)
-                else:
-                    if batch not in batches:
-                        batches.append(batch)
-                    parts.append(batch.place(p))
-            if not parts:
-                return
-            data = b"".join(parts)
+            data = b"".join(p.wire for p in prepared)
             self._check_writable(len(data))
-        except BaseException as error:
-            for batch in batches:  # its messages written before are not known to be stored
-                self._end_batch(batch, None, error)
+        except BaseException:
             for p in prepared:
                 self.discard(p)
             raise
-        if not self._write_now(data, len(parts)):
+        if not self._write_now(data, len(prepared)):
             await self._buffer(data)
 
     def send_now(
@@ -943,118 +773,11 @@ def _wire(
 ) -> bytes:
     """The bytes nats-py's ``publish`` sends for a request: ``HPUB`` with headers, ``PUB``
     without (the subject is checked by the caller)."""
-    start, rest = _wire_parts(subject, payload, headers)
-    return b"".join((start, reply.encode(), rest))
-
-
-def _wire_parts(
-    subject: str, payload: bytes, headers: Mapping[str, str] | None = None
-) -> tuple[bytes, bytes]:
-    """:func:`_wire` in two pieces, to go either side of a reply subject (set later in a fast
-    batch)."""
     if headers:
         head = encode_headers(headers)
-        sizes = f" {len(head)} {len(head) + len(payload)}\r\n".encode()
-        return f"HPUB {subject} ".encode(), b"".join((sizes, head, payload, b"\r\n"))
-    return f"PUB {subject} ".encode(), b"".join((f" {len(payload)}\r\n".encode(), payload, b"\r\n"))
-
-
-#: How many messages a fast batch lets pass between the server's flow acks. Kadence's batches
-#: (one burst of runs) are written whole and do not wait for them; the server acks at least
-#: this often (nats-server 2.15 every 500 whatever is asked).
-FAST_BATCH_FLOW = 500
-#: The operations in a fast batch's reply subjects (ADR-50): its first message, the others,
-#: and the end-of-batch marker (the server does not store it).
-_FI_START, _FI_APPEND, _FI_COMMIT_EOB = 0, 1, 3
-#: The server's error code for a stream without ``allow_batched``.
-BATCH_PUBLISH_DISABLED = 10205
-
-
-class FastBatchError(nats.errors.Error):
-    """A fast batch was not stored whole; which of its messages were is not known.
-
-    ``unsupported``: the server or stream does not take fast batches at all (nats-server older
-    than 2.14, or a stream without ``allow_batched``).
-    """
-
-    def __init__(self, message: str, *, unsupported: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.unsupported = unsupported
-
-    def __str__(self) -> str:
-        return f"nats: fast batch: {self.message}"
-
-
-@dataclass(slots=True, eq=False)
-class FastBatch:
-    """One fast batch of :class:`Requests` (see :meth:`Requests.batch`)."""
-
-    id: str
-    #: The reply subject of its messages up to their sequence number.
-    reply: str
-    #: A subject of the stream, for the end-of-batch marker (the first message's).
-    subject: str = ""
-    #: Its messages in the order written (their sequence in the batch is their index + 1).
-    written: list[Prepared] = field(default_factory=list)
-    #: Messages prepared and not discarded whose reply has not come yet.
-    prepared: int = 0
-    #: Messages ever prepared into it (discarded ones too).
-    issued: int = 0
-    committed: bool = False
-    #: Set once it has ended: why it ended without its ``PubAck``, or a placeholder for one
-    #: stored whole (nothing more can be written to it either way).
-    error: BaseException | None = None
-
-    def place(self, prepared: Prepared) -> bytes:
-        """The wire bytes of ``prepared`` as the next message of the batch: as encoded when it
-        was prepared, unless a message before it was discarded (the sequence has no gaps)."""
-        self.written.append(prepared)
-        sequence = len(self.written)
-        if prepared.sequence == sequence:
-            return prepared.placed
-        return b"".join((prepared.head, self.reply_subject(sequence), prepared.wire))
-
-    def reply_subject(self, sequence: int, operation: int | None = None) -> bytes:
-        """The reply subject of its message number ``sequence`` (from 1): by default that of a
-        message (the start, then appends); ``operation`` for the end-of-batch marker."""
-        if operation is None:
-            operation = _FI_START if sequence == 1 else _FI_APPEND
-        return f"{self.reply}{sequence}.{operation}.$FI".encode()
-
-
-def _fast_batch_outcome(msg: Msg, written: int) -> BaseException | bool:
-    """What one answer of the server to a fast batch of ``written`` messages says: False while
-    the batch goes on (a flow ack), True once all of them are stored (or dropped as duplicates),
-    or the error that ends it."""
-    if msg.headers and msg.headers.get("Status") == "503":
-        return nats.js.errors.NoStreamResponseError()
-    try:
-        answer = json.loads(msg.data)
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        return FastBatchError(f"unreadable answer {msg.data[:100]!r}")
-    kind = answer.get("type")
-    if kind == "ack":
-        return False
-    if kind == "gap":
-        return FastBatchError(
-            f"the server missed messages after {answer.get('last_seq')} (got {answer.get('seq')})"
-        )
-    error = answer.get("error")
-    if isinstance(error, dict):
-        code = error.get("err_code")
-        return FastBatchError(
-            f"{error.get('description') or 'error'} (err_code {code})",
-            unsupported=code == BATCH_PUBLISH_DISABLED,
-        )
-    if "batch" not in answer:
-        # A plain PubAck: a server without fast batches took a message as a publish of its own.
-        return FastBatchError("the server does not take fast batches", unsupported=True)
-    if answer.get("count") != written:
-        return FastBatchError(f"the server stored {answer.get('count')} of {written} messages")
-    return True
+        line = f"HPUB {subject} {reply} {len(head)} {len(head) + len(payload)}\r\n"
+        return b"".join((line.encode(), head, payload, b"\r\n"))
+    return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, b"\r\n"))
 
 
 #: The callback of a request sent by :meth:`Requests.send_now`: ``(reply, None)`` or
@@ -1101,17 +824,10 @@ class Prepared:
     """A request encoded by :meth:`Requests.prepare`, not sent yet."""
 
     token: str
-    #: The protocol bytes (``HPUB``/``PUB`` line, headers, payload); in a fast batch all but
-    #: the line's start (``head``) and reply subject.
+    #: The protocol bytes (``HPUB``/``PUB`` line, headers, payload).
     wire: bytes
     #: The reply's future (see :meth:`Requests.send`).
     reply: asyncio.Future[Msg]
-    #: The fast batch it is a message of (:meth:`Requests.batch`).
-    batch: FastBatch | None = None
-    head: bytes = b""
-    #: In a fast batch: the sequence it was encoded for, and its whole bytes there.
-    sequence: int = 0
-    placed: bytes = b""
 
 
 def pub_ack(msg: Msg) -> PubAck:

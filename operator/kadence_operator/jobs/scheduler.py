@@ -31,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from kadence import constants
-from kadence.client import FastBatch, FastBatchError, Prepared, Requests, pub_ack, replied_at
+from kadence.client import Prepared, Requests, pub_ack, replied_at
 from kadence.protocol import CancelRequest, JobRef, encode
 from kadence_operator import scheduling, timefmt
 from kadence_operator.api import (
@@ -75,9 +75,6 @@ STAGE_COST = 50e-6
 #: Staged fires are checked and written this many at a time (NATS stores a write while the
 #: loop checks the next).
 STAGE_CHUNK = 100
-#: After a Queue's stream turned out not to take fast batches, its bursts are published run by
-#: run for this long (seconds) before a batch is tried again (the stream may have been updated).
-NO_BATCH_RETRY = 600.0
 #: Replies to fires are settled at most this many, and for at most this many seconds, at a
 #: time (see :meth:`Scheduler._settle_replies`).
 SETTLE_SLICE = 100
@@ -138,9 +135,6 @@ class _Stage:
     #: While ``alone[0] <= now < alone[1]`` every fire's slot still runs alone by the clock
     #: (:func:`scheduling.runs_alone_during`).
     alone: tuple[datetime, datetime]
-    #: The fast batches the fires go in (:data:`STAGE_CHUNK` of one Queue each; none for
-    #: a Queue whose fires go one by one).
-    batches: list[FastBatch] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -321,9 +315,6 @@ class Scheduler:
         #: The next burst, prepared and waiting for its instant; and what preparing a fire costs.
         self._stage: _Stage | None = None
         self._stage_cost = STAGE_COST
-        #: Queues whose stream did not take a fast batch, until when (``time.monotonic``).
-        self._no_batch: dict[Key, float] = {}
-        self._failed_batch: FastBatchError | None = None
         #: The due time whose group was last considered for staging (not again, staged or not).
         self._stage_looked: datetime | None = None
         #: Replies to armed and staged fires not settled yet (see :meth:`_armed_acked`).
@@ -601,8 +592,6 @@ class Scheduler:
         owned = self._owned
         staged: list[_StagedFire] = []
         queues: dict[Key, QueueInfo] = {}
-        batches: dict[Key, FastBatch | None] = {}  # the batch each Queue's fires go into now
-        made: list[FastBatch] = []
         others: list[_Due] = []
         at = first
         while self._heap and self._heap[0].at <= limit:
@@ -623,19 +612,12 @@ class Scheduler:
                 continue
             entry.armed = None
             self._fire_started(entry)
-            key = (entry.namespace, entry.queue_name)
-            batch = batches.get(key)
-            if key not in batches or (batch is not None and batch.prepared >= STAGE_CHUNK):
-                batch = batches[key] = self._new_batch(key)
-                if batch is not None:
-                    made.append(batch)
             try:
                 request = self._requests.prepare(
                     armed.subject,
                     armed.payload,
                     timeout=10,
                     headers={constants.MSG_ID_HEADER: armed.run_id},
-                    batch=batch,
                 )
             except Exception:
                 self._bursts.remove(due.at.timestamp())
@@ -643,36 +625,24 @@ class Scheduler:
                 self._fire_ended(entry)
                 continue
             staged.append(_StagedFire(entry, armed, request, due.at, entry.stamp))
-            queues[key] = armed.queue
+            queues[(entry.namespace, entry.queue_name)] = armed.queue
             at = max(at, due.at)
         for due in others:
             heapq.heappush(self._heap, due)
         if staged:
             windows = [scheduling.runs_alone_during(fire.armed.planned) for fire in staged]
             alone = (max(w[0] for w in windows), min(w[1] for w in windows))
-            self._stage = _Stage(at, staged, queues, owned, alone, batches=made)
+            self._stage = _Stage(at, staged, queues, owned, alone)
             cost = (time.perf_counter() - started) / len(staged)
             self._stage_cost = 0.5 * self._stage_cost + 0.5 * cost
             logger.debug("staged %d fire(s) due %s", len(staged), _iso(at))
-
-    def _new_batch(self, key: Key) -> FastBatch | None:
-        """A fast batch for a burst's fires to Queue ``key``, unless the server or its stream
-        does not take them (or they are turned off)."""
-        if not self._settings.dispatch_fast_batch or not self._requests.fast_batches:
-            return None
-        until = self._no_batch.get(key)
-        if until is not None:
-            if time.monotonic() < until:
-                return None
-            del self._no_batch[key]
-        return self._requests.batch(timeout=10)
 
     async def _write_stage(self, now: datetime) -> None:
         """Publish the staged burst, now due: those whose Job did not change.
 
         They go out in writes of :data:`STAGE_CHUNK`, each checked just before, so NATS stores
-        the first ones while the loop checks the next. A fast batch (:data:`STAGE_CHUNK` fires of
-        one Queue) is ended as soon as its fires are written, so its ``PubAck`` comes meanwhile.
+        the first ones while the loop checks the next. Each run is a publish of its own,
+        answered by its own ``PubAck``.
         """
         stage, self._stage = self._stage, None
         if stage is None:
@@ -685,9 +655,6 @@ class Scheduler:
         )
         fires = stage.fires
         sent = 0
-        # The fires written into each fast batch not ended yet: its messages' replies all come
-        # at once, so one callback per batch takes them (not one per fire, set at the instant).
-        in_batch: dict[FastBatch, list[_StagedFire]] = {}
         try:
             for start in range(0, len(fires), STAGE_CHUNK):
                 ready: list[_StagedFire] = []
@@ -706,22 +673,10 @@ class Scheduler:
                 await self._requests.write([fire.request for fire in ready])
                 for fire in ready:
                     fire.done = True
-                    batch = fire.request.batch
-                    if batch is None:
-                        fire.request.reply.add_done_callback(
-                            functools.partial(self._armed_acked, fire.entry, fire.armed, now)
-                        )
-                    else:
-                        in_batch.setdefault(batch, []).append(fire)
+                    fire.request.reply.add_done_callback(
+                        functools.partial(self._armed_acked, fire.entry, fire.armed, now)
+                    )
                 sent += len(ready)
-                # The batches whose every fire is written (or dropped) end now: their PubAcks
-                # come while the loop writes the next ones. After the last chunk that is all.
-                ended = [
-                    b for b in stage.batches if not b.committed and len(b.written) == b.prepared
-                ]
-                await self._requests.commit(ended)
-                for batch in ended:
-                    self._on_batch_reply(in_batch.pop(batch, []), now)
         except Exception:
             unsent = [fire for fire in fires if not fire.done]
             logger.exception("publishing %d staged run(s) failed; retrying in 5s", len(unsent))
@@ -731,36 +686,13 @@ class Scheduler:
                 self._push(fire.entry, now + timedelta(seconds=5))
                 self._fire_ended(fire.entry)
         finally:
-            for written in in_batch.values():  # a failed write ended these batches too
-                self._on_batch_reply(written, now)
             for fire in fires:  # counted until now, for the holds
                 self._bursts.remove(fire.due.timestamp())
         if self._metrics is not None:
             self._metrics.fires.labels("staged").inc(sent)
-            self._metrics.fast_batches.inc(sum(1 for batch in stage.batches if batch.written))
         late = (self._clock() - stage.at).total_seconds()
         log = logger.info if late > SLOW_BATCH else logger.debug
         log("published %d staged run(s), %.1f ms after they were due", sent, late * 1000)
-
-    def _on_batch_reply(self, fires: list[_StagedFire], now: datetime) -> None:
-        """Have :meth:`_armed_acked` take the replies of ``fires``, written into one fast batch,
-        when the batch's answer comes (it ends all its messages at once, the last one last)."""
-        if fires:
-            fires[-1].request.reply.add_done_callback(
-                functools.partial(self._batch_replied, fires, now)
-            )
-
-    def _batch_replied(
-        self, fires: list[_StagedFire], now: datetime, _last: asyncio.Future[Msg]
-    ) -> None:
-        for fire in fires:
-            reply = fire.request.reply
-            if reply.done():
-                self._armed_acked(fire.entry, fire.armed, now, reply)
-            else:  # not ended with the others after all: on its own, then
-                reply.add_done_callback(
-                    functools.partial(self._armed_acked, fire.entry, fire.armed, now)
-                )
 
     def _unchanged(self, fire: _StagedFire, now: datetime, changed: set[Key]) -> bool:
         """Whether a staged fire still runs alone at ``now``; ``changed``: the Queues that
@@ -870,8 +802,7 @@ class Scheduler:
     ) -> None:
         """A fire's reply came: note when, and leave the rest to :meth:`_settle_replies`.
 
-        The reply future's done callback, run right after the read loop resolved it (for a
-        fast batch's fires, called in turn by the batch's one callback). A burst's
+        The reply future's done callback, run right after the read loop resolved it. A burst's
         replies come a thousand at a time and each costs ~100 µs of bookkeeping (the status
         change, the next slot, its encoded request): taken one after the other, the last ack
         would be timed only after all the others' bookkeeping. So the time each ``PubAck``
@@ -924,13 +855,6 @@ class Scheduler:
                 entry.refire = False
                 self._push(entry, now + timedelta(seconds=5))
                 return
-            error = reply.exception()
-            if isinstance(error, FastBatchError):
-                # The Queue's fast batch was not stored whole: the full path publishes the run
-                # again at once, on its own (its run id keeps it from being stored twice).
-                self._batch_failed((entry.namespace, entry.queue_name), error)
-                entry.refire = True
-                return
             planned = armed.planned
             self._published(
                 entry,
@@ -948,26 +872,6 @@ class Scheduler:
             self._fire_failed(entry, now)
         finally:
             self._fire_ended(entry)
-
-    def _batch_failed(self, key: Key, error: FastBatchError) -> None:
-        """Called for each run of a failed fast batch (all with the same error): logs it once,
-        and stops batching the Queue's bursts for a while if its stream does not take them."""
-        if self._failed_batch is error:
-            return
-        self._failed_batch = error
-        if self._metrics is not None:
-            self._metrics.fast_batch_failures.inc()
-        if error.unsupported:
-            if key not in self._no_batch:  # once, not for each batch of the burst
-                logger.warning(
-                    "Queue %s/%s: %s; publishing its bursts run by run (trying again in %.0fs)",
-                    *key,
-                    error,
-                    NO_BATCH_RETRY,
-                )
-            self._no_batch[key] = time.monotonic() + NO_BATCH_RETRY
-        else:
-            logger.warning("Queue %s/%s: %s; publishing its runs one by one", *key, error)
 
     def _submit(
         self, entry: Entry, mutation: Callable[[Status], Status], *, supersede: str | None = None

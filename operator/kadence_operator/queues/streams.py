@@ -20,7 +20,6 @@ from nats.js import api as jsapi
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from kadence import constants
-from kadence.client import fast_batches_supported
 from kadence_operator.api import QueueSpec, parse_duration
 
 #: JetStream errors meaning "cannot place this many replicas": not clustered, no suitable peers,
@@ -142,11 +141,8 @@ def _seconds(duration: str | None) -> float | None:
 
 
 def desired_stream(
-    ref: QueueRef, spec: QueueSpec, *, duplicate_window: float, batched: bool = False
+    ref: QueueRef, spec: QueueSpec, *, duplicate_window: float
 ) -> jsapi.StreamConfig:
-    """The work stream of a Queue. ``batched``: the server takes fast batches (nats-server
-    2.14+), which the scheduler publishes bursts of runs as; left unset otherwise (an older
-    server would not know the field)."""
     retention = spec.retention
     return jsapi.StreamConfig(
         name=ref.stream,
@@ -162,7 +158,6 @@ def desired_stream(
         duplicate_window=duplicate_window,
         # Publishers (the SDK's client) read the partition count from here.
         metadata={constants.PARTITIONS_METADATA_KEY: str(spec.partitions)},
-        allow_batched=True if batched else None,
     )
 
 
@@ -263,8 +258,7 @@ async def _apply(
     js: JetStreamContext, ref: QueueRef, spec: QueueSpec, *, duplicate_window: float
 ) -> list[str]:
     changes: list[str] = []
-    batched = fast_batches_supported(js._nc)
-    desired = desired_stream(ref, spec, duplicate_window=duplicate_window, batched=batched)
+    desired = desired_stream(ref, spec, duplicate_window=duplicate_window)
     try:
         info = await js.stream_info(ref.stream)
     except NotFoundError:
@@ -312,7 +306,6 @@ _STREAM_FIELDS = (
     "max_bytes",
     "discard",
     "duplicate_window",
-    "allow_batched",
 )
 _CONSUMER_FIELDS: tuple[str, ...] = (
     "ack_wait",
