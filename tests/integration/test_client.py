@@ -12,8 +12,8 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 
 from kadence import constants
+from kadence._nats import DirectNATS
 from kadence.client import (
-    DirectNATS,
     KadenceClient,
     Requests,
     Slots,

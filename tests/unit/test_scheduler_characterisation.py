@@ -292,8 +292,9 @@ class FakeConnection:
             raise nats.errors.ConnectionClosedError
         self.server.receive(self, subject, payload, reply, headers)
 
-    # What Requests.write (the staged path) uses of nats-py's client: the protocol bytes of a
-    # burst go straight to the transport, read back here as the publishes they are.
+    # What Requests.write (the staged path, through kadence._nats.write_now) uses of nats-py's
+    # client: the protocol bytes of a burst go straight to the transport, read back here as the
+    # publishes they are.
 
     @property
     def is_closed(self) -> bool:
@@ -305,11 +306,7 @@ class FakeConnection:
 
     is_draining_pubs = False
     _max_pending_size = 0
-    _pending_data_size = 0
-
-    @property
-    def _pending(self) -> list[bytes]:
-        return []
+    pending_data_size = 0
 
     @property
     def _transport(self) -> FakeConnection:

@@ -35,7 +35,6 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -50,6 +49,7 @@ from nats.js.api import (
 )
 
 from kadence import constants
+from kadence._nats import DirectNATS, buffer, mark_acked, subscribe_direct, writable, write_now
 from kadence.config import Settings, nats_event_callbacks
 from kadence.partitioning import partition_for
 from kadence.protocol import (
@@ -367,89 +367,6 @@ class QueueInfo:
         return max(self.partitions) + 1 if self.partitions else 1
 
 
-class DirectNATS(NATS):
-    """nats-py's client, plus subscriptions whose messages go straight to a plain function.
-
-    nats-py puts each message of a subscription in a queue that a task of the subscription
-    drains into an async callback: per message a queue put and get, a task step and a
-    coroutine. On the worker's pull inbox and reply inbox, where a message is a run, a
-    ``PubAck`` or an ack's confirmation, that is a sizeable share of the CPU per run.
-    :meth:`subscribe_direct` subscribes the usual way (so a reconnect subscribes it again and
-    a drain ends it) and :meth:`_process_msg`, the client's step per incoming message, calls
-    its function at once, in the read loop: it must be quick and never block.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._direct: dict[int, Callable[[Msg], None]] = {}
-
-    async def subscribe_direct(self, subject: str, cb: Callable[[Msg], None]) -> Subscription:
-        sub = await self.subscribe(subject, cb=_unused_callback)
-        self._direct[sub._id] = cb
-        return sub
-
-    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
-        self._direct.pop(sid, None)
-        super()._remove_sub(sid, max_msgs)
-
-    @staticmethod
-    def _parse_header_lines(raw: bytes) -> dict[str, str]:
-        """nats-py's parser of a header block, with one regex search per name where nats-py
-        steps a generator through each of its characters (about 30 steps per run message,
-        which brings its stored JetStream headers). Same result: a name with whitespace is
-        skipped."""
-        out: dict[str, str] = {}
-        for line in raw.split(b"\r\n"):
-            if not line:
-                continue
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            try:
-                key = name.strip().decode("ascii")
-            except UnicodeDecodeError:
-                continue
-            if _WHITESPACE.search(key):
-                continue
-            out[key] = value.strip().decode("utf-8", "replace")
-        return out
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-    ) -> None:
-        cb = self._direct.get(sid)
-        if cb is None:
-            await super()._process_msg(sid, subject, reply, data, headers)
-            return
-        self.stats["in_msgs"] += 1
-        self.stats["in_bytes"] += len(data)
-        hdr = await self._process_headers(headers) if headers else None
-        try:
-            cb(self._build_message(sid, subject, reply, data, hdr))
-        except Exception:  # never out of the read loop: that would end the connection
-            log.exception("handling a message on %s failed", subject.decode(errors="replace"))
-
-
-#: What ``str.isspace`` calls whitespace (``\s`` in a str pattern is exactly that).
-_WHITESPACE = re.compile(r"\s")
-
-
-async def _unused_callback(msg: Msg) -> None:
-    """A direct subscription's nats-py callback: never called (see :class:`DirectNATS`)."""
-
-
-async def subscribe_direct(nc: NATS, subject: str, cb: Callable[[Msg], None]) -> Subscription:
-    """Subscribe ``cb`` (a plain function) to ``subject``: directly on a :class:`DirectNATS`
-    connection, through an ordinary async callback on any other."""
-    if isinstance(nc, DirectNATS):
-        return await nc.subscribe_direct(subject, cb)
-
-    async def relay(msg: Msg) -> None:
-        cb(msg)
-
-    return await nc.subscribe(subject, cb=relay)
-
-
 #: How often :class:`Requests` looks for requests past their timeout (seconds).
 SWEEP_INTERVAL = 0.25
 
@@ -657,32 +574,21 @@ class Requests:
     def _check_writable(self, size: int) -> None:
         """Raise nats-py's error if ``size`` bytes cannot be sent or buffered now."""
         self._check_open()
-        nc = self._nc
-        if not nc.is_connected and (
-            nc._max_pending_size <= 0 or size + nc._pending_data_size > nc._max_pending_size
-        ):
+        if not writable(self._nc, size):
             raise nats.errors.OutboundBufferLimitError
 
     def _write_now(self, data: bytes, count: int) -> bool:
         """Hand ``data`` (``count`` messages) to the socket if nothing waits before it."""
-        nc = self._nc
-        nc.stats["out_msgs"] += count
-        nc.stats["out_bytes"] += len(data)
-        transport = nc._transport
-        if nc.is_connected and not nc._pending and transport is not None:
-            # Nothing is waiting in nats-py's buffer: hand the bytes to the socket now rather
-            # than to the flusher task, which runs only after every callback already queued in
-            # the event loop (for a burst due at an instant, that can be many milliseconds).
-            # The order of everything sent is kept; the flusher's next drain covers these too.
-            transport.write(data)
-            return True
-        return False
+        stats = self._nc.stats
+        stats["out_msgs"] += count
+        stats["out_bytes"] += len(data)
+        # Straight to the socket rather than to nats-py's flusher task (kadence._nats.write_now).
+        return write_now(self._nc, data)
 
     async def _buffer(self, data: bytes, tokens: Sequence[str] = ()) -> None:
         """nats-py's own publish path, minus the per-message encoding done already."""
         try:
-            await self._nc._send_command(data)
-            await self._nc._flush_pending()
+            await buffer(self._nc, data)
         except nats.errors.Error as error:
             if not tokens:
                 raise
@@ -786,15 +692,17 @@ ReplyCallback = Callable[[Msg | None, BaseException | None], None]
 
 
 class _Reply(asyncio.Future[Msg]):
-    """A request's reply future that also knows when the read loop took the reply."""
+    """A request's reply future that also knows when the reply was taken off the connection."""
 
     read_at: float | None = None
 
 
 def replied_at(reply: asyncio.Future[Msg]) -> float | None:
-    """When the read loop took the reply that resolved ``reply`` (:func:`time.monotonic`), for
-    a future of :class:`Requests`; None otherwise or while there is none. A done callback runs
-    a loop turn or more later, after whatever else the turn holds: under load, milliseconds."""
+    """When the reply that resolved ``reply`` was taken off the connection (:func:`time.monotonic`;
+    on a :class:`~kadence._nats.DirectNATS` by the read loop, on nats-py's plain client by the
+    reply subscription's task), for a future of :class:`Requests`; None otherwise or while there
+    is none. A done callback runs a loop turn or more later, after whatever else the turn holds:
+    under load, milliseconds."""
     return reply.read_at if isinstance(reply, _Reply) else None
 
 
@@ -1025,7 +933,7 @@ class QueueMessage:
         if self.msg.is_acked:
             raise nats.errors.MsgAlreadyAckdError(self.msg)
         await self._requests.request(self.msg.reply, b"", timeout=timeout)  # b"": +ACK
-        self.msg._ackd = True  # what nats-py's own ack_sync records
+        mark_acked(self.msg)  # what nats-py's own ack_sync records
 
     async def nak(self, delay: float | None = None) -> None:
         """Redeliver, after ``delay`` seconds if given."""

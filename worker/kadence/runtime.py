@@ -51,6 +51,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from kadence import constants
+from kadence._nats import mark_acked
 from kadence.app import App, CancelFlag, CancelSignal, Context, Fail, Retry, TaskSpec
 from kadence.client import (
     KadenceClient,
@@ -1340,7 +1341,7 @@ class Worker:
             error = nats.errors.NoRespondersError()
         message = settle.message
         if error is None:
-            message.msg._ackd = True  # what nats-py's own ack_sync records
+            mark_acked(message.msg)  # what nats-py's own ack_sync records
             self._settled(settle)
             return
         settle.tries += 1

@@ -283,10 +283,10 @@ class Scheduler:
         self,
         *,
         js: JetStreamContext,
+        nc: NATS,
         writer: StatusWriter,
         settings: OperatorSettings,
         queues: dict[Key, QueueInfo],
-        nc: NATS | None = None,
         post_event: Callable[[Key, str, str], Awaitable[None]] | None = None,
         metrics: OperatorMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -294,7 +294,7 @@ class Scheduler:
         self._js = js
         self._nc = nc
         # Dispatch publishes go through one reply subscription, not a request each.
-        self._requests = Requests(nc if nc is not None else js._nc)
+        self._requests = Requests(nc)
         self._writer = writer
         self._settings = settings
         self._queues = queues
@@ -802,16 +802,17 @@ class Scheduler:
     ) -> None:
         """A fire's reply came: note when, and leave the rest to :meth:`_settle_replies`.
 
-        The reply future's done callback, run right after the read loop resolved it. A burst's
-        replies come a thousand at a time and each costs ~100 µs of bookkeeping (the status
-        change, the next slot, its encoded request): taken one after the other, the last ack
+        The reply future's done callback, run right after the reply subscription resolved it. A
+        burst's replies come a thousand at a time and each costs ~100 µs of bookkeeping (the
+        status change, the next slot, its encoded request): taken one after the other, the last ack
         would be timed only after all the others' bookkeeping. So the time each ``PubAck``
-        came is taken here -- the moment the read loop took it (:func:`replied_at`), which under
-        load is milliseconds before this callback runs -- and one call settles the replies.
+        came is taken here -- the moment the reply subscription took it (:func:`replied_at`),
+        which under load is milliseconds before this callback runs -- and one call settles the
+        replies.
         """
         acked = self._clock()
         read_at = replied_at(reply)
-        if read_at is not None:  # taken by the read loop a little earlier
+        if read_at is not None:  # taken off the connection a little earlier
             acked -= timedelta(seconds=max(0.0, time.monotonic() - read_at))
         self._replies.append((entry, armed, now, reply, acked))
         if len(self._replies) == 1:
@@ -1171,9 +1172,10 @@ class Scheduler:
         result ends them in the status.
         """
         replaced = entry.active_runs()
-        nc = self._nc if self._nc is not None else self._js._nc
         request = CancelRequest(job_uid=entry.uid, run_ids=tuple(sorted(replaced)))
-        await nc.publish(constants.cancel_subject(entry.namespace, entry.name), encode(request))
+        await self._nc.publish(
+            constants.cancel_subject(entry.namespace, entry.name), encode(request)
+        )
         if self._metrics is not None:
             self._metrics.cancels.inc()
         now = time.monotonic()
