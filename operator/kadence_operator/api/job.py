@@ -33,6 +33,7 @@ from kadence_operator.api.common import (
     conditions_field,
 )
 from kadence_operator.api.durations import parse_duration
+from kadence_operator.scheduling import schedule
 
 __all__ = [
     "CRON_ALIASES",
@@ -75,7 +76,7 @@ MAX_CATCH_UP_SLOTS = 100
 MAX_BACKFILL_SLOTS = 1000
 
 #: The ``@`` shorthands accepted for ``schedule.cron`` (each stands for a 5-field expression).
-CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+CRON_ALIASES = schedule.CRON_ALIASES
 #: 5 fields (minute hour day-of-month month day-of-week), 6 (seconds first), or a shorthand.
 CRON_PATTERN = r"^\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+(\s+\S+){4,5})\s*$"
 #: Shape of an IANA time zone name; whether it exists is checked by the operator.

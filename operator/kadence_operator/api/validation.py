@@ -23,18 +23,16 @@ Pure: croniter, zoneinfo and pydantic only; no I/O besides reading the tz databa
 from __future__ import annotations
 
 import functools
-import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from croniter import croniter
 from pydantic import ValidationError
 
 from kadence_operator.api.common import DNS_LABEL
-from kadence_operator.api.job import CRON_ALIASES, MAX_PAYLOAD_BYTES, JobSpec, payload_size
+from kadence_operator.api.job import MAX_PAYLOAD_BYTES, JobSpec, payload_size
 from kadence_operator.api.queue import QueueSpec
+from kadence_operator.scheduling.schedule import cron_problem
 
 __all__ = [
     "InvalidResource",
@@ -53,9 +51,6 @@ __all__ = [
 
 
 SpecT = TypeVar("SpecT", JobSpec, QueueSpec)
-
-# A Jenkins-style hash (H) or croniter random (R) token: month and day names never start so.
-_HASH_OR_RANDOM = re.compile(r"(^|,)[HR]($|[(/,~])", re.IGNORECASE)
 
 
 class InvalidResource(ValueError):
@@ -77,53 +72,16 @@ class InvalidResource(ValueError):
 
 
 def cron_has_seconds(expression: str) -> bool:
-    """True for a 6-field expression, whose first field is seconds.
-
-    Pass this as croniter's ``second_at_beginning`` (croniter otherwise reads a 6th field as
-    seconds *at the end*).
-    """
+    """True for a 6-field expression, whose first field is seconds."""
     return len(expression.split()) == 6
 
 
 def validate_cron(expression: str, path: str = "spec.schedule.cron") -> list[str]:
-    """Problems with a cron expression: syntax, value ranges, H/R tokens, never firing.
-
-    Accepts what the scheduler accepts: 5 fields, 6 fields (seconds first) or a shorthand from
-    :data:`~kadence_operator.api.job.CRON_ALIASES`.
-    """
-    fields = expression.split()
-    if len(fields) == 1 and fields[0].startswith("@"):
-        if fields[0] not in CRON_ALIASES:
-            return [
-                f"{path}: unknown cron shorthand {expression!r}; use one of "
-                + ", ".join(CRON_ALIASES)
-            ]
-    elif len(fields) not in (5, 6):
-        return [
-            f"{path}: cron expression {expression!r} must have 5 fields, or 6 with seconds "
-            f"first; it has {len(fields)}"
-        ]
-    if any(_HASH_OR_RANDOM.search(field) for field in fields):
-        return [
-            f"{path}: cron expression {expression!r} uses H or R, which are not deterministic; "
-            "use spread: hash instead"
-        ]
-    normalized = " ".join(fields)
-    seconds = len(fields) == 6
-    if not croniter.is_valid(normalized, second_at_beginning=seconds):
-        layout = (
-            "second minute hour day-of-month month day-of-week"
-            if seconds
-            else "minute hour day-of-month month day-of-week"
-        )
-        return [f"{path}: invalid cron expression {expression!r} (fields: {layout})"]
-    try:
-        croniter(
-            normalized, datetime(2000, 1, 1, tzinfo=UTC), second_at_beginning=seconds
-        ).get_next(datetime)
-    except (ValueError, KeyError, OverflowError):
-        return [f"{path}: cron expression {expression!r} never fires"]
-    return []
+    """Problems with a cron expression (syntax, value ranges, H/R tokens, never firing): the
+    scheduling core's own check (:func:`kadence_operator.scheduling.schedule.cron_problem`), so
+    what passes here is what the scheduler runs."""
+    problem = cron_problem(expression)
+    return [] if problem is None else [f"{path}: {problem}"]
 
 
 @functools.lru_cache(maxsize=512)

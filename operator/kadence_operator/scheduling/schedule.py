@@ -18,12 +18,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
-__all__ = ["CRON_ALIASES", "Schedule", "ScheduleError", "Spread"]
+__all__ = ["CRON_ALIASES", "Schedule", "ScheduleError", "Spread", "cron_problem"]
 
 #: The ``@`` shorthands accepted in :attr:`Schedule.cron` (all are five-field expressions).
-CRON_ALIASES = frozenset(
-    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-)
+CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 # A token that starts with H (Jenkins-style hash) or R (croniter's random) -- month and weekday
 # names never start with either letter. H needs a hash id we do not pass and R is random, so two
@@ -99,8 +97,8 @@ class Schedule:
                 raise ScheduleError(f"{name} must be timezone-aware, got {value!r}")
         if self.start_at is not None and self.end_at is not None and self.end_at < self.start_at:
             raise ScheduleError(f"end_at {self.end_at} is before start_at {self.start_at}")
-        if self.cron is not None:
-            _validate_cron(self.cron)
+        if self.cron is not None and (problem := cron_problem(self.cron)) is not None:
+            raise ScheduleError(problem)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -122,29 +120,41 @@ def cron_iterator(expression: str, start: datetime) -> croniter:
     return croniter(expression, start, ret_type=datetime, second_at_beginning=six)
 
 
-def _validate_cron(expression: str) -> None:
+def cron_problem(expression: str) -> str | None:
+    """What is wrong with a cron expression, or None: the one cron check of Kadence.
+
+    The API validation (``spec.schedule.cron: <problem>``) and :class:`Schedule` both call it,
+    so a spec the validation accepts is one the scheduler can run. Accepted: 5 fields, 6 fields
+    (seconds first) or a shorthand from :data:`CRON_ALIASES`; refused: H/R tokens, values out of
+    range, expressions that never fire.
+    """
     fields = expression.split()
     if not fields:
-        raise ScheduleError("cron expression is empty")
-    if fields[0].startswith("@"):
-        if len(fields) != 1 or fields[0] not in CRON_ALIASES:
-            raise ScheduleError(
-                f"unsupported cron shorthand {expression!r}; use one of {sorted(CRON_ALIASES)}"
-            )
+        return "cron expression is empty"
+    if len(fields) == 1 and fields[0].startswith("@"):
+        if fields[0] not in CRON_ALIASES:
+            return f"unknown cron shorthand {expression!r}; use one of " + ", ".join(CRON_ALIASES)
     elif len(fields) not in (5, 6):
-        raise ScheduleError(
-            f"cron expression {expression!r} has {len(fields)} fields; "
-            "expected 5 (minute first) or 6 (second first)"
+        return (
+            f"cron expression {expression!r} must have 5 fields, or 6 with seconds first; "
+            f"it has {len(fields)}"
         )
     if any(_HASH_OR_RANDOM.search(field) for field in fields):
-        raise ScheduleError(
-            f"cron expression {expression!r} uses H or R, which are not deterministic here; "
+        return (
+            f"cron expression {expression!r} uses H or R, which are not deterministic; "
             "use spread: hash instead"
         )
+    normalized = " ".join(fields)
+    seconds = len(fields) == 6
+    if not croniter.is_valid(normalized, second_at_beginning=seconds):
+        layout = (
+            "second minute hour day-of-month month day-of-week"
+            if seconds
+            else "minute hour day-of-month month day-of-week"
+        )
+        return f"invalid cron expression {expression!r} (fields: {layout})"
     try:
-        cron_iterator(expression, _VALIDATION_START).get_next(datetime)
-    except CroniterBadDateError as error:
-        raise ScheduleError(f"cron expression {expression!r} never matches a date") from error
-    except (ValueError, KeyError, IndexError, TypeError, OverflowError) as error:
-        # CroniterError is a ValueError.
-        raise ScheduleError(f"invalid cron expression {expression!r}: {error}") from error
+        cron_iterator(normalized, _VALIDATION_START).get_next(datetime)
+    except (CroniterBadDateError, ValueError, KeyError, IndexError, TypeError, OverflowError):
+        return f"cron expression {expression!r} never fires"
+    return None
