@@ -9,6 +9,7 @@ retried, with a growing delay.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from nats.js.errors import NotFoundError
 
 from kadence import constants
-from kadence_operator import events, kopfstorage, runtime, timefmt
+from kadence_operator import events, kopfstorage, runtime, scheduling, timefmt
 from kadence_operator.api import (
     API_VERSION,
     GROUP,
@@ -36,7 +37,8 @@ from kadence_operator.api import (
 from kadence_operator.api.durations import parse_duration
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.queues import streams, workers
-from kadence_operator.results.conditions import condition, set_condition
+from kadence_operator.results import fold
+from kadence_operator.results.conditions import condition
 from kadence_operator.settings import OperatorSettings
 from kadence_operator.statuswriter import Status
 
@@ -57,22 +59,15 @@ def _rt(memo: Any) -> runtime.Runtime:
 def _ready(
     *, ok: bool, reason: str, message: str, generation: int, extra: Status | None = None
 ) -> Any:
-    now = datetime.now(UTC)
-
-    def mutation(status: Status) -> Status:
-        new = {**status, **(extra or {}), "observedGeneration": generation}
-        new["conditions"] = set_condition(
-            status.get("conditions", []),
-            type_="Ready",
-            status=ok,
-            reason=reason,
-            message=message,
-            now=now,
-            generation=generation,
-        )
-        return new
-
-    return mutation
+    return functools.partial(
+        fold.set_ready,
+        ok=ok,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=datetime.now(UTC),
+        extra=extra,
+    )
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
@@ -196,22 +191,25 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         status = dict(body.get("status") or {})
         ready = condition(list(status.get("conditions") or []), "Ready")
         problems = check_job(raw)
-        if problems:
-            rt.scheduler.remove(*key)
-            message = "; ".join(problems)[:4000]
-            changed = (
-                ready is None or ready.get("message") != message or ready.get("status") != "False"
+        if not problems:
+            try:
+                # The scheduler writes Ready=True (or QueueNotReady) when it first looks at it.
+                rt.scheduler.upsert(raw, parse_job(raw))
+                return
+            except scheduling.ScheduleError as error:
+                # The validation and the scheduling core share their checks, so this is a bug
+                # between them -- but the Job must say it will not run, not go silent.
+                problems = [f"spec.schedule: {error}"]
+        rt.scheduler.remove(*key)
+        message = "; ".join(problems)[:4000]
+        changed = ready is None or ready.get("message") != message or ready.get("status") != "False"
+        if changed:
+            rt.job_writer.submit(
+                *key,
+                _ready(ok=False, reason="InvalidSpec", message=message, generation=generation),
+                uid=uid,
             )
-            if changed:
-                rt.job_writer.submit(
-                    *key,
-                    _ready(ok=False, reason="InvalidSpec", message=message, generation=generation),
-                    uid=uid,
-                )
-                await events.post(rt.api, obj=raw, reason="InvalidSpec", message=message)
-            return
-        # The scheduler writes Ready=True (or QueueNotReady) when it first looks at the Job.
-        rt.scheduler.upsert(raw, parse_job(raw))
+            await events.post(rt.api, obj=raw, reason="InvalidSpec", message=message)
 
 
 #: Ready reasons a later refresh clears by itself once NATS can take the configuration again.

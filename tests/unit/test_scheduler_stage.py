@@ -23,8 +23,9 @@ from kadence.client import Prepared
 from kadence_operator import scheduling
 from kadence_operator.api.job import JobSpec
 from kadence_operator.jobs import scheduler as scheduler_module
+from kadence_operator.jobs.entry import Armed, Entry
 from kadence_operator.jobs.runs import QueueInfo
-from kadence_operator.jobs.scheduler import Armed, Entry, Scheduler
+from kadence_operator.jobs.scheduler import Scheduler
 from kadence_operator.metrics import OperatorMetrics
 from kadence_operator.settings import OperatorSettings
 
@@ -128,8 +129,8 @@ def make_scheduler(
             queue_name=f"q{i % queues}" if i % queues else "q",
             ready_written=True,
         )
-        sched._entries[entry.key] = entry
-        sched._push(entry, SLOT)
+        sched.jobs.entries[entry.key] = entry
+        sched.jobs.push(entry, SLOT)
         entry.armed = Armed(
             planned=planned,
             run_id=f"run-{i}",
@@ -148,7 +149,7 @@ def firing(entries: list[Entry]) -> list[str]:
 
 
 def heap_names(sched: Scheduler) -> list[tuple[str, datetime]]:
-    current = [(d, sched._entries.get(d.key)) for d in sched._heap]
+    current = [(d, sched.jobs.entries.get(d.key)) for d in sched.jobs.heap]
     return sorted((d.key[1], d.at) for d, e in current if e is not None and e.version == d.version)
 
 
@@ -161,15 +162,15 @@ async def test_a_burst_is_staged_within_its_lead_and_written_in_chunks() -> None
     await sched._stage_burst(SLOT - timedelta(seconds=lead / 2))
     assert sched._stage is not None
     assert len(sched._stage.fires) == 250
-    assert not sched._heap
+    assert not sched.jobs.heap
     assert len(firing(entries)) == 250
     assert requests.written == []  # nothing leaves before the instant
     # The holds still see the burst until it is written.
-    assert sched._bursts.due_at(SLOT.timestamp()) == 250
+    assert sched.jobs.bursts.due_at(SLOT.timestamp()) == 250
     await sched._write_stage(SLOT)
     assert requests.written == [e.name.encode() for e in entries]
     assert requests.writes == 3  # 100 + 100 + 50
-    assert sched._bursts.due_at(SLOT.timestamp()) == 0
+    assert sched.jobs.bursts.due_at(SLOT.timestamp()) == 0
     assert sched._firing == 250  # until JetStream acks each one
 
 
@@ -196,7 +197,7 @@ Change = Callable[[Scheduler, list[Entry]], Awaitable[None] | object]
     ("change", "full_path"),
     [
         # a new generation or a trigger, seen while staged: marked for another look
-        (lambda s, e: s._wake_entry(e[1]), ["j0001"]),
+        (lambda s, e: s.jobs.wake_entry(e[1]), ["j0001"]),
         (lambda s, e: upsert(s, e[2], generation=2), ["j0002"]),
         # the Job was deleted, or recreated (another object under its key)
         (lambda s, e: s.remove("ns", "j0003"), ["j0003"]),
@@ -232,7 +233,7 @@ async def test_what_changed_while_staged_takes_the_full_path(
     assert sorted(w.decode() for w in requests.discarded) == full_path
     # Those are looked at again at once (the loop skips the deleted one and foreign shards).
     assert [name for name, _ in heap_names(sched)] == [
-        n for n in full_path if ("ns", n) in sched._entries
+        n for n in full_path if ("ns", n) in sched.jobs.entries
     ]
     assert not any(e.firing for e in entries if e.name in full_path)
 
@@ -273,7 +274,7 @@ async def test_a_failed_write_retries_every_fire_later_and_leaves_none_firing() 
     assert sched._quiet.is_set()
     later = SLOT + timedelta(seconds=5)
     assert heap_names(sched) == [(e.name, later) for e in entries]
-    assert len(sched._bursts) == 150  # the new pushes, the staged ones no longer counted
+    assert len(sched.jobs.bursts) == 150  # the new pushes, the staged ones no longer counted
 
 
 async def test_stopping_drops_the_stage_and_puts_its_jobs_back() -> None:

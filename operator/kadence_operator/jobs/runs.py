@@ -117,7 +117,7 @@ def request_template(
     *, spec: JobSpec, job: JobRef, queue: QueueInfo, default_bucket: str
 ) -> RequestTemplate:
     """The :class:`RequestTemplate` of a Job on its Queue."""
-    subject, request = _build(
+    subject, request = build(
         spec=spec,
         job=job,
         queue=queue,
@@ -139,27 +139,7 @@ def request_template(
     return RequestTemplate(subject=subject, encoded=None, request=request, output_head=head)
 
 
-def build_request(
-    *,
-    spec: JobSpec,
-    job: JobRef,
-    queue: QueueInfo,
-    run_id: str,
-    scheduled_at: datetime,
-    default_bucket: str,
-) -> tuple[str, RunRequest]:
-    """The subject to publish to and the run request for one run."""
-    return _build(
-        spec=spec,
-        job=job,
-        queue=queue,
-        run_id=run_id,
-        scheduled_at=scheduled_at,
-        default_bucket=default_bucket,
-    )
-
-
-def _build(
+def build(
     *,
     spec: JobSpec,
     job: JobRef,
@@ -168,6 +148,7 @@ def _build(
     scheduled_at: datetime | None,
     default_bucket: str,
 ) -> tuple[str, RunRequest]:
+    """The subject to publish to and the run request for one run of ``spec``."""
     key = spec.partition_key or f"{job.namespace}/{job.name}"
     partition = partitioning.partition_for(key, queue.partitions)
     retry = spec.retry_policy

@@ -1,4 +1,4 @@
-"""Fold run events into a Job's status (pure).
+"""Every change the operator makes to a Job's status, as pure functions (the status fold).
 
 This is a purely computational module with no side-effects. Every function takes the status as a
 plain dict (the camelCase body the API server stores) and returns a new dict; the status writer
@@ -105,7 +105,9 @@ def record_dispatch(
         active.append({"runId": run_id, "attempt": 1, "scheduledAt": slot})
     new["active"] = active
     _counters(new)["dispatched"] += 1
-    if trigger in ("Schedule", "CatchUp", "Backfill"):
+    # ``lastScheduleTime`` is where catch-up starts after a restart or a fail-over: a backfill of
+    # last month must not make every slot since then look missed, nor a manual run move it.
+    if trigger in ("Schedule", "CatchUp"):
         new["lastScheduleTime"] = _later(new.get("lastScheduleTime"), slot)
     return new
 
@@ -115,6 +117,71 @@ def record_skipped(status: Status, *, skipped: int = 0, missed: int = 0) -> Stat
     counters = _counters(new)
     counters["skipped"] += skipped
     counters["missed"] += missed
+    return new
+
+
+def set_field(status: Status, *, name: str, value: Any) -> Status:
+    """Set one top-level field (``lastTrigger``, ``backfill``)."""
+    return {**status, name: value}
+
+
+def set_ready(
+    status: Status,
+    *,
+    ok: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+    extra: Status | None = None,
+) -> Status:
+    """The ``Ready`` condition (``Valid``, ``QueueNotReady``, ``InvalidSpec``, ...) with the
+    generation it describes, and ``extra`` top-level fields beside it."""
+    return {
+        **status,
+        **(extra or {}),
+        "observedGeneration": generation,
+        "conditions": set_condition(
+            status.get("conditions", []),
+            type_="Ready",
+            status=ok,
+            reason=reason,
+            message=message,
+            now=now,
+            generation=generation,
+        ),
+    }
+
+
+def record_next_run(
+    status: Status, *, next_run: datetime | None, suspended: bool, generation: int, now: datetime
+) -> Status:
+    """The Job's next slot (``None``: no further slots) and its ``Scheduled``/``Suspended``
+    conditions."""
+    new = dict(status)
+    if next_run is None:
+        new.pop("nextRunTime", None)
+    else:
+        new["nextRunTime"] = timefmt.rfc3339(next_run)
+    conditions = set_condition(
+        status.get("conditions", []),
+        type_="Scheduled",
+        status=next_run is not None and not suspended,
+        reason="Suspended" if suspended else ("NextRunPlanned" if next_run else "NoMoreRuns"),
+        message=f"next run at {timefmt.rfc3339(next_run)}" if next_run else "no further slots",
+        now=now,
+        generation=generation,
+    )
+    new["conditions"] = set_condition(
+        conditions,
+        type_="Suspended",
+        status=suspended,
+        reason="Suspended" if suspended else "Active",
+        message="spec.suspend is true" if suspended else "scheduling is active",
+        now=now,
+        generation=generation,
+    )
+    new["observedGeneration"] = generation
     return new
 
 

@@ -1,0 +1,163 @@
+"""Publishing runs and cancels, and recording what JetStream acknowledged.
+
+The scheduler's executor hands each :class:`~kadence_operator.jobs.plan.Publish` and
+:class:`~kadence_operator.jobs.plan.Cancel` here. Run requests go out with ``Nats-Msg-Id = runId``
+(so a slot published twice -- by two replicas, a restart, a retry -- is enqueued once) through one
+request multiplexer (:class:`kadence.client.Requests`: one reply subscription, not a request
+each); once JetStream acked a run, it is counted and recorded in the Job's status through the
+coalesced status writer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from nats.aio.client import Client as NATS
+from nats.js.api import PubAck
+
+from kadence import constants
+from kadence.client import Requests
+from kadence.protocol import CancelRequest, encode
+from kadence_operator import timefmt
+from kadence_operator.jobs import plan
+from kadence_operator.jobs.entry import Armed, Entry
+from kadence_operator.jobs.runs import QueueInfo, request_template
+from kadence_operator.metrics import OperatorMetrics
+from kadence_operator.results import fold
+from kadence_operator.settings import OperatorSettings
+from kadence_operator.statuswriter import Status, StatusWriter
+
+logger = logging.getLogger(__name__)
+#: Seconds to wait for JetStream's acknowledgement of a run request.
+PUBLISH_TIMEOUT = 10.0
+
+
+class Dispatcher:
+    """Publishes the runs and cancels of fires and records the acknowledged runs."""
+
+    def __init__(
+        self,
+        *,
+        nc: NATS,
+        writer: StatusWriter,
+        settings: OperatorSettings,
+        metrics: OperatorMetrics | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._nc = nc
+        self.requests = Requests(nc)
+        self._writer = writer
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        #: Run requests acknowledged by JetStream, and how many of them were duplicates.
+        self.published = 0
+        self.duplicates = 0
+
+    def submit(
+        self, entry: Entry, mutation: Callable[[Status], Status], *, supersede: str | None = None
+    ) -> None:
+        self._writer.post(entry.namespace, entry.name, mutation, uid=entry.uid, supersede=supersede)
+
+    def count(self, reason: str, amount: int = 1) -> None:
+        if self._metrics is not None and amount:
+            self._metrics.slots_not_run.labels(reason).inc(amount)
+
+    async def publish(self, entry: Entry, queue: QueueInfo, run: plan.Publish) -> None:
+        """Publish one run and, once JetStream acknowledged it, record it."""
+        template = entry.template
+        if template is None or entry.template_queue != queue:
+            template = request_template(
+                spec=entry.spec,
+                job=entry.ref,
+                queue=queue,
+                default_bucket=self._settings.output_bucket,
+            )
+            entry.template, entry.template_queue = template, queue
+        ack = await self.requests.publish(
+            template.subject,
+            template.encode(run_id=run.run_id, scheduled_at=run.slot),
+            timeout=PUBLISH_TIMEOUT,
+            headers={constants.MSG_ID_HEADER: run.run_id},
+        )
+        self.published_run(entry, ack, run)
+
+    def arm(self, entry: Entry, effect: plan.Arm) -> None:
+        """Prepare the next on-time run's request, if the Job's template is at hand."""
+        template, queue = entry.template, entry.template_queue
+        if template is None or queue is None:
+            return
+        entry.armed = Armed(
+            planned=effect.planned,
+            run_id=effect.run_id,
+            subject=template.subject,
+            payload=template.encode(run_id=effect.run_id, scheduled_at=effect.planned.slot),
+            version=entry.version,
+            generation=entry.generation,
+            queue=queue,
+        )
+
+    def published_run(
+        self, entry: Entry, ack: PubAck, run: plan.Publish, *, acked: datetime | None = None
+    ) -> None:
+        """JetStream acknowledged ``run`` (at ``acked``, by default now): count it and record
+        it in the status."""
+        if acked is None:
+            acked = self._clock()
+        self.published += 1
+        entry.sent[run.run_id] = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.dispatches.labels(run.trigger).inc()
+            if run.due is not None:
+                self._metrics.observe_lag(max(0.0, (acked - run.due).total_seconds()))
+        if ack.duplicate:
+            self.duplicates += 1
+            if self._metrics is not None:
+                self._metrics.duplicates.inc()
+            logger.info(
+                "run %s (%s) of %s/%s was already enqueued: JetStream dropped the duplicate",
+                run.run_id,
+                timefmt.rfc3339(run.slot),
+                *entry.key,
+            )
+        else:
+            logger.debug(
+                "dispatched run %s (%s, %s) of %s/%s",
+                run.run_id,
+                timefmt.rfc3339(run.slot),
+                run.trigger,
+                *entry.key,
+            )
+        self.submit(
+            entry,
+            functools.partial(
+                fold.record_dispatch,
+                run_id=run.run_id,
+                scheduled_at=run.slot,
+                trigger=run.trigger,
+                limits=entry.limits,
+            ),
+        )
+
+    async def cancel(self, entry: Entry) -> None:
+        """Replace policy: ask workers to cancel the Job's running attempt (core NATS).
+
+        The replaced runs stop counting as active here at once; the worker's ``Cancelled``
+        result ends them in the status.
+        """
+        replaced = entry.active_runs()
+        request = CancelRequest(job_uid=entry.uid, run_ids=tuple(sorted(replaced)))
+        await self._nc.publish(
+            constants.cancel_subject(entry.namespace, entry.name), encode(request)
+        )
+        if self._metrics is not None:
+            self._metrics.cancels.inc()
+        now = time.monotonic()
+        for run_id in replaced:
+            entry.sent.pop(run_id, None)
+            entry.ended[run_id] = now
+        logger.info("%s/%s: asked workers to cancel %s (Replace)", *entry.key, sorted(replaced))
