@@ -1,10 +1,10 @@
 """One burst of runs into one Queue's stream, one ``PubAck`` per run.
 
-The scheduler publishes a staged burst in writes of 100 (``STAGE_CHUNK``) requests, each run a
-publish of its own answered by its own ``PubAck``. This takes the operator, the API server and
+The scheduler publishes a staged burst in one write, each run a publish of its own answered by
+its own ``PubAck``. This takes the operator, the API server and
 the sink away and times just that, on one nats-server started here: for ``--rounds`` rounds,
-``--runs`` requests with their ``Nats-Msg-Id`` are prepared, then written at once in chunks of
-100, and the benchmark waits for every reply. It prints the time from the first write to the
+``--runs`` requests with their ``Nats-Msg-Id`` are prepared, then written at once, and the
+benchmark waits for every reply. It prints the time from the first write to the
 last reply read (``replied_at``), to the median one, the messages the connection read and the
 process CPU time the burst took (writing and reading), each over the rounds, under
 ``one_by_one`` as in earlier results (which timed a second way beside it, since removed: issue
@@ -42,7 +42,6 @@ from kadence import constants
 from kadence.client import Prepared, Requests, ensure_queue_stream, replied_at
 from kadence_devstack.nats import NatsServer
 
-CHUNK = 100
 PARTITIONS = 32
 PAYLOAD = json.dumps({"v": 1, "runId": "x" * 64, "pad": "p" * 400}).encode()
 
@@ -62,10 +61,9 @@ def prepare(requests: Requests, runs: int, tag: str) -> list[Prepared]:
 
 
 async def write(requests: Requests, prepared: list[Prepared]) -> None:
-    """Write a prepared burst in chunks of :data:`CHUNK`, as the scheduler does; then wait for
+    """Write a prepared burst in one piece, as the scheduler does; then wait for
     every reply."""
-    for start in range(0, len(prepared), CHUNK):
-        await requests.write(prepared[start : start + CHUNK])
+    await requests.write(prepared)
     await asyncio.gather(*(p.reply for p in prepared))
 
 

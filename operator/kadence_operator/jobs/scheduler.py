@@ -66,9 +66,6 @@ HAND_OVER_WAIT = 5.0
 STAGE_SPAN = timedelta(milliseconds=2)
 #: What preparing one staged fire is assumed to cost until it has been measured, seconds.
 STAGE_COST = 50e-6
-#: Staged fires are checked and written this many at a time (NATS stores a write while the
-#: loop checks the next).
-STAGE_CHUNK = 100
 #: Replies to fires are settled at most this many, and for at most this many seconds, at a
 #: time (see :meth:`Scheduler._settle_replies`).
 SETTLE_SLICE = 100
@@ -390,12 +387,8 @@ class Scheduler:
             logger.debug("staged %d fire(s) due %s", len(staged), _iso(at))
 
     async def _write_stage(self, now: datetime) -> None:
-        """Publish the staged burst, now due: those whose Job did not change.
-
-        They go out in writes of :data:`STAGE_CHUNK`, each checked just before, so NATS stores
-        the first ones while the loop checks the next. Each run is a publish of its own,
-        answered by its own ``PubAck``.
-        """
+        """Publish the staged burst, now due: those whose Job did not change, in one write
+        (each run is a publish of its own, answered by its own ``PubAck``)."""
         stage, self._stage = self._stage, None
         if stage is None:
             return
@@ -408,27 +401,26 @@ class Scheduler:
         fires = stage.fires
         sent = 0
         try:
-            for start in range(0, len(fires), STAGE_CHUNK):
-                ready: list[_StagedFire] = []
-                for fire in fires[start : start + STAGE_CHUNK]:
-                    entry = fire.entry
-                    if (
-                        at_once and entry.stamp == fire.stamp and not entry.refire
-                    ) or self._unchanged(fire, now, changed):
-                        ready.append(fire)
-                    else:
-                        # Something changed since it was staged: the full path decides at once.
-                        fire.done = True
-                        self._requests.discard(fire.request)
-                        entry.refire = True
-                        self._fire_ended(entry)
-                await self._requests.write([fire.request for fire in ready])
-                for fire in ready:
+            ready: list[_StagedFire] = []
+            for fire in fires:
+                entry = fire.entry
+                if (at_once and entry.stamp == fire.stamp and not entry.refire) or self._unchanged(
+                    fire, now, changed
+                ):
+                    ready.append(fire)
+                else:
+                    # Something changed since it was staged: the full path decides at once.
                     fire.done = True
-                    fire.request.reply.add_done_callback(
-                        functools.partial(self._armed_acked, fire.entry, fire.armed, now)
-                    )
-                sent += len(ready)
+                    self._requests.discard(fire.request)
+                    entry.refire = True
+                    self._fire_ended(entry)
+            await self._requests.write([fire.request for fire in ready])
+            for fire in ready:
+                fire.done = True
+                fire.request.reply.add_done_callback(
+                    functools.partial(self._armed_acked, fire.entry, fire.armed, now)
+                )
+            sent = len(ready)
         except Exception:
             unsent = [fire for fire in fires if not fire.done]
             logger.exception("publishing %d staged run(s) failed; retrying in 5s", len(unsent))
