@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from kadence.client import Prepared
 from kadence_operator import scheduling
 from kadence_operator.api.job import JobSpec
-from kadence_operator.jobs import scheduler as scheduler_module
+from kadence_operator.jobs import dispatcher as dispatcher_module
 from kadence_operator.jobs.entry import Armed, Entry
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.jobs.scheduler import Scheduler
@@ -36,7 +36,7 @@ QUEUE = QueueInfo("ns", "q", 4, 30.0, True)
 @pytest.fixture(autouse=True)
 def settle_by_count(monkeypatch: pytest.MonkeyPatch) -> None:
     """Slices of replies are cut by count here, not by time (see the budget's own test)."""
-    monkeypatch.setattr(scheduler_module, "SETTLE_BUDGET", 10.0)
+    monkeypatch.setattr(dispatcher_module, "SETTLE_BUDGET", 10.0)
 
 
 class FakeRequests:
@@ -376,7 +376,7 @@ async def test_replies_are_settled_a_slice_at_a_time() -> None:
     count()
     for _ in range(10):
         await asyncio.sleep(0)
-    slice_ = scheduler_module.SETTLE_SLICE
+    slice_ = dispatcher_module.SETTLE_SLICE
     assert slice_ < 250
     assert settled[:4] == [0, slice_, 2 * slice_, 250]
 
@@ -384,7 +384,7 @@ async def test_replies_are_settled_a_slice_at_a_time() -> None:
 async def test_a_slice_of_replies_ends_when_its_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """However many replies are waiting, one slice takes about ``SETTLE_BUDGET`` of the loop
     (here none: one reply per slice)."""
-    monkeypatch.setattr(scheduler_module, "SETTLE_BUDGET", 0.0)
+    monkeypatch.setattr(dispatcher_module, "SETTLE_BUDGET", 0.0)
     sched, _requests, _entries = make_scheduler(5)
     await write_and_ack_a_burst(sched)
     await asyncio.sleep(0)  # the replies' done callbacks run; the first slice is queued
@@ -404,10 +404,10 @@ async def test_settling_waits_for_the_bursts_other_replies_but_not_long() -> Non
     replies = await stage_and_write(sched)
     ack(replies[:200])
     await asyncio.sleep(0.02)  # several polls
-    assert (sched.published, len(sched._replies)) == (0, 200)
+    assert (sched.published, len(sched._settler.replies)) == (0, 200)
     ack(replies[200:])
     await asyncio.sleep(0.1)  # the next poll finds none outstanding and settles them all
-    assert (sched.published, len(sched._replies)) == (250, 0)
+    assert (sched.published, len(sched._settler.replies)) == (250, 0)
     # A reply that never comes does not hold the others back for more than SETTLE_DEFER.
     sched2, _, _ = make_scheduler(250, clock=lambda: now[0])
     ack((await stage_and_write(sched2))[:100])
@@ -415,7 +415,7 @@ async def test_settling_waits_for_the_bursts_other_replies_but_not_long() -> Non
     assert sched2.published == 0
     now[0] += timedelta(milliseconds=100)  # the bound docs/operator.md gives
     await asyncio.sleep(0.1)
-    assert (sched2.published, len(sched2._replies)) == (100, 0)
+    assert (sched2.published, len(sched2._settler.replies)) == (100, 0)
 
 
 @pytest.mark.parametrize(

@@ -10,17 +10,19 @@ coalesced status writer.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
 from kadence import constants
-from kadence.client import Requests
+from kadence.client import Requests, replied_at
 from kadence.protocol import CancelRequest, encode
 from kadence_operator import timefmt
 from kadence_operator.jobs import plan
@@ -34,6 +36,14 @@ from kadence_operator.statuswriter import Status, StatusWriter
 logger = logging.getLogger(__name__)
 #: Seconds to wait for JetStream's acknowledgement of a run request.
 PUBLISH_TIMEOUT = 10.0
+#: Replies to fires are settled at most this many, and for at most this many seconds, at a
+#: time (see :class:`ReplySettler`).
+SETTLE_SLICE = 100
+SETTLE_BUDGET = 0.002
+#: While a burst's acks are still coming, settling waits (looking again every SETTLE_POLL
+#: seconds) so the read loop has the CPU to take them, for at most SETTLE_DEFER seconds.
+SETTLE_DEFER = 0.1
+SETTLE_POLL = 0.002
 
 
 class Dispatcher:
@@ -161,3 +171,57 @@ class Dispatcher:
             entry.sent.pop(run_id, None)
             entry.ended[run_id] = now
         logger.info("%s/%s: asked workers to cancel %s (Replace)", *entry.key, sorted(replaced))
+
+
+Settle = Callable[[Entry, Armed, datetime, "asyncio.Future[Msg]", datetime], None]
+
+
+class ReplySettler:
+    """Settles the replies to armed and staged fires a slice at a time, after the burst's acks.
+
+    A burst's replies come a thousand at a time and each costs ~100 µs of bookkeeping (the
+    status change, the next slot, its encoded request): taken one after the other in the
+    replies' done callbacks, the last ack would be read only after all the others' bookkeeping.
+    So :meth:`acked` only notes when each ``PubAck`` came -- the moment the reply subscription
+    took it (:func:`replied_at`), which under load is milliseconds before the callback runs --
+    and the bookkeeping (``settle``) runs once the burst's other replies are in (``outstanding``
+    is false) or :data:`SETTLE_DEFER` has passed, :data:`SETTLE_SLICE` and :data:`SETTLE_BUDGET`
+    at a time: between slices the read loop can take the replies still coming.
+    """
+
+    def __init__(
+        self, *, settle: Settle, outstanding: Callable[[], bool], clock: Callable[[], datetime]
+    ) -> None:
+        self._settle = settle
+        self._outstanding = outstanding
+        self._clock = clock
+        self.replies: list[tuple[Entry, Armed, datetime, asyncio.Future[Msg], datetime]] = []
+
+    def acked(self, entry: Entry, armed: Armed, now: datetime, reply: asyncio.Future[Msg]) -> None:
+        """The reply future's done callback, run right after the reply subscription resolved
+        it."""
+        acked = self._clock()
+        read_at = replied_at(reply)
+        if read_at is not None:  # taken off the connection a little earlier
+            acked -= timedelta(seconds=max(0.0, time.monotonic() - read_at))
+        self.replies.append((entry, armed, now, reply, acked))
+        if len(self.replies) == 1:
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        replies = self.replies
+        if not replies:
+            return
+        if self._outstanding() and (self._clock() - replies[0][4]).total_seconds() < SETTLE_DEFER:
+            asyncio.get_running_loop().call_later(SETTLE_POLL, self._run)
+            return
+        end = time.perf_counter() + SETTLE_BUDGET
+        done = 0
+        for entry, armed, now, reply, acked in replies[:SETTLE_SLICE]:
+            self._settle(entry, armed, now, reply, acked)
+            done += 1
+            if time.perf_counter() >= end:
+                break
+        del replies[:done]
+        if replies:
+            asyncio.get_running_loop().call_soon(self._run)

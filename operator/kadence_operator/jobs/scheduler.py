@@ -12,6 +12,13 @@ A Job whose next on-time run could be prepared when its last fire ended (:class:
 the short path when it is due: a version check (:func:`~kadence_operator.jobs.entry.runs_alone`)
 and a publish of the prepared bytes; many due at one instant are prepared just before it and
 written at once (:meth:`Scheduler._stage_burst`).
+
+Why this module is longer than the others (~600 lines): the loop, the staged bursts, the armed
+path and the fire tasks are one state machine over the same state -- each Job's ``firing`` and
+``refire`` flags, the heap, the count of fires in progress that hand-overs wait on -- and every
+change to one of them has to be read against the others. What could stand apart has: the
+decision (:mod:`.plan`), the Job's view (:mod:`.entry`), the registry (:mod:`.registry`),
+publishing and settling acks (:mod:`.dispatcher`).
 """
 
 from __future__ import annotations
@@ -34,11 +41,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from kadence import constants
-from kadence.client import Prepared, pub_ack, replied_at
+from kadence.client import Prepared, pub_ack
 from kadence_operator import scheduling, timefmt
 from kadence_operator.api import JobSpec
 from kadence_operator.jobs import plan
-from kadence_operator.jobs.dispatcher import PUBLISH_TIMEOUT, Dispatcher
+from kadence_operator.jobs.dispatcher import PUBLISH_TIMEOUT, Dispatcher, ReplySettler
 from kadence_operator.jobs.entry import (
     Armed,
     Entry,
@@ -66,14 +73,6 @@ HAND_OVER_WAIT = 5.0
 STAGE_SPAN = timedelta(milliseconds=2)
 #: What preparing one staged fire is assumed to cost until it has been measured, seconds.
 STAGE_COST = 50e-6
-#: Replies to fires are settled at most this many, and for at most this many seconds, at a
-#: time (see :meth:`Scheduler._settle_replies`).
-SETTLE_SLICE = 100
-SETTLE_BUDGET = 0.002
-#: While a burst's acks are still coming, settling waits (looking again every SETTLE_POLL
-#: seconds) so the read loop has the CPU to take them, for at most SETTLE_DEFER seconds.
-SETTLE_DEFER = 0.1
-SETTLE_POLL = 0.002
 
 
 @dataclass(slots=True)
@@ -148,8 +147,10 @@ class Scheduler:
         self._stage_cost = STAGE_COST
         #: The due time whose group was last considered for staging (not again, staged or not).
         self._stage_looked: datetime | None = None
-        #: Replies to armed and staged fires not settled yet (see :meth:`_armed_acked`).
-        self._replies: list[tuple[Entry, Armed, datetime, asyncio.Future[Msg], datetime]] = []
+        #: Replies to armed and staged fires, settled by :meth:`_armed_settled`.
+        self._settler = ReplySettler(
+            settle=self._armed_settled, outstanding=self._acks_outstanding, clock=clock
+        )
 
     @property
     def published(self) -> int:
@@ -418,7 +419,7 @@ class Scheduler:
             for fire in ready:
                 fire.done = True
                 fire.request.reply.add_done_callback(
-                    functools.partial(self._armed_acked, fire.entry, fire.armed, now)
+                    functools.partial(self._settler.acked, fire.entry, fire.armed, now)
                 )
             sent = len(ready)
         except Exception:
@@ -514,7 +515,7 @@ class Scheduler:
         return runs_alone(entry, armed, queue, now)
 
     async def _fire_armed(self, entry: Entry, armed: Armed, now: datetime) -> None:
-        """Publish the armed run; :meth:`_armed_acked` does the rest once JetStream acks it."""
+        """Publish the armed run; :class:`ReplySettler` does the rest once JetStream acks it."""
         self._fire_started(entry)
         try:
             acked = await self._requests.send(
@@ -527,53 +528,7 @@ class Scheduler:
             self._fire_failed(entry, now)
             self._fire_ended(entry)
             return
-        acked.add_done_callback(functools.partial(self._armed_acked, entry, armed, now))
-
-    def _armed_acked(
-        self, entry: Entry, armed: Armed, now: datetime, reply: asyncio.Future[Msg]
-    ) -> None:
-        """A fire's reply came: note when, and leave the rest to :meth:`_settle_replies`.
-
-        The reply future's done callback, run right after the reply subscription resolved it. A
-        burst's replies come a thousand at a time and each costs ~100 µs of bookkeeping (the
-        status change, the next slot, its encoded request): taken one after the other, the last ack
-        would be timed only after all the others' bookkeeping. So the time each ``PubAck``
-        came is taken here -- the moment the reply subscription took it (:func:`replied_at`),
-        which under load is milliseconds before this callback runs -- and one call settles the
-        replies.
-        """
-        acked = self._clock()
-        read_at = replied_at(reply)
-        if read_at is not None:  # taken off the connection a little earlier
-            acked -= timedelta(seconds=max(0.0, time.monotonic() - read_at))
-        self._replies.append((entry, armed, now, reply, acked))
-        if len(self._replies) == 1:
-            asyncio.get_running_loop().call_soon(self._settle_replies)
-
-    def _settle_replies(self) -> None:
-        """Settle the replies noted by :meth:`_armed_acked` once the burst's other replies
-        are in (or :data:`SETTLE_DEFER` has passed), :data:`SETTLE_SLICE` and
-        :data:`SETTLE_BUDGET` at a time: between slices the read loop can take the replies
-        still coming."""
-        replies = self._replies
-        if not replies:
-            return
-        if (
-            self._acks_outstanding()
-            and (self._clock() - replies[0][4]).total_seconds() < SETTLE_DEFER
-        ):
-            asyncio.get_running_loop().call_later(SETTLE_POLL, self._settle_replies)
-            return
-        end = time.perf_counter() + SETTLE_BUDGET
-        done = 0
-        for entry, armed, now, reply, acked in replies[:SETTLE_SLICE]:
-            self._armed_settled(entry, armed, now, reply, acked)
-            done += 1
-            if time.perf_counter() >= end:
-                break
-        del replies[:done]
-        if replies:
-            asyncio.get_running_loop().call_soon(self._settle_replies)
+        acked.add_done_callback(functools.partial(self._settler.acked, entry, armed, now))
 
     def _armed_settled(
         self,
