@@ -18,11 +18,11 @@ help:
 	@echo "make tools     - build (once per machine) or find the control-plane binaries"
 	@echo "make e2e       - end-to-end tests on kind (needs Docker)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml operator/pyproject.toml tools/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found " + sys.version.split()[0] + "); set PYTHON=python3.11 or newer")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./operator -e ./tools
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -70,7 +70,7 @@ stack: venv tools
 	$(BIN)/kadence-devstack up
 
 e2e: venv
-	$(PY) -m pip install --quiet -e '.[dev,e2e]'
+	$(PY) -m pip install --quiet -e '.[dev,e2e]' -e ./operator -e ./tools
 	$(BIN)/pytest e2e -ra
 
 clean:
