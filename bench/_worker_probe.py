@@ -32,8 +32,9 @@ from nats.aio.msg import Msg
 
 from bench._worker_app import app
 from kadence import loops
-from kadence.client import KadenceClient, Pull, QueueMessage
+from kadence.client import KadenceClient
 from kadence.config import Settings
+from kadence.consumer import Pull, QueueMessage
 from kadence.metrics import WorkerMetrics
 from kadence.protocol import RunResult, RunState
 from kadence.reporting import ResultReporter

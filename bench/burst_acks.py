@@ -39,7 +39,8 @@ from nats.aio.client import Client as NATS
 
 from bench.common import machine, percentiles, save, say
 from kadence import constants
-from kadence.client import Prepared, Requests, ensure_queue_stream, replied_at
+from kadence.requests import Prepared, Requests, replied_at
+from kadence.streams import ensure_queue_stream
 from kadence_devstack.nats import NatsServer
 
 PARTITIONS = 32
@@ -128,7 +129,7 @@ async def run(args: argparse.Namespace, server: NatsServer) -> dict[str, Any]:
             namespace="bench",
             queue="q",
             partitions=PARTITIONS,
-            memory=args.storage == "memory",
+            storage=args.storage,
         )
         requests = Requests(nc)
         await requests.ready()

@@ -7,7 +7,7 @@ the size it has in production (``historyLimits``), instead of every run staying 
 
 It plays a whole fleet of workers on the benchmark's own machine, so by default it spends as
 little CPU per run as it can (``--mode lean``): the worker's own pull requests
-(:class:`kadence.client.Pull`), one task that sends each result and then a plain ack, with no
+(:class:`kadence.consumer.Pull`), one task that sends each result and then a plain ack, with no
 round trip awaited per run (the results stream stores a result published without a reply just
 the same; it does not confirm it). ``--mode acked`` (the only mode before 30 Nov 2026) waits for
 JetStream's ``PubAck`` of each result before it acks, with nats-py's own ``fetch`` and
@@ -29,7 +29,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from kadence import constants, loops
-from kadence.client import Pull
+from kadence.consumer import Pull
 from kadence.protocol import RunResult, RunState, decode_run, encode
 
 MODES = ("lean", "acked")

@@ -57,7 +57,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bench.common import BIN, REPO, load, machine, say
 from kadence import constants
-from kadence.client import ensure_dlq_stream, ensure_queue_stream, ensure_results_stream
 from kadence.protocol import (
     ConcurrencyPolicy,
     JobRef,
@@ -67,6 +66,7 @@ from kadence.protocol import (
     decode_results,
     encode,
 )
+from kadence.streams import ensure_dlq_stream, ensure_queue_stream, ensure_results_stream
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import ManagedProcess, SetupError, free_port
 

@@ -13,17 +13,7 @@ from nats.js.api import AckPolicy, RetentionPolicy, StreamConfig
 
 from kadence import constants
 from kadence._nats import DirectNATS
-from kadence.client import (
-    KadenceClient,
-    Requests,
-    Slots,
-    ensure_dlq_stream,
-    ensure_queue_stream,
-    ensure_results_stream,
-    pub_ack,
-    queue_partitions,
-    replied_at,
-)
+from kadence.client import KadenceClient
 from kadence.partitioning import partition_for
 from kadence.protocol import (
     MAX_PAYLOAD_BYTES,
@@ -33,6 +23,14 @@ from kadence.protocol import (
     RunResult,
     RunState,
     decode_run,
+)
+from kadence.requests import Requests, pub_ack, replied_at
+from kadence.slots import Slots
+from kadence.streams import (
+    ensure_dlq_stream,
+    ensure_queue_stream,
+    ensure_results_stream,
+    queue_partitions,
 )
 from kadence_devstack.nats import NatsServer
 from tests.conftest import track

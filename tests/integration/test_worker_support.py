@@ -1,7 +1,7 @@
 """Helpers shared by the worker integration tests (this module holds no tests itself).
 
 Everything here talks to the real servers of the session fixtures: a fresh Queue (streams and
-consumers made by :func:`kadence.client.ensure_queue_stream`) per test, in-process workers, worker
+consumers made by :func:`kadence.streams.ensure_queue_stream`) per test, in-process workers, worker
 subprocesses started with ``python -m kadence worker`` (so they can be killed or stopped), and
 readers for the results and dead-letter streams.
 """
@@ -26,16 +26,12 @@ from prometheus_client import CollectorRegistry
 
 from kadence import constants
 from kadence.app import App
-from kadence.client import (
-    KadenceClient,
-    ensure_dlq_stream,
-    ensure_queue_stream,
-    ensure_results_stream,
-)
+from kadence.client import KadenceClient
 from kadence.config import Settings
 from kadence.metrics import WorkerMetrics
 from kadence.protocol import RunResult, RunState
 from kadence.runtime import Worker
+from kadence.streams import ensure_dlq_stream, ensure_queue_stream, ensure_results_stream
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import ManagedProcess
 from kadence_devstack.s3 import S3Server

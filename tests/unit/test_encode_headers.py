@@ -1,11 +1,11 @@
-"""kadence.client.encode_headers: NATS headers encoded as nats-py's publish encodes them."""
+"""kadence.requests.encode_headers: NATS headers encoded as nats-py's publish encodes them."""
 
 from __future__ import annotations
 
 import nats.errors
 import pytest
 
-from kadence.client import encode_headers
+from kadence.requests import encode_headers
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
-from kadence.client import QueueMessage
+from kadence.consumer import QueueMessage
 
 
 def message(reply: str) -> QueueMessage:

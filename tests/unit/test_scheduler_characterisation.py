@@ -15,7 +15,7 @@ shard Leases), ``note_finished`` (the results consumer), ``run`` -- among stand-
 
 * Time is virtual: the event loop never sleeps, it jumps to its next timer, and the scheduler's
   clock reads the same time, so a two-day gap costs nothing and every run is deterministic.
-* NATS: each replica's connection (nats-py's client, as :class:`kadence.client.Requests` and the
+* NATS: each replica's connection (nats-py's client, as :class:`kadence.requests.Requests` and the
   Replace cancels use it) hands run requests to one JetStream stand-in, which stores each
   ``Nats-Msg-Id`` once and can be made to fail (:class:`FakeNats`).
 * Kubernetes: the API server holds the Job; each replica's status writer applies what the
@@ -261,7 +261,7 @@ class FakeNats:
 
 
 class FakeConnection:
-    """One replica's NATS connection: what :class:`kadence.client.Requests` and the cancels
+    """One replica's NATS connection: what :class:`kadence.requests.Requests` and the cancels
     use of nats-py's client."""
 
     def __init__(self, server: FakeNats, replica: str) -> None:

@@ -19,7 +19,7 @@ import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 
-from kadence.client import Prepared
+from kadence.requests import Prepared
 from kadence_operator import scheduling
 from kadence_operator.api.job import JobSpec
 from kadence_operator.jobs import dispatcher as dispatcher_module

@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
-from kadence.client import Slots
 from kadence.runtime import _Slot
+from kadence.slots import Slots
 
 
 def worker(capacity: int, settle_limit: int) -> Any:

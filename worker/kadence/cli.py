@@ -28,14 +28,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from kadence import loops
+from kadence import loops, streams
 from kadence.app import App
-from kadence.client import (
-    KadenceClient,
-    ensure_dlq_stream,
-    ensure_queue_stream,
-    ensure_results_stream,
-)
+from kadence.client import KadenceClient
 from kadence.config import Settings
 from kadence.metrics import WorkerMetrics
 from kadence.protocol import Backoff, RetryPolicy
@@ -327,7 +322,7 @@ def ensure_queue(
 
     async def go() -> None:
         async with await KadenceClient.connect(settings) as client:
-            await ensure_queue_stream(
+            await streams.ensure_queue_stream(
                 client.js,
                 namespace=settings.namespace,
                 queue=queue,
@@ -336,10 +331,10 @@ def ensure_queue(
                 max_deliver=max_deliver,
                 replicas=replicas,
             )
-            await ensure_dlq_stream(
+            await streams.ensure_dlq_stream(
                 client.js, namespace=settings.namespace, queue=queue, replicas=replicas
             )
-            await ensure_results_stream(client.js, replicas=replicas)
+            await streams.ensure_results_stream(client.js, replicas=replicas)
             console.print(f"queue {settings.namespace}/{queue}: {partitions} partition(s) ready")
 
     _run(go())

@@ -8,9 +8,11 @@ each other or with the fixed streams below.
 from __future__ import annotations
 
 import hashlib
+from typing import Final
 
-#: Version of the wire protocol in :mod:`kadence.protocol`; carried in every message.
-PROTOCOL_VERSION = 1
+#: Version of the wire protocol in :mod:`kadence.protocol`: carried in every message, and the
+#: only version decoders accept.
+PROTOCOL_VERSION: Final = 1
 
 #: Stream holding every run result; the operator folds it into Job status.
 RESULTS_STREAM = "KADENCE_RESULTS"
@@ -18,11 +20,10 @@ RESULTS_SUBJECT_PREFIX = "kadence-results"
 #: Durable consumer of the results stream used by the operator.
 RESULTS_CONSUMER = "kadence-operator"
 
-#: Stream the operator captures JetStream advisories in (max-deliveries, terminated) so that an
-#: operator restart loses none.
+#: Stream the operator captures JetStream advisories in (max deliveries) so that an operator
+#: restart loses none.
 ADVISORIES_STREAM = "KADENCE_ADVISORIES"
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-TERMINATED_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED"
 
 #: Headers
 MSG_ID_HEADER = "Nats-Msg-Id"  # JetStream de-duplication

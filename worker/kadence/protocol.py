@@ -18,9 +18,11 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kadence.constants import PROTOCOL_VERSION
 
 #: Largest payload a run request may carry (the Job API enforces the same limit).
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -29,6 +31,14 @@ MAX_MESSAGE_BYTES = 256 * 1024
 #: Largest results-stream message a reader accepts (a batch of results; NATS's default max
 #: payload is 1 MiB). Workers keep their batches well below it.
 MAX_RESULTS_BYTES = 1024 * 1024
+
+
+if TYPE_CHECKING:
+    # mypy takes no constant in a Literal; to type checkers the field is an int.
+    Version = int
+else:
+    #: The ``version`` field of every message: pydantic accepts :data:`PROTOCOL_VERSION` only.
+    Version = Literal[PROTOCOL_VERSION]
 
 
 class DecodeError(ValueError):
@@ -124,7 +134,7 @@ class RunRequest(_Message):
     ``Nats-Msg-Id``, so the same run is enqueued at most once.
     """
 
-    version: Literal[1] = 1
+    version: Version = PROTOCOL_VERSION
     run_id: str = Field(min_length=1, max_length=128)
     task: str = Field(min_length=1, max_length=253)
     payload: Any = None
@@ -177,7 +187,7 @@ class RunError(_Message):
 class RunResult(_Message):
     """What a worker reports about one attempt, published to the results stream."""
 
-    version: Literal[1] = 1
+    version: Version = PROTOCOL_VERSION
     run_id: str
     attempt: int = Field(ge=1)
     job: JobRef | None = None
@@ -216,7 +226,7 @@ class ResultBatch(_Message):
     results' own ids, so publishing the same batch again is de-duplicated like a single result.
     """
 
-    version: Literal[1] = 1
+    version: Version = PROTOCOL_VERSION
     results: tuple[RunResult, ...] = Field(min_length=1)
 
     @property
@@ -239,7 +249,7 @@ class CancelRequest(_Message):
     the fallback for a worker that missed the message.
     """
 
-    version: Literal[1] = 1
+    version: Version = PROTOCOL_VERSION
     job_uid: str
     run_ids: tuple[str, ...]
 
@@ -311,10 +321,14 @@ def results_message(
     return _join_batch(parts), batch_dedupe_id(r.dedupe_id for r in results)
 
 
+#: How a :class:`ResultBatch` starts on the wire (as the model would write it).
+_BATCH_HEAD = b'{"version":%d,"results":[' % PROTOCOL_VERSION
+
+
 def _join_batch(encoded: Sequence[bytes]) -> bytes:
     if not encoded:
         raise ValueError("a result batch needs at least one result")
-    return b'{"version":1,"results":[' + b",".join(encoded) + b"]}"
+    return _BATCH_HEAD + b",".join(encoded) + b"]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +355,7 @@ def decode_results(data: bytes) -> DecodedResults:
         raise DecodeError(f"run result is not valid JSON: {error}") from None
     if not isinstance(raw, dict) or "results" not in raw:
         return DecodedResults(results=[_validate(RunResult, raw, "run result")])
-    if raw.get("version", 1) != 1:
+    if raw.get("version", PROTOCOL_VERSION) != PROTOCOL_VERSION:
         raise DecodeError(f"result batch field 'version': unsupported version {raw['version']!r}")
     entries = raw["results"]
     if not isinstance(entries, list) or not entries:

@@ -2,11 +2,13 @@
 
 One work-queue stream per Queue (``constants.stream_name``) over the subjects
 ``kadence.<namespace>.<queue>.<partition>``, one durable pull consumer per partition with explicit
-ack, and a dead-letter stream. Mutable settings are updated in place; changes JetStream cannot make
-in place (storage type, fewer partitions) are refused with :class:`ImmutableChange`, never applied
-by deleting messages. A configuration the NATS deployment cannot host (3 replicas on a single
-server, more storage than it has) is refused by JetStream; :func:`apply` reports that as
-:class:`StreamRejected`, naming the field, so it is not mistaken for NATS being down.
+ack, and a dead-letter stream, configured by :mod:`kadence.streamspec` (with which the SDK's
+``kadence.streams`` makes the same streams for tests and development set-ups). Mutable settings
+are updated in place; changes JetStream cannot make in place (storage type, fewer partitions) are
+refused with :class:`ImmutableChange`, never applied by deleting messages. A configuration the
+NATS deployment cannot host (3 replicas on a single server, more storage than it has) is refused
+by JetStream; :func:`apply` reports that as :class:`StreamRejected`, naming the field, so it is
+not mistaken for NATS being down.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
-from kadence import constants
+from kadence import constants, streamspec
 from kadence_operator.api import QueueSpec, parse_duration
 
 #: JetStream errors meaning "cannot place this many replicas": not clustered, no suitable peers,
@@ -144,61 +146,47 @@ def desired_stream(
     ref: QueueRef, spec: QueueSpec, *, duplicate_window: float
 ) -> jsapi.StreamConfig:
     retention = spec.retention
-    return jsapi.StreamConfig(
-        name=ref.stream,
-        description=f"Kadence Queue {ref.namespace}/{ref.name}",
-        subjects=[constants.subjects_wildcard(ref.namespace, ref.name)],
-        retention=jsapi.RetentionPolicy.WORK_QUEUE,
-        storage=jsapi.StorageType(spec.storage),
-        num_replicas=spec.replicas,
-        max_age=_seconds(retention.max_age) or 0,
-        max_msgs=retention.max_messages if retention.max_messages is not None else -1,
-        max_bytes=retention.max_bytes if retention.max_bytes is not None else -1,
-        discard=jsapi.DiscardPolicy(retention.discard),
+    return streamspec.queue_stream(
+        namespace=ref.namespace,
+        queue=ref.name,
+        partitions=spec.partitions,
+        replicas=spec.replicas,
+        storage=spec.storage,
         duplicate_window=duplicate_window,
-        # Publishers (the SDK's client) read the partition count from here.
-        metadata={constants.PARTITIONS_METADATA_KEY: str(spec.partitions)},
+        max_age=_seconds(retention.max_age),
+        max_msgs=retention.max_messages,
+        max_bytes=retention.max_bytes,
+        discard=retention.discard,
     )
 
 
 def desired_dlq(
-    ref: QueueRef, spec: QueueSpec, *, duplicate_window: float = 120.0
+    ref: QueueRef, spec: QueueSpec, *, duplicate_window: float = streamspec.DUPLICATE_WINDOW
 ) -> jsapi.StreamConfig | None:
     if not spec.dead_letter.enabled:
         return None
-    return jsapi.StreamConfig(
-        name=ref.dlq_stream,
-        description=f"Dead letters of Kadence Queue {ref.namespace}/{ref.name}",
-        subjects=[constants.dlq_subject(ref.namespace, ref.name)],
-        retention=jsapi.RetentionPolicy.LIMITS,
-        storage=jsapi.StorageType(spec.storage),
-        num_replicas=spec.replicas,
-        max_age=_seconds(spec.dead_letter.max_age) or 0,
-        # Explicit: the dataclass default (0) would differ from the server's every time. Copies
-        # carry ``Nats-Msg-Id: dlq:<stream>:<seq>``, so a repeated move within it keeps one.
+    return streamspec.dead_letter_stream(
+        namespace=ref.namespace,
+        queue=ref.name,
+        replicas=spec.replicas,
+        storage=spec.storage,
+        max_age=_seconds(spec.dead_letter.max_age),
         duplicate_window=duplicate_window,
     )
 
 
 def desired_consumers(ref: QueueRef, spec: QueueSpec) -> list[jsapi.ConsumerConfig]:
     delivery = spec.delivery
-    backoff = [s for d in delivery.backoff if (s := _seconds(d)) is not None] or None
-    return [
-        jsapi.ConsumerConfig(
-            durable_name=constants.consumer_name(p),
-            name=constants.consumer_name(p),
-            description=f"partition {p} of {ref.namespace}/{ref.name}",
-            filter_subject=constants.subject(ref.namespace, ref.name, p),
-            ack_policy=jsapi.AckPolicy.EXPLICIT,
-            deliver_policy=jsapi.DeliverPolicy.ALL,
-            ack_wait=_seconds(delivery.ack_wait),
-            max_deliver=delivery.max_deliver,
-            backoff=backoff,
-            max_ack_pending=delivery.max_ack_pending,
-            num_replicas=spec.replicas,
-        )
-        for p in range(spec.partitions)
-    ]
+    return streamspec.queue_consumers(
+        namespace=ref.namespace,
+        queue=ref.name,
+        partitions=spec.partitions,
+        ack_wait=spec.ack_wait_seconds(),
+        max_deliver=delivery.max_deliver,
+        backoff=[s for d in delivery.backoff if (s := _seconds(d)) is not None],
+        max_ack_pending=delivery.max_ack_pending,
+        replicas=spec.replicas,
+    )
 
 
 def immutable_changes(

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
 
-from kadence import constants
+from kadence import constants, streamspec
 from kadence.protocol import DecodeError, RunResult, RunState, decode_results
 from kadence_operator.api import HistoryLimits
 from kadence_operator.queues import streams
@@ -47,14 +47,7 @@ async def ensure_results_stream(
     so ``ack_wait`` must be longer than that. Replicated (3) where JetStream is clustered, so
     losing a NATS server loses no result.
     """
-    config = jsapi.StreamConfig(
-        name=constants.RESULTS_STREAM,
-        description="Kadence run results, folded into Job status by the operator",
-        subjects=[f"{constants.RESULTS_SUBJECT_PREFIX}.>"],
-        retention=jsapi.RetentionPolicy.LIMITS,
-        max_age=7 * 24 * 3600,
-        duplicate_window=duplicate_window,
-    )
+    config = streamspec.results_stream(duplicate_window=duplicate_window)
     await streams.ensure_operator_stream(js, config)
     await js.add_consumer(
         constants.RESULTS_STREAM,

@@ -20,7 +20,7 @@ The uses, each with its reason and what was measured (docs/benchmarks.md):
   difference (§ (a), "the operator on ``DirectNATS``") and uses nats-py's plain client.
 * :func:`write_now`, :func:`buffer` and :func:`writable` (``Client._transport``,
   ``Client._send_command``, ``Client._flush_pending``, ``Client._max_pending_size``): the write
-  path of :class:`kadence.client.Requests` for requests encoded ahead (the scheduler's staged
+  path of :class:`kadence.requests.Requests` for requests encoded ahead (the scheduler's staged
   bursts, the worker's batched double acks). Bytes are handed to the socket at once when
   nothing waits in nats-py's buffer, rather than to the flusher task, which runs only after
   every callback already queued in the event loop. Measured (§ (a), staged bursts, ``a1aeb6f``):
