@@ -22,8 +22,8 @@ from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
 from kadence import constants
-from kadence.client import Requests, replied_at
 from kadence.protocol import CancelRequest, encode
+from kadence.requests import Requests, replied_at
 from kadence_operator import timefmt
 from kadence_operator.jobs import plan
 from kadence_operator.jobs.entry import Armed, Entry

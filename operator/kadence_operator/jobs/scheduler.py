@@ -41,7 +41,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from kadence import constants
-from kadence.client import Prepared, pub_ack
+from kadence.requests import Prepared, pub_ack
 from kadence_operator import scheduling, timefmt
 from kadence_operator.api import JobSpec
 from kadence_operator.jobs import plan
