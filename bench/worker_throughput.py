@@ -1088,10 +1088,13 @@ def main() -> None:
         sections.append("profile")
 
     workdir = Path(tempfile.mkdtemp(prefix="kadence-bench-worker-"))
+    # KADENCE_BENCH_WORKER_PYTHONPATH puts another commit's SDK in front (A/B of two commits:
+    # `git worktree add /tmp/old <commit>`, then KADENCE_BENCH_WORKER_PYTHONPATH=/tmp/old/worker).
+    source = os.environ.get("KADENCE_BENCH_WORKER_PYTHONPATH")
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": f"{source}:{REPO}" if source else str(REPO),
         "LANG": "C.UTF-8",
     }
     if "celery" in sections and not REDIS_SERVER.exists():

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kadence import constants
+
 
 class SettingsError(ValueError):
     """An environment variable has a bad value; the message names it."""
@@ -48,7 +50,7 @@ class OperatorSettings(BaseModel):
     #: How often each Queue's stream and consumers are checked for drift and restored.
     drift_interval: float = Field(default=30.0, gt=0)
     #: Default bucket for Job outputs when a Job does not name one.
-    output_bucket: str = "kadence-outputs"
+    output_bucket: str = constants.DEFAULT_OUTPUT_BUCKET
     #: JetStream duplicate window for run requests, seconds; at least 2 x lease_duration.
     duplicate_window: float = Field(default=120.0, gt=0)
     #: How long a result may stay unacknowledged before JetStream redelivers it (for instance to

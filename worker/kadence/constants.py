@@ -39,6 +39,17 @@ def stream_name(namespace: str, queue: str) -> str:
     return f"KADENCE_{namespace}_{queue}"
 
 
+def queue_of_stream(stream: str) -> tuple[str, str] | None:
+    """The inverse of :func:`stream_name`: ``KADENCE_<ns>_<queue>`` → ``(ns, queue)``; None for
+    other streams (dead letters, results, advisories). Namespaces are DNS labels (no ``_``)."""
+    if not stream.startswith("KADENCE_") or stream.startswith(
+        ("KADENCE_DLQ_", RESULTS_STREAM, ADVISORIES_STREAM)
+    ):
+        return None
+    namespace, sep, queue = stream[len("KADENCE_") :].partition("_")
+    return (namespace, queue) if sep and namespace and queue else None
+
+
 def dlq_stream_name(namespace: str, queue: str) -> str:
     """The dead-letter stream of a Queue: ``KADENCE_DLQ_<namespace>_<queue>``."""
     return f"KADENCE_DLQ_{namespace}_{queue}"
@@ -60,6 +71,14 @@ def dlq_subject(namespace: str, queue: str) -> str:
 def consumer_name(partition: int) -> str:
     """The durable pull consumer of one partition (one per partition, shared by all workers)."""
     return f"partition-{partition}"
+
+
+def partition_of(consumer: str) -> int | None:
+    """The inverse of :func:`consumer_name`: ``partition-<n>`` → ``n``; None for other names."""
+    prefix, sep, number = consumer.partition("-")
+    if prefix != "partition" or not sep or not number.isdigit():
+        return None
+    return int(number)
 
 
 def results_subject(namespace: str, job: str) -> str:

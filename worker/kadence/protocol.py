@@ -62,6 +62,9 @@ class DeadLetterReason(enum.StrEnum):
     NON_RETRYABLE = "NonRetryable"
     #: The task failed on its last allowed attempt.
     MAX_ATTEMPTS = "MaxAttempts"
+    #: JetStream stopped delivering it (``maxDeliver`` reached without an ack): written by the
+    #: operator, which moves such messages.
+    MAX_DELIVERIES = "MaxDeliveries"
 
 
 class _Message(BaseModel):

@@ -11,7 +11,6 @@ idempotent: calling them again with new settings updates the stream and consumer
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import nats.js.errors
@@ -19,8 +18,6 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, StreamInfo
 
 from kadence import constants, streamspec
-
-_PARTITION_CONSUMER = re.compile(r"partition-(\d+)")
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
@@ -134,7 +131,7 @@ async def ensure_results_stream(
 
 def partition_consumers(names: Sequence[str]) -> list[int]:
     """The partition numbers of the ``partition-<n>`` consumers among ``names``, sorted."""
-    return sorted(int(m.group(1)) for n in names if (m := _PARTITION_CONSUMER.fullmatch(n)))
+    return sorted(p for n in names if (p := constants.partition_of(n)) is not None)
 
 
 async def queue_partitions(js: JetStreamContext, *, namespace: str, queue: str) -> list[int]:

@@ -18,6 +18,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, JsonValue, StrictBool, StrictFloat, StrictInt, field_validator
 
+from kadence.protocol import MAX_PAYLOAD_BYTES
 from kadence_operator.api.common import (
     DEFAULTED_OBJECT,
     ApiModel,
@@ -69,7 +70,6 @@ __all__ = [
 #: Annotation that triggers a run now: set it to a new value (e.g. the current time).
 TRIGGER_ANNOTATION = "kadence.io/trigger"
 #: Largest accepted ``spec.payload``, in bytes of compact UTF-8 JSON.
-MAX_PAYLOAD_BYTES = 64 * 1024
 #: Most missed slots that ``catchUp.policy: All`` runs after an outage; older ones are missed.
 MAX_CATCH_UP_SLOTS = 100
 #: Most slots one ``spec.backfill`` range dispatches; the range is cut off after that many.

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -29,7 +28,8 @@ from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js.errors import NoStreamResponseError, NotFoundError
 
-from kadence import constants
+from kadence import constants, deadletter
+from kadence.protocol import DeadLetterReason
 from kadence_operator.queues import streams
 
 logger = logging.getLogger(__name__)
@@ -38,13 +38,11 @@ ADVISORY_CONSUMER = "kadence-operator-dlq"
 #: ``<prefix>.<stream>.<consumer>``: stream and consumer names never contain dots.
 ADVISORY_SUBJECT = f"{constants.MAX_DELIVERIES_ADVISORY}.*.*"
 #: Value of ``Kadence-Dead-Reason`` for messages JetStream stopped delivering (``maxDeliver``).
-MAX_DELIVERIES_REASON = "MaxDeliveries"
+MAX_DELIVERIES_REASON = DeadLetterReason.MAX_DELIVERIES
 #: How often an advisory is retried while its Queue has no DLQ stream before the message is dropped
 #: (``deadLetter.enabled: false``); meanwhile a DLQ deleted behind the operator's back is restored.
 DLQ_MISSING_ATTEMPTS = 5
 DLQ_MISSING_DELAY = 5.0
-
-_PARTITION_CONSUMER = re.compile(re.escape(constants.consumer_name(0)[:-1]) + r"\d+")
 
 
 async def ensure_advisory_stream(js: JetStreamContext) -> None:
@@ -73,31 +71,23 @@ async def ensure_advisory_stream(js: JetStreamContext) -> None:
 
 
 def is_partition_consumer(consumer: str) -> bool:
-    return _PARTITION_CONSUMER.fullmatch(consumer) is not None
+    return constants.partition_of(consumer) is not None
 
 
 def dlq_headers(
     original: dict[str, str], *, stream: str, sequence: int, subject: str, deliveries: int
 ) -> dict[str, str]:
-    """Headers of the DLQ copy of a message JetStream stopped delivering (as a worker writes them).
-
-    The original's ``Nats-*`` headers are dropped (expectations such as ``Nats-Expected-Stream``
-    would make the copy fail); ``Nats-Msg-Id`` names the original, so moving it twice keeps one.
-    """
-    headers = {k: v for k, v in original.items() if not k.lower().startswith("nats-")}
-    headers.update(
-        {
-            constants.DLQ_REASON_HEADER: MAX_DELIVERIES_REASON,
-            constants.DLQ_SUBJECT_HEADER: subject,
-            constants.DLQ_DELIVERIES_HEADER: str(deliveries),
-            constants.DLQ_ERROR_HEADER: (
-                f"JetStream delivered it {deliveries} times without an acknowledgement (maxDeliver)"
-            ),
-            constants.DLQ_STREAM_SEQ_HEADER: str(sequence),
-            constants.MSG_ID_HEADER: f"dlq:{stream}:{sequence}",
-        }
+    """Headers of the DLQ copy of a message JetStream stopped delivering: the same headers a
+    worker writes (:func:`kadence.deadletter.dlq_headers`), with reason ``MaxDeliveries``."""
+    return deadletter.dlq_headers(
+        reason=MAX_DELIVERIES_REASON,
+        subject=subject,
+        deliveries=deliveries,
+        error=f"JetStream delivered it {deliveries} times without an acknowledgement (maxDeliver)",
+        stream=stream,
+        stream_sequence=sequence,
+        original=original,
     )
-    return headers
 
 
 class NoDeadLetterStream(Exception):
@@ -106,11 +96,7 @@ class NoDeadLetterStream(Exception):
 
 def parse_stream_queue(stream: str) -> tuple[str, str] | None:
     """``KADENCE_<ns>_<queue>`` → (ns, queue); None for other streams (the DLQs, results, …)."""
-    if not stream.startswith("KADENCE_") or stream.startswith(("KADENCE_DLQ_", "KADENCE_RESULTS")):
-        return None
-    rest = stream[len("KADENCE_") :]
-    namespace, sep, queue = rest.partition("_")
-    return (namespace, queue) if sep and namespace and queue else None
+    return constants.queue_of_stream(stream)
 
 
 async def move_to_dlq(

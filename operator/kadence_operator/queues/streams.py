@@ -217,10 +217,9 @@ async def current_partitions(js: JetStreamContext, ref: QueueRef) -> int:
     """Partitions that exist now (highest partition consumer + 1)."""
     count = 0
     for info in await js.consumers_info(ref.stream):
-        name = info.name or ""
-        prefix = constants.consumer_name(0)[:-1]
-        if name.startswith(prefix) and name[len(prefix) :].isdigit():
-            count = max(count, int(name[len(prefix) :]) + 1)
+        partition = constants.partition_of(info.name or "")
+        if partition is not None:
+            count = max(count, partition + 1)
     return count
 
 
