@@ -34,11 +34,12 @@ from bench._worker_app import app
 from kadence import loops
 from kadence.client import KadenceClient
 from kadence.config import Settings
-from kadence.consumer import Pull, QueueMessage
+from kadence.consumer import Pull
 from kadence.metrics import WorkerMetrics
-from kadence.protocol import RunResult, RunState
+from kadence.protocol import RunResult
 from kadence.reporting import ResultReporter
 from kadence.runtime import Worker
+from kadence.settling import Settler
 
 #: Steps a what-if run can leave out (never in a real worker: it breaks the guarantees).
 SKIPPABLE = frozenset({"running", "result", "ack-sync"})
@@ -64,12 +65,10 @@ class Probe:
         pull = Pull.pull
         dispatch = Worker._dispatch
         publish_report = KadenceClient.publish_report
-        report = ResultReporter.report
         announce_result = KadenceClient.announce_result
-        ack_sync = QueueMessage.ack_sync
         submit = ResultReporter.submit
-        queue_ack = Worker._queue_ack
-        acked = Worker._acked
+        queue_ack = Settler._queue_ack
+        acked = Settler._acked
         sent: dict[int, float] = {}
         probe = self
 
@@ -90,31 +89,22 @@ class Probe:
                     probe.profiler.enable()
             dispatch(worker, msg)
 
-        async def counted_ack(message: QueueMessage, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-            started = time.perf_counter()
+        def timed_queue_ack(settler: Settler, settle: Any) -> None:
             if "ack-sync" in probe.skip:
-                await message.ack()
-            else:
-                await ack_sync(message, timeout)
-            probe.latency["ack_sync"].append(time.perf_counter() - started)
-            probe.count_ack()
-
-        def timed_queue_ack(worker: Worker, settle: Any) -> None:
-            if "ack-sync" in probe.skip:
-                worker._spawn(settle.message.ack())
-                worker._settled(settle)
+                settler._spawn(settle.message.ack())
+                settler._settled(settle)
                 probe.count_ack()
                 return
             sent[id(settle)] = time.perf_counter()
-            queue_ack(worker, settle)
+            queue_ack(settler, settle)
 
         def counted_acked(
-            worker: Worker, settle: Any, reply: Msg | None, error: BaseException | None
+            settler: Settler, settle: Any, reply: Msg | None, error: BaseException | None
         ) -> None:
             probe.latency["double ack (callback)"].append(
                 time.perf_counter() - sent.pop(id(settle))
             )
-            acked(worker, settle, reply, error)
+            acked(settler, settle, reply, error)
             if error is None:
                 probe.count_ack()
 
@@ -133,16 +123,6 @@ class Probe:
                 done(error)
 
             submit(reporter, result, timed_done)
-
-        async def timed_report(reporter: ResultReporter, result: RunResult) -> None:
-            final = "result" in probe.skip and result.state is not RunState.RUNNING
-            if final or ("running" in probe.skip and result.state is RunState.RUNNING):
-                return
-            started = time.perf_counter()
-            await report(reporter, result)
-            probe.latency[f"report {result.state.value} (incl. wait)"].append(
-                time.perf_counter() - started
-            )
 
         async def timed_publish(
             client: KadenceClient, subject: str, payload: bytes, **kwargs: Any
@@ -164,13 +144,11 @@ class Probe:
 
         Pull.pull = counted_pull  # type: ignore[method-assign,assignment]
         Worker._dispatch = first_dispatch  # type: ignore[method-assign,assignment]
-        QueueMessage.ack_sync = counted_ack  # type: ignore[method-assign,assignment]
         KadenceClient.publish_report = timed_publish  # type: ignore[method-assign,assignment]
-        ResultReporter.report = timed_report  # type: ignore[method-assign,assignment]
         KadenceClient.announce_result = timed_announce  # type: ignore[method-assign,assignment]
         ResultReporter.submit = timed_submit  # type: ignore[method-assign,assignment]
-        Worker._queue_ack = timed_queue_ack  # type: ignore[method-assign,assignment]
-        Worker._acked = counted_acked  # type: ignore[method-assign,assignment]
+        Settler._queue_ack = timed_queue_ack  # type: ignore[method-assign,assignment]
+        Settler._acked = counted_acked  # type: ignore[method-assign,assignment]
 
     def count_ack(self) -> None:
         """One run acked (and confirmed): the last one ends the measurement."""

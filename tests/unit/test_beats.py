@@ -1,16 +1,16 @@
 """The worker's heartbeat ticker: one timer for the heartbeats and deferred reports of all
-attempts (``kadence.runtime._Beats``)."""
+attempts (``kadence.heartbeats.Beats``)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 
-from kadence.runtime import _BEAT_TICK, _Beats
+from kadence.heartbeats import BEAT_TICK, Beats
 
 
 async def test_beats_repeat_at_their_interval_and_stop_when_cancelled() -> None:
-    beats = _Beats()
+    beats = Beats()
     fast: list[float] = []
     slow: list[float] = []
     loop = asyncio.get_running_loop()
@@ -28,12 +28,12 @@ async def test_beats_repeat_at_their_interval_and_stop_when_cancelled() -> None:
     assert len(fast) == count  # cancelled: no more
     assert slow == []  # not due yet
     b.cancel()
-    await asyncio.sleep(2 * _BEAT_TICK)
+    await asyncio.sleep(2 * BEAT_TICK)
     assert beats._timer is None  # nothing left to watch: the timer is not re-armed
 
 
 async def test_a_one_shot_call_fires_once_after_its_delay_unless_cancelled_first() -> None:
-    beats = _Beats()
+    beats = Beats()
     fired: list[str] = []
     kept = beats.start(lambda: None, 60.0)
     kept.once(0.1, lambda: fired.append("kept"))

@@ -422,24 +422,4 @@ class KadenceClient:
                 await sub.unsubscribe()
 
 
-# re-exported until runtime.py and the scheduler are re-pointed (issue 26)
-from kadence.consumer import Pull, QueueMessage  # noqa: E402
-from kadence.deadletter import dlq_headers  # noqa: E402
-from kadence.requests import Prepared, pub_ack, replied_at  # noqa: E402
-from kadence.slots import Slots  # noqa: E402
-from kadence.streams import partition_consumers  # noqa: E402
-
-__all__ = [
-    "KadenceClient",
-    "Prepared",
-    "Pull",
-    "QueueInfo",
-    "QueueMessage",
-    "Requests",
-    "Slots",
-    "dlq_headers",
-    "new_run_id",
-    "partition_consumers",
-    "pub_ack",
-    "replied_at",
-]
+__all__ = ["KadenceClient", "QueueInfo", "new_run_id"]

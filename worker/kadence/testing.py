@@ -1,7 +1,7 @@
 """Run tasks in memory, for unit tests of task code (like dramatiq's ``StubBroker``).
 
 No NATS, no S3, no Kubernetes: :class:`StubBroker` queues run requests in memory and runs them
-with the worker's own attempt logic (:func:`kadence.runtime.run_attempt`), so payload
+with the worker's own attempt logic (:func:`kadence.attempt.run_attempt`), so payload
 validation, ``Retry``/``Fail``, retries with backoff, timeouts, the stored return value and
 dead-lettering behave as in a real worker. Outputs go to a :class:`MemoryStorage`::
 
@@ -32,7 +32,9 @@ from typing import IO, Any
 
 from kadence import constants
 from kadence.app import App, CancelFlag, Context
+from kadence.attempt import run_attempt
 from kadence.client import new_run_id
+from kadence.outcomes import Disposition
 from kadence.protocol import (
     DeadLetterReason,
     DecodeError,
@@ -49,7 +51,6 @@ from kadence.protocol import (
     encode,
     salvage_ids,
 )
-from kadence.runtime import Disposition, run_attempt
 from kadence.storage import OutputWriter, Readable, output_location, s3_uri
 from kadence.threads import TaskThreads
 
