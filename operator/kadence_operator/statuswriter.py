@@ -21,16 +21,15 @@ import contextlib
 import functools
 import json
 import logging
-import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from kadence_operator import kube
 from kadence_operator.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
@@ -132,85 +131,6 @@ def _older(new: dict[str, Any], cached: dict[str, Any]) -> bool:
     return a.isdigit() and b.isdigit() and int(a) < int(b)
 
 
-class _HttpError(Exception):
-    def __init__(self, status: int, headers: dict[str, str], text: str) -> None:
-        super().__init__(f"HTTP {status}: {text[:300]}")
-        self.status = status
-        self.headers = headers
-
-
-class _AsyncApi:
-    """GET and merge-PATCH of custom objects on the event loop (aiohttp, which kopf brings).
-
-    The official client is synchronous: in a worker thread, every socket operation of a PATCH
-    waits for the GIL, which a busy event loop (a thousand fires a second) hardly gives up — the
-    writes then crawl at a few dozen a second. Same host, CA, client certificate and token as the
-    official client's configuration (the token is read through it, so a rotating ServiceAccount
-    token or an exec credential plugin is refreshed as there).
-    """
-
-    def __init__(self, api: client.ApiClient, *, connections: int) -> None:
-        self._config = api.configuration
-        self._user_agent: str = api.user_agent
-        self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
-
-    @staticmethod
-    def usable(api: client.ApiClient) -> bool:
-        config = api.configuration
-        return not (config.proxy or config.username or config.password)
-
-    def _ssl(self) -> ssl.SSLContext:
-        config = self._config
-        context = ssl.create_default_context(cafile=config.ssl_ca_cert or None)
-        if config.cert_file:
-            context.load_cert_chain(config.cert_file, config.key_file or None)
-        if not config.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": self._user_agent}
-        # As the official client does (``Configuration.auth_settings``), refreshing if it can.
-        for setting in self._config.auth_settings().values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[str(setting["key"]).title()] = str(setting["value"])
-        if content_type:
-            headers["Content-Type"] = content_type
-        return headers
-
-    async def _request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
-    ) -> dict[str, Any]:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._ssl())
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=30)
-            )
-        url = self._config.host.rstrip("/") + path
-        async with self._session.request(
-            method, url, data=body, headers=self._headers(content_type)
-        ) as response:
-            text = await response.text()
-            if response.status >= 400:
-                raise _HttpError(response.status, dict(response.headers), text)
-            result: dict[str, Any] = json.loads(text)
-            return result
-
-    async def get(self, path: str) -> dict[str, Any]:
-        return await self._request("GET", path)
-
-    async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body, separators=(",", ":")).encode()
-        return await self._request("PATCH", path, data, "application/merge-patch+json")
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
 async def wait_hold(hold: Callable[[], float] | None) -> None:
     """Wait as long as ``hold`` asks (the scheduler's ``hold_for``: a burst of fires is due)."""
     if hold is not None and (wait := hold()) > 0:
@@ -232,7 +152,9 @@ class StatusWriter:
         concurrency: int = CONCURRENCY,
     ) -> None:
         self._api = client.CustomObjectsApi(api)
-        self._async = _AsyncApi(api, connections=concurrency) if _AsyncApi.usable(api) else None
+        self._async = (
+            kube.AsyncApi(api, connections=concurrency) if kube.AsyncApi.usable(api) else None
+        )
         self._group, self._version, self._plural = group, version, plural
         self._interval = interval
         self._metrics = metrics
@@ -495,7 +417,7 @@ class StatusWriter:
         assert self._async is not None
         try:
             body = await self._async.get(self._path(key, status=False))
-        except _HttpError as error:
+        except kube.HttpError as error:
             if error.status == 404:
                 raise ObjectGone(f"{key[0]}/{key[1]} not found") from None
             raise
@@ -512,7 +434,7 @@ class StatusWriter:
                 return
             try:
                 result = await self._async.merge_patch(self._path(key, status=True), request)
-            except _HttpError as error:
+            except kube.HttpError as error:
                 if error.status == 409:
                     if self._metrics is not None:
                         self._metrics.status_conflicts.labels(self._plural).inc()
