@@ -70,7 +70,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         # it waits. Creating 10,000 Jobs at ~250/s kept thousands of bodies alive at once, and
         # the small objects they left between the Jobs' long-lived state stayed as fragmented
         # memory: the settled operator held 191-195 MiB; with 0.5 s, 163 MiB
-        # (bench.idle_jobs, docs/benchmarks.md (b)). A later event just starts a new worker.
+        # (bench.idle_jobs, docs/performance.md (b)). A later event just starts a new worker.
         settings.queueing.idle_timeout = KOPF_WORKER_IDLE_TIMEOUT
         settings.networking.request_timeout = 30
         # A Queue's status refresh (a timer) may be mid-way through NATS calls when the Queue is

@@ -4,7 +4,7 @@ kopf builds the "essence" of every object on every watch event (a deep copy of t
 its status and system fields) and compares it with the stored one, for its change handlers
 (``on.create``/``on.update``/...) and daemons. Kadence handles Jobs with ``on.event`` only: the
 scheduler reads every Job event itself. At 1,000 Jobs firing every second the operator handles
-~100 Job events a second, and the copy was ~5 % of its CPU (py-spy, docs/benchmarks.md (a)) for
+~100 Job events a second, and the copy was ~5 % of its CPU (py-spy, docs/performance.md (a)) for
 a result nobody reads. For the kinds named here the essence is empty, stored and fresh alike, so
 kopf sees no change; every other kind is handled as by :class:`kopf.AnnotationsDiffBaseStorage`.
 """

@@ -4,7 +4,7 @@ An attempt's heartbeat (its in-progress ack every third of the ack wait, so JetS
 redeliver a long task) and its deferred ``Running`` report are entries of :class:`Beats`,
 checked every :data:`BEAT_TICK` seconds while there are any. Most attempts end before either is
 due, and adding an entry to a set and removing it costs a busy worker much less than the
-event-loop timer per attempt it replaces (docs/benchmarks.md, section (d)).
+event-loop timer per attempt it replaces (docs/performance.md, section (d)).
 """
 
 from __future__ import annotations

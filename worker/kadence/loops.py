@@ -3,7 +3,7 @@ otherwise), and their garbage collector's settings (:func:`tune_gc`).
 
 uvloop (libuv under asyncio's API) makes the loop's own work — polling, socket writes, callbacks —
 several times cheaper, and a worker or the operator spends a good part of each run there (see
-docs/benchmarks.md). It is a dependency of the package on CPython outside Windows;
+docs/performance.md). It is a dependency of the package on CPython outside Windows;
 ``KADENCE_EVENT_LOOP`` chooses:
 
 ``auto`` (default)  uvloop if it can be imported, else asyncio's own loop
@@ -65,7 +65,7 @@ def tune_gc() -> None:
     are promoted, so the older generations are collected far less often. In the operator, at a
     thousand fires a second, CPython's defaults made a full collection (0.4-0.6 s, blocking
     every fire) every few seconds; in a worker, collections were about 4 % of the
-    instructions per run (docs/benchmarks.md).
+    instructions per run (docs/performance.md).
     """
     gc.collect()
     gc.freeze()

@@ -20,7 +20,7 @@
 Every run takes this one path, whatever its outcome. It runs on callbacks — the reporter's when
 the result is stored, the reply inbox's when the ack is confirmed — and not in the run's task,
 which ends once it has handed the outcome over: a busy worker settles thousands of runs a second
-and a task per run would cost a sizeable share of its CPU (docs/benchmarks.md, section (d)).
+and a task per run would cost a sizeable share of its CPU (docs/performance.md, section (d)).
 Only the slower steps of the rarer outcomes get a task: the dead-letter copy (retried with
 backoff), a nak or term (a publish) and the Lease's release (a Kubernetes request).
 

@@ -4,7 +4,7 @@ Per attempt: the duration histogram and the outcome counter of ``(task, state)``
 children looked up once, not per attempt), the retry counter, and a line at WARNING for an attempt
 that failed or will be retried, at DEBUG for one that succeeded. Every ``interval`` seconds one
 INFO line sums up the attempts since the last: a line per successful attempt would cost a busy
-worker more CPU than short tasks do (docs/benchmarks.md, section (d)).
+worker more CPU than short tasks do (docs/performance.md, section (d)).
 """
 
 from __future__ import annotations

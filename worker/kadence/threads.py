@@ -1,7 +1,7 @@
 """The threads that run sync task handlers, answering on the event loop.
 
 A ``ThreadPoolExecutor`` plus ``asyncio.wrap_future`` costs a worker about 60 µs of CPU per run
-(measured on the benchmark machine, see docs/benchmarks.md section (d)): a ``concurrent.futures``
+(measured on the benchmark machine, see docs/performance.md section (d)): a ``concurrent.futures``
 future with its condition and locks, a chained asyncio future, and one wake-up of the event loop
 through its self-pipe for every single call. A worker running short tasks spends more on that
 than on the tasks. :class:`TaskThreads` hands each call to a thread through a

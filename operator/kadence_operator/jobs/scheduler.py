@@ -320,7 +320,7 @@ class Scheduler:
         encode: done when they are due, the last run would leave tens of milliseconds late. So
         when at least ``dispatch_stage`` fires are due at one instant, the loop does that work
         just before it -- each armed fire that runs alone is checked and its request encoded
-        (:meth:`Requests.prepare`) -- and at the instant writes them, a hundred at a time
+        (:meth:`Requests.prepare`) -- and at the instant writes them in one piece
         (:meth:`_write_stage`), after checking again, cheaply, that nothing changed. Nothing
         is published before it is due. The Jobs stay "firing" while staged: a watch event that
         would look at one again marks it for another look, which makes it take the full path.

@@ -30,7 +30,7 @@ STAGE_LEAD_MIN = 0.005
 STAGE_LEAD_MAX = 0.25
 #: Margin on the measured cost per fire when deciding the lead. The cost is a recent average,
 #: and single passes take several times as long when the machine is busy: in the 1,000-Job
-#: benchmark (docs/benchmarks.md) passes took 16 ms at the median and up to 103 ms, and with a
+#: benchmark (docs/performance.md) passes took 16 ms at the median and up to 103 ms, and with a
 #: margin of 3 about one in fifty ran past the instant and made its whole burst late.
 STAGE_MARGIN = 8.0
 

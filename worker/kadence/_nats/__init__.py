@@ -8,7 +8,7 @@ private method and the presence of every private attribute used here, and the be
 a real nats-server. ``tests/unit/test_nats_private_names.py`` fails if a private nats-py name is
 used anywhere else in ``worker/``, ``operator/`` or ``bench/``.
 
-The uses, each with its reason and what was measured (docs/benchmarks.md):
+The uses, each with its reason and what was measured (docs/performance.md):
 
 * :class:`DirectNATS` (``Client._process_msg``, ``Client._remove_sub``,
   ``Client._process_headers``, ``Client._build_message``, ``Subscription._id``): a
