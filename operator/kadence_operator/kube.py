@@ -52,13 +52,14 @@ class HttpError(Exception):
 
 
 class AsyncApi:
-    """GET and merge-PATCH of custom objects on the event loop (aiohttp, which kopf brings).
+    """GET and merge-PATCH of custom objects on the event loop (aiohttp, which kopf brings): the
+    status writers' only way to the API server.
 
     The official client is synchronous: in a worker thread, every socket operation of a PATCH
     waits for the GIL, which a busy event loop (a thousand fires a second) hardly gives up — the
     writes then crawl at a few dozen a second. Same host, CA, client certificate and token as the
     official client's configuration (the token is read through it, so a rotating ServiceAccount
-    token or an exec credential plugin is refreshed as there).
+    token or an exec credential plugin is refreshed as there), its basic auth and its proxy.
     """
 
     def __init__(self, api: client.ApiClient, *, connections: int) -> None:
@@ -66,11 +67,6 @@ class AsyncApi:
         self._user_agent: str = api.user_agent
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
-
-    @staticmethod
-    def usable(api: client.ApiClient) -> bool:
-        config = api.configuration
-        return not (config.proxy or config.username or config.password)
 
     def _ssl(self) -> ssl.SSLContext:
         config = self._config
@@ -88,6 +84,8 @@ class AsyncApi:
         for setting in self._config.auth_settings().values():
             if setting.get("in") == "header" and setting.get("value"):
                 headers[str(setting["key"]).title()] = str(setting["value"])
+        if self._config.username or self._config.password:
+            headers["Authorization"] = self._config.get_basic_auth_token()
         if content_type:
             headers["Content-Type"] = content_type
         return headers
@@ -102,7 +100,12 @@ class AsyncApi:
             )
         url = self._config.host.rstrip("/") + path
         async with self._session.request(
-            method, url, data=body, headers=self._headers(content_type)
+            method,
+            url,
+            data=body,
+            headers=self._headers(content_type),
+            proxy=self._config.proxy or None,
+            proxy_headers=self._config.proxy_headers or None,
         ) as response:
             text = await response.text()
             if response.status >= 400:

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from kadence_operator import kube
 from kadence_operator.metrics import OperatorMetrics
@@ -35,7 +34,7 @@ from kadence_operator.metrics import OperatorMetrics
 logger = logging.getLogger(__name__)
 
 Status = dict[str, Any]
-#: How many objects are written at once (each PATCH is a blocking call in a worker thread).
+#: How many objects are written at once (PATCHes in flight on the event loop, and connections).
 CONCURRENCY = 8
 Mutation = Callable[[Status], Status]
 Key = tuple[str, str]  # (namespace, name)
@@ -151,10 +150,7 @@ class StatusWriter:
         metrics: OperatorMetrics | None = None,
         concurrency: int = CONCURRENCY,
     ) -> None:
-        self._api = client.CustomObjectsApi(api)
-        self._async = (
-            kube.AsyncApi(api, connections=concurrency) if kube.AsyncApi.usable(api) else None
-        )
+        self._api = kube.AsyncApi(api, connections=concurrency)
         self._group, self._version, self._plural = group, version, plural
         self._interval = interval
         self._metrics = metrics
@@ -290,8 +286,7 @@ class StatusWriter:
 
     async def close(self) -> None:
         """Close the HTTP connections (after the last write; a later write reopens them)."""
-        if self._async is not None:
-            await self._async.close()
+        await self._api.close()
 
     async def flush_all(self) -> None:
         """Write everything pending now (shutdown, tests)."""
@@ -320,10 +315,7 @@ class StatusWriter:
                 # the turnstile they begin one per turn.
                 async with self._turnstile:
                     await asyncio.sleep(0)
-                if self._async is not None:
-                    await self._awrite(key, pending)
-                else:
-                    await asyncio.to_thread(self._write, key, pending)
+                await self._write(key, pending)
         except ObjectGone as gone:
             for _, future in pending.mutations:
                 if future is not None and not future.done():
@@ -347,23 +339,8 @@ class StatusWriter:
             current.mutations[:0] = pending.mutations
         self._wake.set()
 
-    def _get(self, key: Key) -> Cached:
-        try:
-            body: dict[str, Any] = self._api.get_namespaced_custom_object(  # type: ignore[assignment]
-                self._group, self._version, key[0], self._plural, key[1]
-            )
-        except ApiException as error:
-            if error.status == 404:
-                raise ObjectGone(f"{key[0]}/{key[1]} not found") from None
-            raise
-        cached = self._cache[key] = slim(body)
-        return cached
-
     def _patch_request(self, key: Key, cached: Cached, pending: _Pending) -> Status | None:
-        """The PATCH body applying ``pending`` to ``cached`` (counted as sent); None if no change.
-
-        Shared by the event-loop writer and the threaded one.
-        """
+        """The PATCH body applying ``pending`` to ``cached`` (counted as sent); None if no change."""
         uid = cached.metadata.get("uid")
         if pending.uid is not None and uid != pending.uid:
             raise ObjectGone(f"{key[0]}/{key[1]} was replaced (uid {uid})")
@@ -382,41 +359,13 @@ class StatusWriter:
             "status": patch,
         }
 
-    def _write(self, key: Key, pending: _Pending) -> None:
-        cached = self._cache.get(key) or self._get(key)
-        for _ in range(10):
-            request = self._patch_request(key, cached, pending)
-            if request is None:
-                return
-            try:
-                result: dict[str, Any] = self._api.patch_namespaced_custom_object_status(  # type: ignore[assignment]
-                    self._group, self._version, key[0], self._plural, key[1], request
-                )
-                self._cache[key] = slim(result)
-                return
-            except ApiException as error:
-                if error.status == 409:
-                    if self._metrics is not None:
-                        self._metrics.status_conflicts.labels(self._plural).inc()
-                    cached = self._get(key)
-                    continue
-                if error.status == 404:
-                    raise ObjectGone(f"{key[0]}/{key[1]} not found") from None
-                if error.status == 429:
-                    time.sleep(_retry_after((error.headers or {}).get("Retry-After")))
-                    cached = self._get(key)
-                    continue
-                raise
-        raise RuntimeError(f"status of {key[0]}/{key[1]} kept conflicting after 10 tries")
-
     def _path(self, key: Key, *, status: bool) -> str:
         path = f"/apis/{self._group}/{self._version}/namespaces/{key[0]}/{self._plural}/{key[1]}"
         return path + "/status" if status else path
 
-    async def _aget(self, key: Key) -> Cached:
-        assert self._async is not None
+    async def _get(self, key: Key) -> Cached:
         try:
-            body = await self._async.get(self._path(key, status=False))
+            body = await self._api.get(self._path(key, status=False))
         except kube.HttpError as error:
             if error.status == 404:
                 raise ObjectGone(f"{key[0]}/{key[1]} not found") from None
@@ -424,27 +373,27 @@ class StatusWriter:
         cached = self._cache[key] = slim(body)
         return cached
 
-    async def _awrite(self, key: Key, pending: _Pending) -> None:
-        """:meth:`_write` on the event loop."""
-        assert self._async is not None
-        cached = self._cache.get(key) or await self._aget(key)
+    async def _write(self, key: Key, pending: _Pending) -> None:
+        """Apply ``pending`` to the cached status and PATCH it, guarded by resourceVersion: a
+        409 re-reads and applies the same mutations again, a 429 waits as told."""
+        cached = self._cache.get(key) or await self._get(key)
         for _ in range(10):
             request = self._patch_request(key, cached, pending)
             if request is None:
                 return
             try:
-                result = await self._async.merge_patch(self._path(key, status=True), request)
+                result = await self._api.merge_patch(self._path(key, status=True), request)
             except kube.HttpError as error:
                 if error.status == 409:
                     if self._metrics is not None:
                         self._metrics.status_conflicts.labels(self._plural).inc()
-                    cached = await self._aget(key)
+                    cached = await self._get(key)
                     continue
                 if error.status == 404:
                     raise ObjectGone(f"{key[0]}/{key[1]} not found") from None
                 if error.status == 429:
                     await asyncio.sleep(_retry_after(error.headers.get("Retry-After")))
-                    cached = await self._aget(key)
+                    cached = await self._get(key)
                     continue
                 raise
             self._cache[key] = slim(result)

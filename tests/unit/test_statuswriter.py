@@ -181,11 +181,10 @@ async def test_writes_released_by_one_hold_start_one_per_loop_turn() -> None:
 
     started: list[int] = []
 
-    async def awrite(key: Any, pending: Any) -> None:
+    async def write(key: Any, pending: Any) -> None:
         started.append(turn[0])
 
-    writer._async = object()  # type: ignore[assignment]
-    writer._awrite = awrite  # type: ignore[method-assign]
+    writer._write = write  # type: ignore[method-assign]
     until = time.monotonic() + 0.05
     writer.hold = lambda: max(0.0, until - time.monotonic())
     tick()
