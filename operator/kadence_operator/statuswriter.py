@@ -340,7 +340,8 @@ class StatusWriter:
         self._wake.set()
 
     def _patch_request(self, key: Key, cached: Cached, pending: _Pending) -> Status | None:
-        """The PATCH body applying ``pending`` to ``cached`` (counted as sent); None if no change."""
+        """The PATCH body applying ``pending`` to ``cached`` (counted as sent); None if nothing
+        changes."""
         uid = cached.metadata.get("uid")
         if pending.uid is not None and uid != pending.uid:
             raise ObjectGone(f"{key[0]}/{key[1]} was replaced (uid {uid})")

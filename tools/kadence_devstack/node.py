@@ -9,6 +9,11 @@ distribution (:mod:`kadence_devstack.hostpkgs`); the images from our Dockerfiles
 (:mod:`kadence_devstack.images`). Not for: the loopback-only control plane the integration tests
 use (:mod:`kadence_devstack.kube`).
 
+Why one module of ~880 lines (a development tool, not shipped): bringing the node up and taking it
+down are one sequence over one recorded state (``/run/kadence-node/state.json``: every PID, mount
+and cgroup), and ``down`` must undo exactly what ``up`` did, also after a crash half-way; keeping
+both halves side by side is what makes that checkable by reading.
+
 The node's network: a namespace ``kadence-node`` holding a bridge without ports that carries the
 node IP, the pods' CNI bridge, kube-proxy's iptables rules and CoreDNS on the node IP. Nothing is
 routed out of it. The host reaches the API server through a relay on 127.0.0.1

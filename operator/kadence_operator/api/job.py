@@ -9,6 +9,9 @@ publishes a message to the Queue, a worker executes the task, and the outcome is
 This module holds the pydantic models for the spec and the status; the CRD schema is generated
 from them. Field descriptions are what ``kubectl explain jobs.spec...`` prints; the longer story
 is in ``docs/api.md``.
+
+Why it is longer than ~500 lines: it is the Job's schema written once, and most of it is the
+field descriptions ``kubectl explain`` prints; splitting the models would split one schema.
 """
 
 from __future__ import annotations
