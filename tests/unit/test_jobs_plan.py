@@ -4,8 +4,9 @@
   (:func:`entry.runs_alone`), the full decision publishes exactly the armed run, counts nothing
   and cancels nothing.
 * The decision reads the Job's view and never changes it.
-* Every status a plan produces validates against the ``JobStatus`` model key by key: a misspelt
-  key would be pruned silently by the API server (the CRD's structural schema).
+* Every status a plan produces, and the fold of worker results onto it, validates against the
+  ``JobStatus`` model key by key: a misspelt key would be pruned silently by the API server (the
+  CRD's structural schema).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from kadence.protocol import JobRef, OutputObject, RunError, RunResult, RunState
 from kadence_operator import scheduling
 from kadence_operator.api import Backfill
 from kadence_operator.api.job import JobStatus
@@ -190,11 +192,25 @@ def _apply(status: fold.Status, effects: tuple[plan.Effect, ...], entry: Entry) 
     return status
 
 
+results = st.builds(
+    lambda state, attempt, outputs, error: (state, attempt, outputs, error),
+    st.sampled_from(list(RunState)),
+    st.integers(1, 3),
+    st.lists(st.integers(0, 10**6), max_size=2),
+    st.booleans(),
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(entries(), queues, nows, st.integers(1, 4))
+@given(entries(), queues, nows, st.integers(1, 4), st.lists(results, max_size=4))
 def test_every_status_a_plan_writes_fits_the_job_status_model(
-    entry: Entry, queue: QueueInfo | None, now: datetime, fires: int
+    entry: Entry,
+    queue: QueueInfo | None,
+    now: datetime,
+    fires: int,
+    reports: list[tuple[RunState, int, list[int], bool]],
 ) -> None:
+    """The fires' mutations and the fold of worker results on the runs they dispatched."""
     status: fold.Status = {}
     for i in range(fires):  # a few fires in a row, each on the status the last one left
         decided = plan.decide(entry, queue, now + timedelta(seconds=7 * i))
@@ -202,6 +218,29 @@ def test_every_status_a_plan_writes_fits_the_job_status_model(
         for effect in decided.effects:
             if isinstance(effect, plan.Update):
                 setattr(entry, effect.field, effect.value)
+    run_ids = [run["runId"] for run in status.get("runs") or []]
+    for n, (state, attempt, sizes, failed) in enumerate(reports):
+        if not run_ids:
+            break
+        result = RunResult(
+            run_id=run_ids[n % len(run_ids)],
+            attempt=attempt,
+            job=JobRef(namespace="ns", name="job", uid=UID),
+            state=state,
+            started_at=now,
+            finished_at=now + timedelta(seconds=1),
+            outputs=tuple(
+                OutputObject(uri=f"s3://b/k{i}", size=size, etag="e")
+                for i, size in enumerate(sizes)
+            ),
+            error=RunError(type="ValueError", message="boom") if failed else None,
+            fencing_token=attempt,
+            worker="w-1",
+        )
+        outcome = fold.fold_result(
+            status, result, limits=entry.limits, generation=entry.generation, now=now
+        )
+        status = outcome.status
     dumped = JobStatus.model_validate(status).model_dump(
         by_alias=True, exclude_unset=True, mode="json"
     )
