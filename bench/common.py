@@ -85,6 +85,8 @@ AB_SETTINGS = (
     "KADENCE_EVENT_LOOP",
     "KADENCE_DISPATCH_QUIET",
     "KADENCE_DISPATCH_STAGE",
+    # Only operators before issue 26 read it (they could send JetStream fast batches).
+    "KADENCE_DISPATCH_FAST_BATCH",
 )
 
 
