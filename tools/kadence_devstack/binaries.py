@@ -222,28 +222,9 @@ def can_go_install(name: str, version: str) -> bool:
 def _go_install(*, name: str, package: str, version: str) -> Path:
     """``go install package@version`` into the cache, once per machine; returns the binary."""
     binary = go_tool_path(name, version)
-    if binary.is_file():
-        return binary
-    go = _go()
-    if go is None:
-        raise SetupError(f"{name} {version} is built with Go: install Go >= 1.25")
-    target = binary.parent
-    with _lock(target / ".lock"):
-        if binary.is_file():
-            return binary
-        _say(f"installing {name} {version} with `go install` into {target} (once per machine)")
-        env = dict(os.environ, GOBIN=str(target))
-        with tempfile.TemporaryDirectory() as tmp:
-            result = subprocess.run(
-                [go, "install", f"{package}@{version}"],
-                cwd=tmp,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise SetupError(f"go install {name} {version} failed:\n{result.stderr[-3000:]}")
+    _go_install_many(
+        folder=binary.parent, packages=[package], version=version, cgo=False, label=name
+    )
     return binary
 
 
