@@ -154,7 +154,6 @@ async def start(settings: OperatorSettings) -> Runtime:
             await events.post(api, obj=job.event_object(), reason=reason, message=message)
 
     scheduler = Scheduler(
-        js=js,
         nc=nc,
         writer=job_writer,
         settings=settings,

@@ -548,7 +548,6 @@ class World:
                 self.events.append(f"{second(self.now())} {name} {reason}: {message}")
 
         scheduler = Scheduler(
-            js=None,  # type: ignore[arg-type]
             writer=writer,  # type: ignore[arg-type]
             settings=self.settings,
             queues=self.queues,

@@ -100,7 +100,6 @@ def make_scheduler(
     queues: int = 1,
 ) -> tuple[Scheduler, FakeRequests, list[Entry]]:
     sched = Scheduler(
-        js=None,  # type: ignore[arg-type]
         writer=writer or FakeWriter(),
         settings=OperatorSettings(dispatch_stage=1, shards=4),
         queues={("ns", f"q{n}" if n else "q"): QUEUE for n in range(queues)},

@@ -38,7 +38,6 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from kadence import constants
 from kadence.requests import Prepared, pub_ack
@@ -110,7 +109,6 @@ class Scheduler:
     def __init__(
         self,
         *,
-        js: JetStreamContext,
         nc: NATS,
         writer: StatusWriter,
         settings: OperatorSettings,
@@ -119,7 +117,6 @@ class Scheduler:
         metrics: OperatorMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._js = js
         self._dispatcher = Dispatcher(
             nc=nc, writer=writer, settings=settings, metrics=metrics, clock=clock
         )
