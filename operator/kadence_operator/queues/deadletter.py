@@ -70,10 +70,6 @@ async def ensure_advisory_stream(js: JetStreamContext) -> None:
     )
 
 
-def is_partition_consumer(consumer: str) -> bool:
-    return constants.partition_of(consumer) is not None
-
-
 def dlq_headers(
     original: dict[str, str], *, stream: str, sequence: int, subject: str, deliveries: int
 ) -> dict[str, str]:
@@ -94,11 +90,6 @@ class NoDeadLetterStream(Exception):
     """The Queue has no DLQ stream (dead-lettering disabled, or the stream was deleted)."""
 
 
-def parse_stream_queue(stream: str) -> tuple[str, str] | None:
-    """``KADENCE_<ns>_<queue>`` → (ns, queue); None for other streams (the DLQs, results, …)."""
-    return constants.queue_of_stream(stream)
-
-
 async def move_to_dlq(
     js: JetStreamContext, *, stream: str, sequence: int, deliveries: int, drop: bool = False
 ) -> bool:
@@ -108,7 +99,7 @@ async def move_to_dlq(
     Raises :class:`NoDeadLetterStream` when nothing stores the DLQ subject, unless ``drop``: then
     the message is deleted without a copy.
     """
-    parsed = parse_stream_queue(stream)
+    parsed = constants.queue_of_stream(stream)
     if parsed is None:
         return False
     namespace, queue = parsed
@@ -172,7 +163,7 @@ async def _handle(js: JetStreamContext, msg: Msg) -> None:
         logger.warning("dropping unreadable advisory: %s", error)
         await msg.term()
         return
-    if parse_stream_queue(stream) is None or not is_partition_consumer(consumer):
+    if constants.queue_of_stream(stream) is None or constants.partition_of(consumer) is None:
         await msg.ack()  # another application's stream or consumer: not ours to touch
         return
     attempt = msg.metadata.num_delivered or 1
