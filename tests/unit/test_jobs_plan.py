@@ -68,6 +68,9 @@ def entries(draw: st.DrawFn, *, one_shot: bool = True) -> Entry:
     entry.policy = draw(st.sampled_from(list(scheduling.ConcurrencyPolicy)))
     entry.catch_up = draw(st.sampled_from(list(scheduling.CatchUpPolicy)))
     entry.window = draw(st.none() | st.sampled_from([timedelta(minutes=1), timedelta(hours=2)]))
+    entry.grace = draw(
+        st.sampled_from([scheduling.DEFAULT_GRACE, timedelta(0), timedelta(seconds=7)])
+    )
     entry.suspend = draw(st.booleans())
     entry.status_active = frozenset(draw(run_ids))
     entry.sent = dict.fromkeys(draw(run_ids), 0.0)
@@ -127,7 +130,9 @@ def test_the_armed_path_publishes_what_the_decision_would(
     entry.last_slot = last
     nxt = scheduling.next_fire_time(schedule, after=last)
     assert nxt is not None
-    planned = scheduling.plan_slot(schedule, job_uid=entry.uid, last_slot=last, slot=nxt)
+    planned = scheduling.plan_slot(
+        schedule, job_uid=entry.uid, last_slot=last, slot=nxt, grace=entry.grace
+    )
     assert planned is not None
     run_id = scheduling.run_id_for_slot(entry.uid, nxt)
     armed = Armed(planned, run_id, "subject", b"", 0, entry.generation, QUEUE)

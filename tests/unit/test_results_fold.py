@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -211,13 +211,15 @@ def test_no_step_modifies_the_status_it_is_given() -> None:
     import copy
 
     steps: list[Any] = [
+        lambda s: fold.record_missed(s, missed=1, after=None, through=SLOT - timedelta(minutes=1)),
         lambda s: fold.record_dispatch(
             s, run_id="r1", scheduled_at=SLOT, trigger="Schedule", limits=LIMITS
         ),
         lambda s: fold.record_dispatch(
             s, run_id="r2", scheduled_at=NOW, trigger="Manual", limits=LIMITS
         ),
-        lambda s: fold.record_skipped(s, skipped=2, missed=1),
+        lambda s: fold.record_skipped(s, skipped=2, through=SLOT),
+        lambda s: fold.record_passed(s, through=NOW),
         lambda s: (
             fold.fold_result(
                 s, result(RunState.RUNNING, fencing_token=3), limits=LIMITS, generation=4, now=NOW

@@ -449,6 +449,7 @@ class Worker:
                 job=run.job,
                 state=state,
                 scheduled_at=run.scheduled_at,
+                trigger=run.trigger,
                 started_at=now,
                 finished_at=now,
                 worker="w",
@@ -930,12 +931,11 @@ ROWS: list[Row] = [
         end=150,
     ),
     # --- NATS outages from 30 s to 2m30 (the 1m and 2m slots fall in them)
-    # NB (None, One): a fire that fails is retried from the same lastScheduleTime, and each
-    # retry counts the same late slot missed again: "missed" is 4 or 7 for one slot not run.
-    # NB (ack-lost): the runs JetStream stored ran, yet their slots count as missed; their
-    # results are folded before the retried publish is acknowledged (as a duplicate), so that
-    # record_dispatch is a no-op: counters.dispatched stays below counters.succeeded and the
-    # runs keep no trigger.
+    # (None, One): a fire that fails is retried; the late slot it counted missed is counted
+    # once (status.lastHandledSlot). Until #29 each retry counted it again (4 or 7 for one slot).
+    # (ack-lost): the runs JetStream stored ran; their results, which carry the trigger, record
+    # them as dispatched (with their trigger) and move lastHandledSlot, so the retries stop.
+    # Until #29 they counted as missed, without a trigger, and dispatched < succeeded.
     *(
         Row(
             f"outage={mode}/catchUp-{catch_up}",
@@ -1041,8 +1041,9 @@ ROWS: list[Row] = [
         end=330,
     ),
     # --- restarts: clean (pending status writes are written) or a crash (they are lost)
-    # NB (crash): the slot whose record was lost is published again (a duplicate); its result
-    # was folded first, so as with ack-lost it is never counted dispatched and has no trigger.
+    # (crash): the slot whose record was lost ran; its result records it as dispatched with its
+    # trigger. Until #29 it was published again (a duplicate), never counted dispatched and had
+    # no trigger.
     Row(
         "restart=clean/between-slots",
         every("1m"),
@@ -2044,7 +2045,7 @@ GOLDEN: dict[str, Outcome] = {
         ],
         "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 4, "succeeded": 4, "missed": 4},
+            "counters": {"dispatched": 4, "succeeded": 4, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
@@ -2081,7 +2082,7 @@ GOLDEN: dict[str, Outcome] = {
         ],
         "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 4, "succeeded": 4, "missed": 4},
+            "counters": {"dispatched": 4, "succeeded": 4, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
@@ -2166,7 +2167,7 @@ GOLDEN: dict[str, Outcome] = {
         ],
         "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 4, "succeeded": 4, "missed": 7},
+            "counters": {"dispatched": 4, "succeeded": 4, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
@@ -2212,7 +2213,7 @@ GOLDEN: dict[str, Outcome] = {
         ],
         "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 4, "succeeded": 4, "missed": 7},
+            "counters": {"dispatched": 4, "succeeded": 4, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
@@ -2306,7 +2307,7 @@ GOLDEN: dict[str, Outcome] = {
         ],
         "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 4, "succeeded": 4, "missed": 7},
+            "counters": {"dispatched": 4, "succeeded": 4, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
@@ -2352,7 +2353,7 @@ GOLDEN: dict[str, Outcome] = {
         ],
         "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 4, "succeeded": 4, "missed": 7},
+            "counters": {"dispatched": 4, "succeeded": 4, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
@@ -2422,28 +2423,22 @@ GOLDEN: dict[str, Outcome] = {
     "outage=ack-lost/catchUp-None": {
         "published": [
             "+00:00:00 r0 slot@+00:00:00 Schedule p0 stored",
-            "+00:01:00 r0 slot@+00:01:00 no-trigger p0 stored,ack-lost",
-            "+00:01:10 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:20 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:30 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:40 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:50 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:00 r0 slot@+00:02:00 no-trigger p0 stored,ack-lost",
-            "+00:02:10 r0 slot@+00:02:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:20 r0 slot@+00:02:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:30 r0 slot@+00:02:00 no-trigger p0 duplicate",
+            "+00:01:00 r0 slot@+00:01:00 Schedule p0 stored,ack-lost",
+            "+00:01:10 r0 slot@+00:01:00 Schedule p0 duplicate,ack-lost",
+            "+00:02:00 r0 slot@+00:02:00 Schedule p0 stored,ack-lost",
+            "+00:02:10 r0 slot@+00:02:00 Schedule p0 duplicate,ack-lost",
             "+00:03:00 r0 slot@+00:03:00 Schedule p0 stored",
             "+00:04:00 r0 slot@+00:04:00 Schedule p0 stored",
         ],
-        "acks": "4 acked, 1 duplicates",
+        "acks": "3 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 3, "succeeded": 5, "missed": 4},
+            "counters": {"dispatched": 5, "succeeded": 5},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
                 "slot@+00:03:00 Schedule Succeeded",
-                "slot@+00:02:00 no-trigger Succeeded",
-                "slot@+00:01:00 no-trigger Succeeded",
+                "slot@+00:02:00 Schedule Succeeded",
+                "slot@+00:01:00 Schedule Succeeded",
                 "slot@+00:00:00 Schedule Succeeded",
             ],
             "lastScheduleTime": "+00:04:00",
@@ -2460,28 +2455,22 @@ GOLDEN: dict[str, Outcome] = {
     "outage=ack-lost/catchUp-One": {
         "published": [
             "+00:00:00 r0 slot@+00:00:00 Schedule p0 stored",
-            "+00:01:00 r0 slot@+00:01:00 no-trigger p0 stored,ack-lost",
-            "+00:01:10 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:20 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:30 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:40 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:50 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:00 r0 slot@+00:02:00 no-trigger p0 stored,ack-lost",
-            "+00:02:10 r0 slot@+00:02:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:20 r0 slot@+00:02:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:30 r0 slot@+00:02:00 no-trigger p0 duplicate",
+            "+00:01:00 r0 slot@+00:01:00 Schedule p0 stored,ack-lost",
+            "+00:01:10 r0 slot@+00:01:00 Schedule p0 duplicate,ack-lost",
+            "+00:02:00 r0 slot@+00:02:00 Schedule p0 stored,ack-lost",
+            "+00:02:10 r0 slot@+00:02:00 Schedule p0 duplicate,ack-lost",
             "+00:03:00 r0 slot@+00:03:00 Schedule p0 stored",
             "+00:04:00 r0 slot@+00:04:00 Schedule p0 stored",
         ],
-        "acks": "4 acked, 1 duplicates",
+        "acks": "3 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 3, "succeeded": 5, "missed": 4},
+            "counters": {"dispatched": 5, "succeeded": 5},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
                 "slot@+00:03:00 Schedule Succeeded",
-                "slot@+00:02:00 no-trigger Succeeded",
-                "slot@+00:01:00 no-trigger Succeeded",
+                "slot@+00:02:00 Schedule Succeeded",
+                "slot@+00:01:00 Schedule Succeeded",
                 "slot@+00:00:00 Schedule Succeeded",
             ],
             "lastScheduleTime": "+00:04:00",
@@ -2498,29 +2487,22 @@ GOLDEN: dict[str, Outcome] = {
     "outage=ack-lost/catchUp-All": {
         "published": [
             "+00:00:00 r0 slot@+00:00:00 Schedule p0 stored",
-            "+00:01:00 r0 slot@+00:01:00 no-trigger p0 stored,ack-lost",
-            "+00:01:10 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:20 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:30 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:40 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:01:50 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:00 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:10 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:20 r0 slot@+00:01:00 no-trigger p0 duplicate,ack-lost",
-            "+00:02:30 r0 slot@+00:01:00 no-trigger p0 duplicate",
-            "+00:02:30 r0 slot@+00:02:00 Schedule p0 stored",
+            "+00:01:00 r0 slot@+00:01:00 Schedule p0 stored,ack-lost",
+            "+00:01:10 r0 slot@+00:01:00 Schedule p0 duplicate,ack-lost",
+            "+00:02:00 r0 slot@+00:02:00 Schedule p0 stored,ack-lost",
+            "+00:02:10 r0 slot@+00:02:00 Schedule p0 duplicate,ack-lost",
             "+00:03:00 r0 slot@+00:03:00 Schedule p0 stored",
             "+00:04:00 r0 slot@+00:04:00 Schedule p0 stored",
         ],
-        "acks": "5 acked, 1 duplicates",
+        "acks": "3 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 4, "succeeded": 5},
+            "counters": {"dispatched": 5, "succeeded": 5},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
                 "slot@+00:03:00 Schedule Succeeded",
                 "slot@+00:02:00 Schedule Succeeded",
-                "slot@+00:01:00 no-trigger Succeeded",
+                "slot@+00:01:00 Schedule Succeeded",
                 "slot@+00:00:00 Schedule Succeeded",
             ],
             "lastScheduleTime": "+00:04:00",
@@ -2553,7 +2535,7 @@ GOLDEN: dict[str, Outcome] = {
         ],
         "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 4, "succeeded": 4, "missed": 4},
+            "counters": {"dispatched": 4, "succeeded": 4, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
@@ -2598,7 +2580,7 @@ GOLDEN: dict[str, Outcome] = {
         ],
         "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 4, "succeeded": 4, "missed": 7},
+            "counters": {"dispatched": 4, "succeeded": 4, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:04:00 Schedule Succeeded",
@@ -2753,7 +2735,7 @@ GOLDEN: dict[str, Outcome] = {
         "cancels": ["+00:01:00 r0 slot@+00:00:00"],
         "acks": "5 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 5, "succeeded": 4, "failed": 1, "missed": 4},
+            "counters": {"dispatched": 5, "succeeded": 4, "failed": 1, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:05:00 Schedule Succeeded",
@@ -2803,7 +2785,7 @@ GOLDEN: dict[str, Outcome] = {
         ],
         "acks": "5 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 5, "succeeded": 5, "missed": 7},
+            "counters": {"dispatched": 5, "succeeded": 5, "missed": 1},
             "active": [],
             "runs": [
                 "slot@+00:05:00 Schedule Succeeded",
@@ -3270,19 +3252,18 @@ GOLDEN: dict[str, Outcome] = {
     "restart=crash-before-status-write/catchUp-One": {
         "published": [
             "+00:00:00 r0 slot@+00:00:00 Schedule p0 stored",
-            "+00:01:00 r0 slot@+00:01:00 no-trigger p0 stored",
-            "+00:01:30 r0 slot@+00:01:00 no-trigger p0 duplicate",
+            "+00:01:00 r0 slot@+00:01:00 Schedule p0 stored",
             "+00:02:00 r0 slot@+00:02:00 Schedule p0 stored",
             "+00:03:00 r0 slot@+00:03:00 Schedule p0 stored",
         ],
-        "acks": "5 acked, 1 duplicates",
+        "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 3, "succeeded": 4},
+            "counters": {"dispatched": 4, "succeeded": 4},
             "active": [],
             "runs": [
                 "slot@+00:03:00 Schedule Succeeded",
                 "slot@+00:02:00 Schedule Succeeded",
-                "slot@+00:01:00 no-trigger Succeeded",
+                "slot@+00:01:00 Schedule Succeeded",
                 "slot@+00:00:00 Schedule Succeeded",
             ],
             "lastScheduleTime": "+00:03:00",
@@ -3299,19 +3280,18 @@ GOLDEN: dict[str, Outcome] = {
     "restart=crash-before-status-write/catchUp-None": {
         "published": [
             "+00:00:00 r0 slot@+00:00:00 Schedule p0 stored",
-            "+00:01:00 r0 slot@+00:01:00 no-trigger p0 stored",
-            "+00:01:30 r0 slot@+00:01:00 no-trigger p0 duplicate",
+            "+00:01:00 r0 slot@+00:01:00 Schedule p0 stored",
             "+00:02:00 r0 slot@+00:02:00 Schedule p0 stored",
             "+00:03:00 r0 slot@+00:03:00 Schedule p0 stored",
         ],
-        "acks": "5 acked, 1 duplicates",
+        "acks": "4 acked, 0 duplicates",
         "status": {
-            "counters": {"dispatched": 3, "succeeded": 4},
+            "counters": {"dispatched": 4, "succeeded": 4},
             "active": [],
             "runs": [
                 "slot@+00:03:00 Schedule Succeeded",
                 "slot@+00:02:00 Schedule Succeeded",
-                "slot@+00:01:00 no-trigger Succeeded",
+                "slot@+00:01:00 Schedule Succeeded",
                 "slot@+00:00:00 Schedule Succeeded",
             ],
             "lastScheduleTime": "+00:03:00",

@@ -145,6 +145,10 @@ class RunRequest(_Message):
     input: ObjectRef | None = None
     output: OutputLocation | None = None
     scheduled_at: datetime | None = None
+    #: What caused the run (``Schedule``, ``CatchUp``, ``Backfill`` or ``Manual``). Workers copy
+    #: it into their results, so the operator can record a run whose dispatch record was lost
+    #: (the operator crashed between the publish and the status write) with its trigger.
+    trigger: str | None = Field(None, max_length=32)
     #: Per-attempt time limit in seconds (the Job's ``timeout``).
     timeout_seconds: float | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -196,6 +200,8 @@ class RunResult(_Message):
     job: JobRef | None = None
     state: RunState
     scheduled_at: datetime | None = None
+    #: The run request's ``trigger``, copied.
+    trigger: str | None = Field(None, max_length=32)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     outputs: tuple[OutputObject, ...] = ()

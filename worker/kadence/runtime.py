@@ -337,6 +337,7 @@ class Worker:
                 error=outcome.error,
                 worker=self.name,
                 scheduled_at=request.scheduled_at if request else None,
+                trigger=request.trigger if request else None,
             )
         self.settler.settle(
             message, outcome, result=result, slot=slot, request=request, dead_letter_error=error
@@ -414,6 +415,7 @@ class Worker:
             "attempt": attempt,
             "job": request.job,
             "scheduled_at": request.scheduled_at,
+            "trigger": request.trigger,
             "started_at": started_at,
             "fencing_token": token,
             "worker": self.name,

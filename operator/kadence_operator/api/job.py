@@ -267,6 +267,16 @@ class CatchUp(ApiModel):
             '"1h"); older ones count as missed. Unset: no limit besides the slot cap.'
         ),
     )
+    grace: Duration = Field(
+        "60s",
+        description=(
+            "How late the newest slot may be and still run as on time, whatever the policy "
+            '(Go duration, default "60s"; "0s": only a slot not yet late). A slot later than '
+            "that is late and the policy decides it. With an interval shorter than the grace "
+            "the newest slot is always within it, so after an outage `One` runs what `None` "
+            "runs; a shorter grace makes `One` run the newest late slot instead."
+        ),
+    )
 
 
 class RetryBackoff(ApiModel):
@@ -575,6 +585,14 @@ class JobStatus(ApiModel):
     next_run_time: DateTime | None = Field(None, description="The next slot, if any.")
     last_schedule_time: DateTime | None = Field(
         None, description="The slot of the most recently dispatched run."
+    )
+    last_handled_slot: DateTime | None = Field(
+        None,
+        description=(
+            "The newest slot the scheduler has dealt with: dispatched, skipped by the "
+            "concurrencyPolicy or counted missed. Catch-up after a restart or a fail-over starts "
+            "after it, so no slot is counted twice."
+        ),
     )
     last_completion_time: DateTime | None = Field(
         None, description="When the most recent run finished."

@@ -90,7 +90,7 @@ class Dispatcher:
             entry.template, entry.template_queue = template, queue
         ack = await self.requests.publish(
             template.subject,
-            template.encode(run_id=run.run_id, scheduled_at=run.slot),
+            template.encode(run_id=run.run_id, scheduled_at=run.slot, trigger=run.trigger),
             timeout=PUBLISH_TIMEOUT,
             headers={constants.MSG_ID_HEADER: run.run_id},
         )
@@ -105,7 +105,9 @@ class Dispatcher:
             planned=effect.planned,
             run_id=effect.run_id,
             subject=template.subject,
-            payload=template.encode(run_id=effect.run_id, scheduled_at=effect.planned.slot),
+            payload=template.encode(
+                run_id=effect.run_id, scheduled_at=effect.planned.slot, trigger="Schedule"
+            ),
             version=entry.version,
             generation=entry.generation,
             queue=queue,

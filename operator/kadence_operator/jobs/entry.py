@@ -98,6 +98,7 @@ class Entry:
     policy: scheduling.ConcurrencyPolicy = scheduling.ConcurrencyPolicy.ALLOW
     catch_up: scheduling.CatchUpPolicy = scheduling.CatchUpPolicy.ONE
     window: timedelta | None = None
+    grace: timedelta = scheduling.DEFAULT_GRACE
     template: RequestTemplate | None = None
     template_queue: QueueInfo | None = None
     job_ref: JobRef | None = None
@@ -115,6 +116,7 @@ class Entry:
         self.catch_up = scheduling.CatchUpPolicy(spec.catch_up.policy)
         window = spec.catch_up.window
         self.window = parse_duration(window) if window else None
+        self.grace = parse_duration(spec.catch_up.grace)
         self.template = None
         self.template_queue = None
         self.armed = None
@@ -152,7 +154,13 @@ class Entry:
         self.status_active = active
         self.sent = {r: t for r, t in self.sent.items() if r not in known and now - t < SENT_TTL}
         self.ended = {r: t for r, t in self.ended.items() if r in active or now - t < ENDED_TTL}
-        last = parse_time(status.get("lastScheduleTime"))
+        # Where catch-up starts: the newest slot run, skipped, missed or passed while suspended.
+        last = max(
+            filter(
+                None, (parse_time(status.get(f)) for f in ("lastScheduleTime", "lastHandledSlot"))
+            ),
+            default=None,
+        )
         if last is not None and (self.last_slot is None or last > self.last_slot):
             self.last_slot = last
         self.status_trigger = status.get("lastTrigger")

@@ -230,7 +230,10 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
             )
         previous = scheduling.previous_fire_time(schedule, at_or_before=now)
         if previous is not None and (view.last_slot is None or previous > view.last_slot):
-            view.add(Update("last_slot", previous))
+            view.add(
+                Update("last_slot", previous),
+                Post(functools.partial(fold.record_passed, through=previous), supersede="passed"),
+            )
         upcoming = scheduling.next_fire_time(schedule, after=now)
         view.add(_next_run(entry, upcoming, now))
         if upcoming is not None:
@@ -264,10 +267,25 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
         now=plan_now,
         policy=entry.catch_up,
         window=entry.window,
+        grace=entry.grace,
     )
     if catch_up.missed:
+        # The missed slots are among the late ones: (last slot, newest late slot].
+        late_until = catch_up.last_slot
+        if catch_up.on_time is not None:
+            late_until = scheduling.previous_fire_time(
+                schedule, at_or_before=catch_up.on_time - timedelta(microseconds=1)
+            )
+        assert late_until is not None  # there were late slots
         view.add(
-            Post(functools.partial(fold.record_skipped, missed=catch_up.missed)),
+            Post(
+                functools.partial(
+                    fold.record_missed,
+                    missed=catch_up.missed,
+                    after=view.last_slot,
+                    through=late_until,
+                )
+            ),
             Count("missed", catch_up.missed),
         )
     for slot in catch_up.to_run:
@@ -277,8 +295,14 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
         if decision.drop_buffered:
             view.add(Update("buffered", None))
         if decision.skipped:
+            # This slot, when it is the one skipped; else a dropped pending slot (BufferOne).
+            through = slot if decision.action is scheduling.OverlapAction.SKIP else None
             view.add(
-                Post(functools.partial(fold.record_skipped, skipped=decision.skipped)),
+                Post(
+                    functools.partial(
+                        fold.record_skipped, skipped=decision.skipped, through=through
+                    )
+                ),
                 Count("skipped", decision.skipped),
             )
         if decision.action is scheduling.OverlapAction.SKIP:
@@ -370,7 +394,9 @@ def plan_next(
         effects.append(ForgetTemplate())
     if nxt is None:
         return effects
-    planned = scheduling.plan_slot(schedule, job_uid=entry.uid, last_slot=last_slot, slot=nxt)
+    planned = scheduling.plan_slot(
+        schedule, job_uid=entry.uid, last_slot=last_slot, slot=nxt, grace=entry.grace
+    )
     if planned is None:
         effects.append(Wake(scheduling.dispatch_time(schedule, job_uid=entry.uid, slot=nxt)))
         return effects

@@ -65,8 +65,9 @@ def output_prefix(*, namespace: str, job: str, run_id: str, prefix: str | None) 
     return f"{base}{namespace}/{job}/{run_id}/"
 
 
-#: Stand-ins for the run id and the slot in a :class:`RequestTemplate`'s encoded form.
+#: Stand-ins for the run id, the slot and the trigger in a :class:`RequestTemplate`'s encoded form.
 _RUN_ID_TOKEN = "kadence-run-id-placeholder-7f3a"
+_TRIGGER_TOKEN = "kadence-trigger-7f3a"
 _SLOT_TOKEN = datetime(1, 1, 1, tzinfo=UTC)
 _DATETIME = TypeAdapter(datetime)
 _SLOT_JSON = _DATETIME.dump_json(_SLOT_TOKEN)
@@ -74,12 +75,13 @@ _SLOT_JSON = _DATETIME.dump_json(_SLOT_TOKEN)
 
 @dataclass(frozen=True)
 class RequestTemplate:
-    """Everything of a Job's run requests but the run id and the slot, built once per spec.
+    """Everything of a Job's run requests but the run id, the slot and the trigger, built once
+    per spec.
 
     Parsing durations, validating the nested models and serialising them cost more than the
     rest of a fire; with a thousand Jobs due in the same second that is on the critical path.
     The scheduler keeps one template per Job (rebuilt when the spec or the Queue changes) and
-    only fills the run id and the slot into its encoded form.
+    only fills the run id, the slot and the trigger into its encoded form.
     """
 
     subject: str
@@ -89,23 +91,31 @@ class RequestTemplate:
     request: RunRequest | None
     output_head: str
 
-    def render(self, *, run_id: str, scheduled_at: datetime) -> RunRequest:
+    def render(self, *, run_id: str, scheduled_at: datetime, trigger: str) -> RunRequest:
         request = self.request
         if request is None:
-            request = decode_run(self.encode(run_id=run_id, scheduled_at=scheduled_at))
-            return request
+            return decode_run(
+                self.encode(run_id=run_id, scheduled_at=scheduled_at, trigger=trigger)
+            )
         assert request.output is not None
         output = request.output.model_copy(update={"prefix": f"{self.output_head}{run_id}/"})
         return request.model_copy(
-            update={"run_id": run_id, "scheduled_at": scheduled_at, "output": output}
+            update={
+                "run_id": run_id,
+                "scheduled_at": scheduled_at,
+                "trigger": trigger,
+                "output": output,
+            }
         )
 
-    def encode(self, *, run_id: str, scheduled_at: datetime) -> bytes:
+    def encode(self, *, run_id: str, scheduled_at: datetime, trigger: str) -> bytes:
         """``encode(self.render(...))``, without building the model."""
         if self.encoded is None:
-            return encode(self.render(run_id=run_id, scheduled_at=scheduled_at))
-        return self.encoded.replace(_RUN_ID_TOKEN.encode(), run_id.encode()).replace(
-            _SLOT_JSON, _slot_json(scheduled_at)
+            return encode(self.render(run_id=run_id, scheduled_at=scheduled_at, trigger=trigger))
+        return (
+            self.encoded.replace(_RUN_ID_TOKEN.encode(), run_id.encode())
+            .replace(_SLOT_JSON, _slot_json(scheduled_at))
+            .replace(_TRIGGER_TOKEN.encode(), trigger.encode(), 1)
         )
 
 
@@ -123,6 +133,7 @@ def request_template(
         queue=queue,
         run_id=_RUN_ID_TOKEN,
         scheduled_at=_SLOT_TOKEN,
+        trigger=_TRIGGER_TOKEN,
         default_bucket=default_bucket,
     )
     output = spec.output
@@ -133,8 +144,13 @@ def request_template(
         prefix=output.prefix if output else None,
     )[:-1]  # "<prefix><ns>/<job>/": the run id and a "/" follow
     encoded = encode(request)
-    # The stand-ins must appear exactly where they were put (run id, output prefix, slot).
-    if encoded.count(_RUN_ID_TOKEN.encode()) == 2 and encoded.count(_SLOT_JSON) == 1:
+    # The stand-ins must appear exactly where they were put (run id, output prefix, slot,
+    # trigger).
+    if (
+        encoded.count(_RUN_ID_TOKEN.encode()) == 2
+        and encoded.count(_SLOT_JSON) == 1
+        and encoded.count(_TRIGGER_TOKEN.encode()) == 1
+    ):
         return RequestTemplate(subject=subject, encoded=encoded, request=None, output_head=head)
     return RequestTemplate(subject=subject, encoded=None, request=request, output_head=head)
 
@@ -147,6 +163,7 @@ def build(
     run_id: str,
     scheduled_at: datetime | None,
     default_bucket: str,
+    trigger: str | None = None,
 ) -> tuple[str, RunRequest]:
     """The subject to publish to and the run request for one run of ``spec``."""
     key = spec.partition_key or f"{job.namespace}/{job.name}"
@@ -169,6 +186,7 @@ def build(
             ),
         ),
         scheduled_at=scheduled_at,
+        trigger=trigger,
         timeout_seconds=parse_duration(spec.timeout).total_seconds() if spec.timeout else None,
         retry=RetryPolicy(
             max_attempts=retry.max_attempts,

@@ -10,6 +10,15 @@ The fold is idempotent — the same result twice gives the same status — and i
 from the past: an attempt older than one already recorded, a fencing token smaller than the
 largest seen for the run (a stale Lease holder's late report), or anything for a run already
 finished.
+
+Every slot is counted once, also across operator crashes. ``lastHandledSlot`` is the newest slot
+dealt with (dispatched, skipped or counted missed); catch-up after a restart starts after it. An
+operator can die after JetStream stored a run and before its dispatch record reached the status
+(the writer coalesces for up to one status interval): its successor then counts that slot
+missed. The run's result, which carries its slot and trigger, corrects that: a result for a run
+the status never saw is recorded as dispatched with its trigger, and a slot run at or before
+``lastHandledSlot`` is taken out of ``missed``. In the other order — the result folded before the
+successor's missed count — :func:`record_missed` leaves out the slots already recorded as run.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ def _ts(moment: datetime | None) -> str | None:
 
 
 _COUNTERS = ("dispatched", "succeeded", "failed", "skipped", "missed", "deadLettered")
+#: Triggers of runs that stand for a slot of the schedule (their run id is the slot's).
+_SLOT_TRIGGERS = frozenset({"Schedule", "CatchUp", "Backfill"})
 
 
 def _counters(new: Status) -> dict[str, int]:
@@ -105,18 +116,62 @@ def record_dispatch(
         active.append({"runId": run_id, "attempt": 1, "scheduledAt": slot})
     new["active"] = active
     _counters(new)["dispatched"] += 1
-    # ``lastScheduleTime`` is where catch-up starts after a restart or a fail-over: a backfill of
-    # last month must not make every slot since then look missed, nor a manual run move it.
-    if trigger in ("Schedule", "CatchUp"):
-        new["lastScheduleTime"] = _later(new.get("lastScheduleTime"), slot)
+    _scheduled(new, trigger, slot)
     return new
 
 
-def record_skipped(status: Status, *, skipped: int = 0, missed: int = 0) -> Status:
+def _scheduled(new: Status, trigger: str | None, slot: str | None) -> None:
+    """A run of ``slot`` was dispatched: move ``lastScheduleTime`` and ``lastHandledSlot``.
+
+    They are where catch-up starts after a restart or a fail-over: a backfill of last month must
+    not make every slot since then look missed, nor a manual run move them.
+    """
+    if trigger in ("Schedule", "CatchUp"):
+        new["lastScheduleTime"] = _later(new.get("lastScheduleTime"), slot)
+        new["lastHandledSlot"] = _later(new.get("lastHandledSlot"), slot)
+
+
+def record_skipped(status: Status, *, skipped: int = 1, through: datetime | None = None) -> Status:
+    """``skipped`` slots were not run because of the concurrency policy (or a suspend); the
+    newest of them is ``through`` (None: a buffered slot dropped, already handled)."""
     new = dict(status)
-    counters = _counters(new)
-    counters["skipped"] += skipped
-    counters["missed"] += missed
+    _counters(new)["skipped"] += skipped
+    if through is not None:
+        new["lastHandledSlot"] = _later(new.get("lastHandledSlot"), _ts(through))
+    return new
+
+
+def record_passed(status: Status, *, through: datetime) -> Status:
+    """The slots up to ``through`` passed while the Job was suspended: handled, not counted."""
+    return {**status, "lastHandledSlot": _later(status.get("lastHandledSlot"), _ts(through))}
+
+
+def record_missed(
+    status: Status, *, missed: int, after: datetime | None, through: datetime
+) -> Status:
+    """``missed`` slots in ``(after, through]`` were due while no replica could run them (or
+    later than the catch-up policy runs) and are not run.
+
+    Idempotent: a count whose ``through`` is not newer than ``lastHandledSlot`` was made
+    already. A slot of the range already recorded as run (its result came in before this count:
+    the previous operator published it and died before recording it) is not missed.
+    """
+    last = status.get("lastHandledSlot")
+    end = _ts(through)
+    assert end is not None
+    if last is not None and last >= end:
+        return status
+    start = _ts(after)
+    ran = sum(
+        1
+        for run in status.get("runs") or []
+        if run.get("trigger") in _SLOT_TRIGGERS
+        and (start is None or (run.get("scheduledAt") or "") > start)
+        and (run.get("scheduledAt") or "") <= end
+    )
+    new = dict(status)
+    _counters(new)["missed"] += max(0, missed - ran)
+    new["lastHandledSlot"] = end
     return new
 
 
@@ -185,6 +240,24 @@ def record_next_run(
     return new
 
 
+def _recovered(new: Status, run: dict[str, Any]) -> None:
+    """Count a run first seen in a result as dispatched; if its slot was counted missed by an
+    operator that did not know it had been published, it was not missed."""
+    counters = _counters(new)
+    counters["dispatched"] += 1
+    slot, trigger = run.get("scheduledAt"), run.get("trigger")
+    last = new.get("lastHandledSlot")
+    if (
+        trigger in ("Schedule", "CatchUp")
+        and slot is not None
+        and last is not None
+        and slot <= last
+        and counters["missed"] > 0
+    ):
+        counters["missed"] -= 1
+    _scheduled(new, trigger, slot)
+
+
 @dataclass(frozen=True)
 class FoldOutcome:
     status: Status
@@ -205,13 +278,16 @@ def fold_result(
     runs: list[dict[str, Any]] = list(status.get("runs") or [])
     index = next((i for i, r in enumerate(runs) if r.get("runId") == result.run_id), None)
     if index is None:
-        # A run this status never saw dispatched (trimmed already, or ad-hoc): record it.
+        # A run this status never saw dispatched: its dispatch record was lost (the operator
+        # died between the publish and the status write), or it was submitted by a client.
         run: dict[str, Any] = {
             "runId": result.run_id,
             "scheduledAt": _ts(result.scheduled_at),
             "attempts": 0,
             "state": "Pending",
         }
+        if result.trigger is not None:
+            run["trigger"] = result.trigger
         runs.append(run)
     else:
         run = runs[index] = dict(runs[index])  # copied: the input status stays as it was
@@ -228,6 +304,8 @@ def fold_result(
             False,
             f"stale fencing token {result.fencing_token} < {best} (a newer holder ran it)",
         )
+    if index is None:
+        _recovered(new, run)
     if result.fencing_token is not None:
         run["fencingToken"] = max(result.fencing_token, best or 0)
     run["attempts"] = max(run.get("attempts", 0), result.attempt)

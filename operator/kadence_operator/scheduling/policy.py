@@ -193,10 +193,17 @@ class PlannedSlot:
     after: datetime
     #: The slot after it; None when the schedule ends with ``slot``.
     following: datetime | None
+    #: How late it may be and still run on time (the catch-up grace).
+    grace: timedelta = DEFAULT_GRACE
 
 
 def plan_slot(
-    schedule: Schedule, *, job_uid: str, last_slot: datetime | None, slot: datetime
+    schedule: Schedule,
+    *,
+    job_uid: str,
+    last_slot: datetime | None,
+    slot: datetime,
+    grace: timedelta = DEFAULT_GRACE,
 ) -> PlannedSlot | None:
     """Plan ``slot`` ahead, for a Job whose newest handled slot is ``last_slot``.
 
@@ -213,40 +220,33 @@ def plan_slot(
         due=dispatch_time(schedule, job_uid=job_uid, slot=slot),
         after=last_slot,
         following=next_fire_time(schedule, after=slot),
+        grace=grace,
     )
 
 
-def runs_alone(
-    planned: PlannedSlot,
-    *,
-    last_slot: datetime | None,
-    now: datetime,
-    grace: timedelta = DEFAULT_GRACE,
-) -> bool:
+def runs_alone(planned: PlannedSlot, *, last_slot: datetime | None, now: datetime) -> bool:
     """Whether :func:`plan_catch_up` at ``now`` runs exactly ``planned.slot``, on time, and
     misses nothing -- whatever the catch-up policy and window.
 
     True when the newest handled slot is still the one the plan follows and ``now`` is within
-    :func:`runs_alone_during`: the slot is due, not later than ``grace``, and the slot after it
-    has not come yet.
+    :func:`runs_alone_during`: the slot is due, not later than its ``grace``, and the slot after
+    it has not come yet.
     """
     if last_slot != planned.after:
         return False
-    start, end = runs_alone_during(planned, grace=grace)
+    start, end = runs_alone_during(planned)
     return start <= now < end
 
 
-def runs_alone_during(
-    planned: PlannedSlot, *, grace: timedelta = DEFAULT_GRACE
-) -> tuple[datetime, datetime]:
+def runs_alone_during(planned: PlannedSlot) -> tuple[datetime, datetime]:
     """The instants ``[start, end)`` at which :func:`runs_alone` holds for ``planned`` while the
     newest handled slot stays ``planned.after``: from its dispatch time until it is later than
-    ``grace`` or the slot after it comes, whichever is first.
+    its ``grace`` or the slot after it comes, whichever is first.
 
     So the check of many planned slots at one instant is one comparison with the latest start and
     the earliest end among them.
     """
-    end = planned.due + grace + _MICROSECOND
+    end = planned.due + planned.grace + _MICROSECOND
     if planned.following is not None and planned.following < end:
         end = planned.following
     return planned.due, end
