@@ -463,6 +463,18 @@ def test_metrics_off_and_single_replica(helm: Path) -> None:
     assert [p["name"] for p in container["ports"]] == ["health"]
 
 
+def test_bundled_nats_fsyncs_every_write_unless_told_otherwise(helm: Path) -> None:
+    """Acknowledged runs and results survive a crash of the NATS node's OS (issue #29)."""
+
+    def config(*sets: str) -> str:
+        objects = render(helm, "kadence", "ns", sets=["nats.install=true", *sets])
+        return str(one(objects, "ConfigMap", "kadence-nats")["data"]["nats-server.conf"])
+
+    assert "sync_interval: always" in config()
+    assert "sync_interval: 2m" in config("nats.server.jetstream.syncInterval=2m")
+    assert "sync_interval" not in config("nats.server.jetstream.syncInterval=")
+
+
 def test_nats_url_and_s3_endpoint_are_templates(helm: Path) -> None:
     objects = render(
         helm,
@@ -504,6 +516,7 @@ def test_nats_url_and_s3_endpoint_are_templates(helm: Path) -> None:
         (["--set", "scheduler.duplicateWindow=20"], "scheduler.duplicateWindow"),
         (["--set", "scheduler.dispatchQuiet=5"], "/scheduler/dispatchQuiet"),
         (["--set", "scheduler.dispatchStage=-1"], "/scheduler/dispatchStage"),
+        (["--set", "nats.server.jetstream.syncInterval=sometimes"], "syncInterval"),
         (
             ["--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"],
             "metrics.serviceMonitor.enabled",

@@ -38,6 +38,9 @@ class NatsServer:
 
     workdir: Path
     cluster_size: int = 1
+    #: JetStream's ``sync_interval`` (``"always"``: fsync before every acknowledgement, as the
+    #: chart's bundled server does); None: the server's default (a flush every two minutes).
+    sync_interval: str | None = None
     nodes: list[NatsNode] = field(default_factory=list)
 
     @property
@@ -72,6 +75,13 @@ class NatsServer:
                 "-n",
                 name,
             ]
+            if self.sync_interval is not None:
+                # No command-line flag for it: a config file with only that, the flags above
+                # set the rest.
+                conf = self.workdir / f"{name}.conf"
+                conf.parent.mkdir(parents=True, exist_ok=True)
+                conf.write_text(f"jetstream {{\n  sync_interval: {self.sync_interval}\n}}\n")
+                argv += ["-c", str(conf)]
             if self.cluster_size > 1:
                 argv += [
                     "--cluster_name",
