@@ -10,7 +10,11 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
+import os
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,7 +194,13 @@ async def start(settings: OperatorSettings) -> Runtime:
                 f"run {result.run_id} attempt {result.attempt} {result.state.value}{error}",
             )
 
-    results = ResultsConsumer(js=js, writer=job_writer, limits=limits, on_final=on_final)
+    results = ResultsConsumer(
+        js=js,
+        writer=job_writer,
+        limits=limits,
+        on_final=on_final,
+        ack_wait=settings.results_ack_wait,
+    )
     results.hold = scheduler.hold_for
     runtime = Runtime(
         settings=settings,
@@ -207,17 +217,40 @@ async def start(settings: OperatorSettings) -> Runtime:
         metrics=metrics,
         jobs=jobs,
     )
-    for coro in (
-        job_writer.run(runtime.stop),
-        queue_writer.run(runtime.stop),
-        shards.run(runtime.stop),
-        scheduler.run(runtime.stop),
-        results.run(runtime.stop),
-        deadletter.run_mover(js, runtime.stop),
-        _trim_heap(runtime.stop),
+    for name, coro in (
+        ("job status writer", job_writer.run(runtime.stop)),
+        ("queue status writer", queue_writer.run(runtime.stop)),
+        ("shard leases", shards.run(runtime.stop)),
+        ("scheduler", scheduler.run(runtime.stop)),
+        ("results consumer", results.run(runtime.stop)),
+        ("dead-letter mover", deadletter.run_mover(js, runtime.stop)),
+        ("heap trimmer", _trim_heap(runtime.stop)),
     ):
-        runtime.tasks.append(asyncio.create_task(coro))
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(functools.partial(_ended, runtime.stop, _terminate))
+        runtime.tasks.append(task)
     return runtime
+
+
+def _terminate() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _ended(stop: asyncio.Event, terminate: Callable[[], None], task: asyncio.Task[None]) -> None:
+    """A background loop ended before the operator was told to stop: a bug or a fault it does
+    not survive. An operator without its scheduler or results consumer would look alive and do
+    nothing, so it stops (SIGTERM to itself, kopf's clean shutdown) and is restarted by its
+    Deployment (or by whoever runs it) rather than go on half alive."""
+    if stop.is_set() or task.cancelled():
+        return
+    error = task.exception()
+    logger.critical(
+        "the %s stopped unexpectedly (%s): stopping the operator so that it is restarted",
+        task.get_name(),
+        repr(error) if error is not None else "it returned",
+        exc_info=error,
+    )
+    terminate()
 
 
 #: How often freed heap memory is handed back to the OS (see :func:`_trim_heap`; a trim of a
@@ -235,6 +268,7 @@ async def _trim_heap(stop: asyncio.Event) -> None:
     try:
         trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
+        await stop.wait()  # (a loop that ends early stops the operator: see _ended)
         return
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):

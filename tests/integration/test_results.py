@@ -4,6 +4,7 @@ and an operator killed between a result's arrival and its status write loses not
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -310,6 +311,93 @@ def test_operator_killed_before_status_write_records_the_run_once(
         )
         assert body["status"]["counters"]["succeeded"] == 1
         assert len(body["status"]["runs"]) == 1
+    finally:
+        fresh.stop()
+    kubectl(kube, "delete", "kjob", name)
+
+
+def _results_redelivered(nats_server: NatsServer) -> int:
+    async def read() -> int:
+        nc = await nats.connect(nats_server.url)
+        try:
+            info = await nc.jetstream().consumer_info(
+                constants.RESULTS_STREAM, constants.RESULTS_CONSUMER
+            )
+            return int(info.num_redelivered or 0)
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_results_of_a_dead_operator_come_back_within_the_ack_wait(
+    kube: KubeControlPlane,
+    nats_results: NatsServer,
+    s3_server: S3Server,
+    worker: ManagedProcess,
+    tmp_path: Path,
+) -> None:
+    """#29: a result the killed operator had taken was missing from status for ~60 s (the
+    results consumer's ack wait). A result waiting for its status write longer than the ack
+    wait is kept claimed (in-progress acks: not redelivered), and once its operator dies it is
+    folded by the next one within the ack wait (6 s here; 15 s by default)."""
+    name = f"dead-{uuid.uuid4().hex[:6]}"
+    # A status interval longer than the ack wait keeps the result in the writer, unpersisted,
+    # for longer than the ack wait.
+    slow = start_operator(
+        tmp_path,
+        _env(
+            kube,
+            nats_results,
+            s3_server,
+            KADENCE_STATUS_INTERVAL="20",
+            KADENCE_RESULTS_ACK_WAIT="6",
+        ),
+        name="slow-claim",
+    )
+    track([slow])
+    try:
+        _launch_worker(worker)
+        redelivered = _results_redelivered(nats_results)
+        apply(kube, job(name, task="demo.sleep", payload=2))
+        wait_for(
+            lambda: [
+                r
+                for r in (get(kube, "kjob", name).get("status") or {}).get("runs", [])
+                if r["state"] in ("Pending", "Running")
+            ],
+            what="dispatch recorded, run not finished",
+        )
+        wait_for(
+            lambda: _last_result_state(nats_results, name) == "Succeeded",
+            timeout=30,
+            what="the worker reported the run",
+        )
+        time.sleep(8)  # longer than the ack wait: claimed all the while by in-progress acks
+        assert get(kube, "kjob", name)["status"]["runs"][0]["state"] in ("Pending", "Running")
+        assert _results_redelivered(nats_results) == redelivered
+    finally:
+        slow.kill()  # SIGKILL: no chance to flush
+    killed = time.monotonic()
+    fresh = start_operator(
+        tmp_path,
+        _env(kube, nats_results, s3_server, KADENCE_RESULTS_ACK_WAIT="6"),
+        name="fresh-claim",
+    )
+    track([fresh])
+    try:
+        body = wait_for(
+            lambda: (
+                (b := get(kube, "kjob", name))
+                and b["status"]["runs"][0]["state"] == "Succeeded"
+                and b
+            ),
+            timeout=30,
+            what="the dead operator's result folded",
+        )
+        assert time.monotonic() - killed < 6 + 5 + 10  # ack wait, status interval, start
+        assert body["status"]["counters"]["succeeded"] == 1
+        assert body["status"]["counters"]["dispatched"] == 1
     finally:
         fresh.stop()
     kubectl(kube, "delete", "kjob", name)

@@ -3,9 +3,14 @@
 A durable pull consumer on ``KADENCE_RESULTS``; each result becomes a status mutation (the pure
 fold) submitted to the coalesced status writer, and the message is acknowledged only after the
 mutation is persisted — an operator crash between arrival and write loses nothing, the result is
-redelivered and the fold, being idempotent, records it once. A message may hold several results
-of one Job (a worker's batch, :class:`~kadence.protocol.ResultBatch`): it is acknowledged once
-all of them are persisted. Results for a Job that no longer exists are acknowledged and dropped.
+redelivered and the fold, being idempotent, records it once. While a message waits for its write
+(a status interval, or longer while the API server is slow or down) it is kept claimed with
+in-progress acks, so the consumer's ack wait only decides how long the results an operator took
+before it died stay hidden: ``KADENCE_RESULTS_ACK_WAIT``, 15 s by default.
+
+A message may hold several results of one Job (a worker's batch,
+:class:`~kadence.protocol.ResultBatch`): it is acknowledged once all of them are persisted.
+Results for a Job that no longer exists are acknowledged and dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -41,11 +47,10 @@ Notify = Callable[[RunResult], Awaitable[None]]
 async def ensure_results_stream(
     js: JetStreamContext, *, duplicate_window: float, ack_wait: float
 ) -> None:
-    """The results stream and the operator's durable consumer of it.
+    """The results stream and the operator's durable consumer of it (its ``ack_wait`` set to
+    this operator's; an existing consumer is updated).
 
-    Results wait in the status writer up to one status interval before they are acknowledged,
-    so ``ack_wait`` must be longer than that. Replicated (3) where JetStream is clustered, so
-    losing a NATS server loses no result.
+    Replicated (3) where JetStream is clustered, so losing a NATS server loses no result.
     """
     config = streamspec.results_stream(duplicate_window=duplicate_window)
     await streams.ensure_operator_stream(js, config)
@@ -80,8 +85,13 @@ class ResultsConsumer:
         writer: StatusWriter,
         limits: Limits,
         on_final: Notify | None = None,
+        ack_wait: float = 15.0,
     ) -> None:
         self._js = js
+        self._ack_wait = ack_wait
+        #: Fetched messages not acknowledged yet (by ``id``: a ``Msg`` is not hashable), with
+        #: when they were fetched or last kept claimed.
+        self._waiting: dict[int, tuple[Msg, float]] = {}
         self._writer = writer
         self._limits = limits
         self._on_final = on_final
@@ -99,6 +109,7 @@ class ResultsConsumer:
         sub = await self._js.pull_subscribe_bind(
             constants.RESULTS_CONSUMER, stream=constants.RESULTS_STREAM
         )
+        keeper = asyncio.ensure_future(self._keep_claimed(stop))
         try:
             while not stop.is_set():
                 try:
@@ -113,9 +124,22 @@ class ResultsConsumer:
                 for msg in msgs:
                     await self._handle(msg)
         finally:
+            keeper.cancel()
             # An open pull subscription would make the connection's drain wait its full timeout.
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _keep_claimed(self, stop: asyncio.Event) -> None:
+        """Every third of the ack wait, an in-progress ack for each message still waiting for
+        its status write after a third of the ack wait: JetStream redelivers none of them."""
+        period = self._ack_wait / 3
+        while not stop.is_set():
+            await asyncio.sleep(period)
+            due = time.monotonic() - period
+            for key, (msg, since) in list(self._waiting.items()):
+                if since <= due and key in self._waiting:
+                    self._waiting[key] = (msg, time.monotonic())
+                    self._spawn(_in_progress(msg))
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -136,6 +160,7 @@ class ResultsConsumer:
         # persisted; if any is not, the whole message comes again and the fold, idempotent,
         # records the others once.
         pending = _Pending(msg, len(folding))
+        self._waiting[id(msg)] = (msg, time.monotonic())
         for result in folding:
             job = result.job
             assert job is not None
@@ -157,8 +182,10 @@ class ResultsConsumer:
         else:
             self.folded += 1
         pending.left -= 1
-        if pending.left == 0 and not pending.failed:
-            self._spawn(pending.msg.ack())
+        if pending.left == 0:
+            self._waiting.pop(id(pending.msg), None)
+            if not pending.failed:
+                self._spawn(pending.msg.ack())
         if (
             error is None
             and self._on_final is not None
@@ -169,6 +196,11 @@ class ResultsConsumer:
             )
         ):
             self._spawn(self._on_final(result))
+
+
+async def _in_progress(msg: Msg) -> None:
+    with contextlib.suppress(Exception):  # the connection is down: JetStream redelivers it
+        await msg.in_progress()
 
 
 @dataclasses.dataclass(slots=True)
