@@ -29,8 +29,10 @@ from kadence.protocol import (
     RunState,
     encode,
 )
+from kadence.storage import S3Storage
 from kadence_devstack.kube import KubeControlPlane
 from kadence_devstack.nats import NatsServer
+from kadence_devstack.s3 import S3Server
 from tests.integration.test_worker_support import (
     WorkerProcess,
     connected,
@@ -154,11 +156,18 @@ async def exclusive(seconds: float, ctx: Context) -> int | None:
 
 
 async def test_forbid_never_runs_two_attempts_of_a_job_at_once(
-    nats_server: NatsServer, kube: KubeControlPlane, worker_kubeconfig: Path
+    nats_server: NatsServer, kube: KubeControlPlane, worker_kubeconfig: Path, s3_server: S3Server
 ) -> None:
     intervals.clear()
     job = a_job()
     metrics = [WorkerMetrics(CollectorRegistry()) for _ in range(2)]
+    bucket = unique("fenced-")
+    storage = S3Storage(
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        secure=False,
+    )
     async with connected(nats_server) as client, fresh_queue(client, ack_wait=10) as queue:
         leases = [LeaseClient.from_kubeconfig(str(worker_kubeconfig)) for _ in range(2)]
         async with (
@@ -170,6 +179,8 @@ async def test_forbid_never_runs_two_attempts_of_a_job_at_once(
                 lease_duration=3,
                 metrics=metrics[0],
                 name="w1",
+                storage=storage,
+                output_bucket=bucket,
             ) as w1,
             running_worker(
                 app,
@@ -179,6 +190,8 @@ async def test_forbid_never_runs_two_attempts_of_a_job_at_once(
                 lease_duration=3,
                 metrics=metrics[1],
                 name="w2",
+                storage=storage,
+                output_bucket=bucket,
             ) as w2,
         ):
             runs = [
@@ -224,6 +237,13 @@ async def test_forbid_never_runs_two_attempts_of_a_job_at_once(
         assert tokens[0] is not None
         assert tokens[1] is not None
         assert tokens[1] > tokens[0]
+        # Each holder's outputs are in a folder named by its attempt and its fencing token.
+        for run, results in zip(runs, done, strict=True):
+            last = results[-1]
+            folder = f"{run.run_id}/attempt-{last.attempt}-fence-{last.fencing_token}/"
+            assert [o.uri for o in last.outputs] == [
+                f"s3://{bucket}/{NAMESPACE}/{job.name}/{folder}result.json"
+            ]
         lease = read_lease(kube, job.name)
         assert lease is not None
         assert lease.holder is None  # released after the run

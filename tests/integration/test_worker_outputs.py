@@ -110,7 +110,8 @@ async def test_outputs_exist_at_the_reported_uris(
         assert done.attempt == 1
         assert done.started_at is not None
         assert done.finished_at is not None
-        prefix = f"s3://{bucket}/default/{job.name}/{request.run_id}/"
+        # Each attempt writes under a folder of its own in the run's prefix.
+        prefix = f"s3://{bucket}/default/{job.name}/{request.run_id}/attempt-1/"
         assert [o.uri for o in done.outputs] == [
             prefix + "report.csv",
             prefix + "charts/summary.json",
@@ -122,7 +123,7 @@ async def test_outputs_exist_at_the_reported_uris(
             stat = s3.stat_object(bucket, key)
             assert stat.size == output.size > 0
             assert stat.etag == output.etag
-        body = s3.get_object(bucket, f"default/{job.name}/{request.run_id}/result.json")
+        body = s3.get_object(bucket, f"default/{job.name}/{request.run_id}/attempt-1/result.json")
         try:
             assert json.loads(body.read()) == {"rows": 3, "day": "2024-05-01"}
         finally:
@@ -154,16 +155,16 @@ async def test_adhoc_enqueue_reads_input_and_stores_bytes(
         assert counted.state is RunState.SUCCEEDED
         assert counted.job is None
         assert counted.outputs[0].uri == (
-            f"s3://{bucket}/default/_adhoc/{count.run_id}/result.json"
+            f"s3://{bucket}/default/_adhoc/{count.run_id}/attempt-1/result.json"
         )
-        assert stored.outputs[0].uri.endswith(f"/_adhoc/{blob.run_id}/result.bin")
-        response = s3.get_object(bucket, f"default/_adhoc/{blob.run_id}/result.bin")
+        assert stored.outputs[0].uri.endswith(f"/_adhoc/{blob.run_id}/attempt-1/result.bin")
+        response = s3.get_object(bucket, f"default/_adhoc/{blob.run_id}/attempt-1/result.bin")
         try:
             assert response.read() == b"binary!"
         finally:
             response.close()
             response.release_conn()
-        response = s3.get_object(bucket, f"default/_adhoc/{count.run_id}/result.json")
+        response = s3.get_object(bucket, f"default/_adhoc/{count.run_id}/attempt-1/result.json")
         try:
             assert json.loads(response.read()) == {"words": 9000}
         finally:

@@ -5,21 +5,27 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from minio import Minio
 
 from kadence import constants
 from kadence.protocol import JobRef, RunRequest, RunState, encode
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import free_port
+from kadence_devstack.s3 import S3Server
+from kadence_operator.results.fold import fold_result
 from tests.integration.test_worker_support import (
     QueueUnderTest,
     WorkerProcess,
     connected,
     final,
     fresh_queue,
+    s3_env,
     stream_messages,
     unique,
     wait_results,
@@ -48,6 +54,13 @@ async def slow(payload: dict, ctx: kadence.Context) -> str:
     with (folder / "done.txt").open("a") as f:
         f.write(f"{ctx.worker} {ctx.attempt}\\n")
     return "done"
+
+
+@app.task("demo.late_writer")
+async def late_writer(seconds: float, ctx: kadence.Context) -> dict:
+    await asyncio.sleep(seconds)
+    await ctx.output.aput("report.txt", f"written by {ctx.worker}, attempt {ctx.attempt}\\n")
+    return {"worker": ctx.worker, "attempt": ctx.attempt}
 """
 
 ACK_WAIT = 2.0
@@ -78,10 +91,17 @@ async def start_worker(
     nats_server: NatsServer,
     name: str,
     args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
     """A ``kadence worker`` process serving :data:`APP`, stopped with ``procs``; started."""
     worker = WorkerProcess(
-        tmp_path, app_source=APP, queue=queue, nats=nats_server, name=name, args=args or []
+        tmp_path,
+        app_source=APP,
+        queue=queue,
+        nats=nats_server,
+        name=name,
+        args=args or [],
+        env=env,
     )
     procs.append(worker)
     await worker.start()
@@ -229,3 +249,85 @@ async def test_running_report_delay_option(
             await client.publish(queue.name, encode(run), msg_id=run.run_id)
             results = await wait_results(client, final, job=job.name, run_id=run.run_id)
     assert [r.state.value for r in results if r.run_id == run.run_id] == expected
+
+
+async def test_a_resumed_stale_attempt_never_overwrites_the_reported_outputs(
+    nats_server: NatsServer, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A worker frozen past the ack wait resumes after the redelivered attempt succeeded and
+    writes the same output names: the objects the run reports (the attempt the operator's fold
+    keeps) are still the ones the successful attempt wrote, and the late attempt's are its own."""
+    job = a_job()
+    bucket = unique("late-")
+    env = {**s3_env(s3_server), "KADENCE_OUTPUT_BUCKET": bucket}
+    args = ["--running-report-delay", "0", "--grace-period", "1"]
+    request = RunRequest(
+        run_id=unique("run-"),
+        task="demo.late_writer",
+        job=job,
+        payload=3.0,
+        ack_wait_seconds=ACK_WAIT,
+    )
+    async with connected(nats_server) as client, fresh_queue(client, ack_wait=ACK_WAIT) as queue:
+        with worker_processes() as procs:
+            stale = await start_worker(procs, tmp_path, queue, nats_server, "stale", args, env)
+            await client.publish(queue.name, encode(request), msg_id=request.run_id)
+            await wait_results(client, lambda rs: len(rs) >= 1, job=job.name, run_id=request.run_id)
+            # Frozen past the ack wait mid-task (concurrency 1, so it has no pull request open
+            # that the redelivery could go to).
+            stale.process.signal(signal.SIGSTOP)
+            try:
+                await start_worker(procs, tmp_path, queue, nats_server, "winner", args, env)
+                await wait_results(
+                    client,
+                    lambda rs: any(r.state is RunState.SUCCEEDED for r in rs),
+                    job=job.name,
+                    run_id=request.run_id,
+                )
+            finally:
+                stale.process.signal(signal.SIGCONT)
+            # The stale attempt's handler wakes up, writes its outputs and reports too.
+            results = await wait_results(
+                client,
+                lambda rs: any(r.worker == "stale" and r.is_final for r in rs),
+                job=job.name,
+                run_id=request.run_id,
+            )
+
+    succeeded = [r for r in results if r.state is RunState.SUCCEEDED]
+    assert (succeeded[0].worker, succeeded[0].attempt) == ("winner", 2)
+    status: dict[str, Any] = {}
+    for result in results:  # as the operator folds them, in stream order
+        status = fold_result(
+            status, result, limits=(10, 10), generation=1, now=datetime.now(UTC)
+        ).status
+    (run,) = status["runs"]
+    assert run["state"] == "Succeeded"
+    reported = {o["uri"]: o for o in run["output"]}
+    assert {uri.rsplit("/", 1)[1] for uri in reported} == {"report.txt", "result.json"}
+
+    s3 = Minio(
+        s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        secure=False,
+    )
+
+    def stored(uri: str) -> tuple[str, bytes]:
+        key = uri.removeprefix(f"s3://{bucket}/")
+        response = s3.get_object(bucket, key)
+        try:
+            return response.headers.get("ETag", "").strip('"'), response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    for uri, output in reported.items():
+        etag, body = stored(uri)
+        assert etag == output["etag"], f"{uri} was overwritten after it was reported"
+        if uri.endswith("report.txt"):
+            assert body == b"written by winner, attempt 2\n"
+    # Every attempt's objects are where it said it wrote them, untouched by the other attempt.
+    for result in succeeded:
+        for output in result.outputs:
+            assert stored(output.uri)[0] == output.etag, output.uri

@@ -21,11 +21,13 @@ from kadence.protocol import (
     Backoff,
     DeadLetterReason,
     JobRef,
+    OutputLocation,
     RetryPolicy,
     RunRequest,
     RunState,
     encode,
 )
+from kadence.storage import output_location
 from kadence.testing import StubBroker
 
 
@@ -68,6 +70,13 @@ def flaky(ctx: Context) -> str:
     return "third time lucky"
 
 
+@app.task("demo.writes_then_retries")
+def writes_then_retries(ctx: Context) -> None:
+    ctx.output.put("note.txt", f"attempt {ctx.attempt}")
+    if ctx.attempt < 2:
+        raise Retry("again", delay=0)
+
+
 @app.task("demo.boom")
 def boom(payload: dict[str, str]) -> None:
     raise ValueError(payload.get("why", "boom"))
@@ -103,6 +112,7 @@ def test_tasks_are_registered_by_name_and_stay_callable() -> None:
         "demo.flaky",
         "demo.refuse",
         "demo.sleep",
+        "demo.writes_then_retries",
         "files.wordcount",
         "reports.build",
     ]
@@ -266,8 +276,8 @@ def test_stub_success_writes_outputs_and_result_json() -> None:
     assert [r.state for r in run.results] == [RunState.RUNNING, RunState.SUCCEEDED]
     assert run.value["rows"] == 6
     assert [o.uri for o in run.outputs] == [
-        "s3://kadence-outputs/analytics/nightly/r1/report.csv",
-        "s3://kadence-outputs/analytics/nightly/r1/result.json",
+        "s3://kadence-outputs/analytics/nightly/r1/attempt-1/report.csv",
+        "s3://kadence-outputs/analytics/nightly/r1/attempt-1/result.json",
     ]
     assert run.output("report.csv").decode().splitlines()[0] == "region,day,n"
     assert run.result_json() == {"rows": 6, "uri": run.outputs[0].uri}
@@ -278,8 +288,64 @@ def test_stub_adhoc_outputs_and_bytes_result() -> None:
     broker = StubBroker(app, namespace="ns")
     request = broker.enqueue("demo.bytes", "ab")
     (run,) = broker.run_until_complete()
-    assert run.outputs[0].uri == f"s3://kadence-outputs/ns/_adhoc/{request.run_id}/result.bin"
+    assert (
+        run.outputs[0].uri
+        == f"s3://kadence-outputs/ns/_adhoc/{request.run_id}/attempt-1/result.bin"
+    )
     assert run.output("result.bin") == b"abab"
+
+
+NIGHTLY = JobRef(namespace="analytics", name="nightly", uid="u1")
+
+
+@pytest.mark.parametrize(
+    ("job", "output", "attempt", "token", "expected"),
+    [
+        (NIGHTLY, None, 1, None, "s3://out/analytics/nightly/r1/attempt-1/"),
+        (NIGHTLY, None, 3, 7, "s3://out/analytics/nightly/r1/attempt-3-fence-7/"),
+        (None, None, 2, None, "s3://out/ns/_adhoc/r1/attempt-2/"),
+        (
+            NIGHTLY,
+            ("reports", "daily/analytics/nightly/r1/"),
+            2,
+            0,
+            "s3://reports/daily/analytics/nightly/r1/attempt-2-fence-0/",
+        ),
+        (None, ("reports", "mine"), 1, None, "s3://reports/mine/attempt-1/"),
+        (None, ("reports", ""), 1, None, "s3://reports/attempt-1/"),
+    ],
+    ids=["job", "job-with-lease", "adhoc", "spec-output", "prefix-without-slash", "empty-prefix"],
+)
+def test_every_attempt_writes_under_a_prefix_of_its_own(
+    job: JobRef | None,
+    output: tuple[str, str] | None,
+    attempt: int,
+    token: int | None,
+    expected: str,
+) -> None:
+    request = RunRequest(
+        run_id="r1",
+        task="t",
+        job=job,
+        output=OutputLocation(bucket=output[0], prefix=output[1]) if output else None,
+    )
+    location = output_location(
+        request, namespace="ns", bucket="out", attempt=attempt, fencing_token=token
+    )
+    assert location.uri == expected
+
+
+def test_stub_attempts_of_one_run_write_apart() -> None:
+    broker = StubBroker(app)
+    broker.enqueue("demo.writes_then_retries", max_attempts=2)
+    (run,) = broker.run_until_complete()
+    assert run.succeeded
+    prefix = f"default/_adhoc/{run.run_id}"
+    assert {key: obj.data for (_, key), obj in broker.storage.objects.items()} == {
+        f"{prefix}/attempt-1/note.txt": b"attempt 1",
+        f"{prefix}/attempt-2/note.txt": b"attempt 2",
+    }
+    assert run.output("note.txt") == b"attempt 2"  # what the run reports: its last attempt's
 
 
 def test_stub_retry_then_success_records_backoff() -> None:

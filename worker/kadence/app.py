@@ -14,10 +14,15 @@ and, if it asks for one, a :class:`Context`. It finishes by returning (the value
 ``result.json``, or ``result.bin`` for bytes), by raising :class:`Retry` to be attempted again, by
 raising :class:`Fail` to fail for good, or by raising anything else (retried per the Job's
 retryPolicy). This module only describes tasks; :mod:`kadence.runtime` runs them.
+
+A sync task runs in one of the worker's threads, which cannot be interrupted: past its timeout
+it runs on until it returns. ``@app.task(isolation="process")`` runs it in a child process
+instead, which the worker kills when the attempt ends early (:mod:`kadence.processes`).
 """
 
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 import threading
@@ -42,6 +47,7 @@ __all__ = [
     "Context",
     "Fail",
     "InvalidPayload",
+    "Isolation",
     "Retry",
     "TaskSpec",
 ]
@@ -71,6 +77,19 @@ class Fail(Exception):
 
 class InvalidPayload(Fail):
     """The payload does not match the handler's annotated type (never retried)."""
+
+
+class Isolation(enum.StrEnum):
+    """Where a sync handler runs (``@app.task(isolation=...)``)."""
+
+    #: In one of the worker's threads (the default). A thread cannot be interrupted: when the
+    #: attempt ends first (timeout, lost Lease, Replace, shutdown) the handler runs on until it
+    #: returns; ``ctx.cancelled`` turns true and SDK calls raise ``Cancelled``.
+    THREAD = "thread"
+    #: In a child process of the worker, which gets SIGTERM when the attempt ends first and
+    #: SIGKILL after a grace period. Payload and return value must pickle; the function must be
+    #: importable (module level). See :mod:`kadence.processes`.
+    PROCESS = "process"
 
 
 class _RunLogger(logging.LoggerAdapter[logging.Logger]):
@@ -220,12 +239,16 @@ class TaskSpec:
     is_async: bool
     #: The parameters in call order: ("payload" | "context", name, keyword-only?).
     params: tuple[tuple[str, str, bool], ...]
+    isolation: Isolation = Isolation.THREAD
     _annotation: Any = None
     _adapter: TypeAdapter[Any] | None = field(default=None, repr=False)
     _resolved: bool = field(default=False, repr=False)
 
     @classmethod
-    def from_function(cls, name: str, fn: Callable[..., Any]) -> TaskSpec:
+    def from_function(
+        cls, name: str, fn: Callable[..., Any], *, isolation: Isolation | str = Isolation.THREAD
+    ) -> TaskSpec:
+        isolation = _isolation(name, fn, isolation)
         signature = inspect.signature(fn)
         hints = _type_hints(fn)
         params: list[tuple[str, str, bool]] = []
@@ -251,6 +274,7 @@ class TaskSpec:
             fn=fn,
             is_async=inspect.iscoroutinefunction(fn),
             params=tuple(params),
+            isolation=isolation,
             _annotation=payload_annotation,
         )
         spec._resolve()
@@ -315,6 +339,31 @@ class TaskSpec:
         return args, kwargs
 
 
+def _isolation(name: str, fn: Callable[..., Any], isolation: Isolation | str) -> Isolation:
+    """``isolation`` checked against ``fn``: a process runs only what it can import by name."""
+    try:
+        chosen = Isolation(isolation)
+    except ValueError:
+        choices = ", ".join(repr(i.value) for i in Isolation)
+        raise ValueError(
+            f"task {name!r}: isolation must be one of {choices}, got {isolation!r}"
+        ) from None
+    if chosen is not Isolation.PROCESS:
+        return chosen
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"task {name!r}: isolation='process' is for sync functions; an async task is "
+            "cancelled on the event loop when its attempt ends"
+        )
+    qualname = getattr(fn, "__qualname__", None)
+    if not inspect.isfunction(fn) or qualname is None or "<" in qualname:
+        raise TypeError(
+            f"task {name!r}: a task with isolation='process' must be a function defined at "
+            f"module level, which its process imports by name; got {qualname or fn!r}"
+        )
+    return chosen
+
+
 def _first_error(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "payload"
@@ -350,23 +399,29 @@ class App:
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 
-    def task(self, name: str | None = None) -> Callable[[F], F]:
+    def task(
+        self, name: str | None = None, *, isolation: Isolation | str = Isolation.THREAD
+    ) -> Callable[[F], F]:
         """Register the decorated function as task ``name`` (default ``module.function``).
 
         The function is returned unchanged, so it can still be called directly in tests.
+        ``isolation="process"`` runs a sync function in a child process that is killed when its
+        attempt ends early (timeout, lost Lease, Replace, shutdown); see :class:`Isolation`.
         """
 
         def register(fn: F) -> F:
-            self.register(name or f"{fn.__module__}.{fn.__qualname__}", fn)
+            self.register(name or f"{fn.__module__}.{fn.__qualname__}", fn, isolation=isolation)
             return fn
 
         return register
 
-    def register(self, name: str, fn: Callable[..., Any]) -> TaskSpec:
+    def register(
+        self, name: str, fn: Callable[..., Any], *, isolation: Isolation | str = Isolation.THREAD
+    ) -> TaskSpec:
         if not name or len(name) > 253:
             raise ValueError(f"task name must be 1 to 253 characters, got {name!r}")
         if name in self._tasks and self._tasks[name].fn is not fn:
             raise ValueError(f"task {name!r} is already registered")
-        spec = TaskSpec.from_function(name, fn)
+        spec = TaskSpec.from_function(name, fn, isolation=isolation)
         self._tasks[name] = spec
         return spec

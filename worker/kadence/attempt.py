@@ -1,7 +1,8 @@
 """One attempt of a task: run the handler to an :class:`~kadence.outcomes.Outcome`.
 
 :func:`run_attempt` calls the handler (an async one on the event loop, a sync one in the
-worker's thread pool), stops it on the attempt's timeout, on the loss of the Job's Lease, on the
+worker's thread pool, or for ``isolation="process"`` in a child process waited for from that
+pool), stops it on the attempt's timeout, on the loss of the Job's Lease, on the
 operator's cancel request (``concurrencyPolicy: Replace``) or on the worker's shutdown, and
 stores its return value (:func:`store_value`). It never raises for task errors: what the attempt
 came to is an ``Outcome``, classified by :mod:`kadence.outcomes`.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic_core
 
 from kadence import constants, outcomes
-from kadence.app import CancelSignal, Context, Fail, Retry, TaskSpec
+from kadence.app import CancelSignal, Context, Fail, Isolation, Retry, TaskSpec
 from kadence.outcomes import Disposition, Outcome, classify, error_message, failure
 from kadence.protocol import RunRequest, RunState
 from kadence.storage import ObjectStore, OutputWriter, StorageError
@@ -32,6 +33,7 @@ from kadence.threads import TaskThreads
 
 if TYPE_CHECKING:  # leases imports the Kubernetes client: only load it when a run needs a lock
     from kadence.leases import JobLock
+    from kadence.processes import Call, TaskProcesses
 
 log = logging.getLogger("kadence.worker")
 
@@ -106,6 +108,7 @@ async def run_attempt(
     lock: JobLock | None = None,
     abort: asyncio.Future[Any] | None = None,
     replaced: asyncio.Future[Any] | None = None,
+    processes: TaskProcesses | None = None,
 ) -> Outcome:
     """Run one attempt of ``spec`` to an :class:`Outcome`; never raises for task errors.
 
@@ -114,7 +117,10 @@ async def run_attempt(
     by ``abort`` (worker shutdown: one future shared by all attempts, which this function only
     watches and never cancels). An async handler is cancelled; a sync one cannot be interrupted,
     so ``cancel_event`` is set (SDK calls then raise ``Cancelled``) and its future is returned as
-    ``abandoned``.
+    ``abandoned``. A sync handler of an ``isolation="process"`` task runs in one of
+    ``processes``' children, which is stopped (SIGTERM, SIGKILL after its grace); its future is
+    ``abandoned`` until the child is gone. Without ``processes`` (:mod:`kadence.testing`) such a
+    handler runs in a thread like any other.
     """
     request, attempt = ctx.request, ctx.attempt
     started = time.monotonic()
@@ -136,13 +142,19 @@ async def run_attempt(
             )
         )
 
+    isolated: Call | None = None
     if spec.is_async:
         handler: asyncio.Future[Any] = asyncio.ensure_future(spec.fn(*args, **kwargs))
     else:
         if executor is None:
             raise RuntimeError("sync tasks need an executor")
-        call = functools.partial(contextvars.copy_context().run, spec.fn, *args, **kwargs)
-        handler = executor.submit(call)
+        if spec.isolation is Isolation.PROCESS and processes is not None:
+            # The thread only waits for the child, which can be stopped.
+            isolated = processes.call(spec, args, kwargs, ctx)
+            handler = executor.submit(isolated.run)
+        else:
+            call = functools.partial(contextvars.copy_context().run, spec.fn, *args, **kwargs)
+            handler = executor.submit(call)
 
     watchers: dict[asyncio.Future[Any], str] = {}
     keeper: asyncio.Future[Any] | None = None
@@ -157,6 +169,8 @@ async def run_attempt(
         finished = await _first_done(handler, watchers, request.timeout_seconds)
     except asyncio.CancelledError:
         cancel_event.set()
+        if isolated is not None:
+            isolated.stop()
         handler.cancel()
         raise
     finally:
@@ -169,7 +183,10 @@ async def run_attempt(
         fired = next((w for w in watchers if w in finished), None)
         if spec.is_async:
             await _stop_handler(handler)
-        # A sync handler's future is left alone: it resolves once the thread returns.
+        elif isolated is not None:
+            isolated.stop()
+        # A sync handler's future is left alone: it resolves once the thread returns (for an
+        # isolated one: once its child is gone, within the grace).
         abandoned = handler if not spec.is_async and not handler.done() else None
         outcome = _interrupted(
             request, attempt=attempt, why=watchers.get(fired) if fired else None, watcher=fired

@@ -31,8 +31,9 @@ from rich.console import Console
 from kadence import loops, streams
 from kadence.app import App
 from kadence.client import KadenceClient
-from kadence.config import Settings
+from kadence.config import LOG_FORMAT, Settings
 from kadence.metrics import WorkerMetrics
+from kadence.processes import KILL_GRACE
 from kadence.protocol import Backoff, RetryPolicy
 from kadence.runtime import RUNNING_REPORT_DELAY, Worker
 from kadence.storage import S3Storage
@@ -87,7 +88,7 @@ def load_app(reference: str) -> App:
 def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
 
@@ -148,6 +149,15 @@ def worker(
             help="Report Running for attempts still going after this many seconds (0: all).",
         ),
     ] = RUNNING_REPORT_DELAY,
+    kill_grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="KADENCE_KILL_GRACE",
+            help="Seconds between SIGTERM and SIGKILL for the process of an isolation='process' "
+            "task whose attempt ended early (timeout, lost Lease, Replace, shutdown).",
+        ),
+    ] = KILL_GRACE,
     name: Annotated[
         str | None, typer.Option(help="Worker identity (default $KADENCE_WORKER_NAME or host-pid).")
     ] = None,
@@ -180,6 +190,7 @@ def worker(
             name=settings.worker_name,
             grace_period=grace_period,
             running_report_delay=running_report_delay,
+            kill_grace=kill_grace,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

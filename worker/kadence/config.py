@@ -38,6 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from kadence.constants import DEFAULT_OUTPUT_BUCKET
 
+#: The format of the worker's log lines (``kadence worker``, and the task processes it starts).
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

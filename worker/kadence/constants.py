@@ -99,9 +99,25 @@ ADHOC_JOB = "_adhoc"
 #: Bucket that run outputs go to unless the run request or ``KADENCE_OUTPUT_BUCKET`` says otherwise.
 DEFAULT_OUTPUT_BUCKET = "kadence-outputs"
 
-#: Object names of a task's return value under the run's output prefix.
+#: Object names of a task's return value under the attempt's output prefix.
 RESULT_JSON_OBJECT = "result.json"
 RESULT_BINARY_OBJECT = "result.bin"
+
+
+def attempt_folder(attempt: int, fencing_token: int | None = None) -> str:
+    """The folder of one attempt's outputs under its run's prefix: ``attempt-<n>/``, or
+    ``attempt-<n>-fence-<token>/`` for an attempt that holds its Job's Lease.
+
+    Every attempt writes into a folder of its own, so an attempt that resumes after another took
+    over its run (a worker frozen past the ack wait or its Lease) never overwrites the objects the
+    other reported. The attempt number is JetStream's delivery count, which no two deliveries of
+    one message share; the Lease's fencing token (``leaseTransitions``, one more for every new
+    holder) also tells apart holders of two messages of one run that got the same count.
+    """
+    if fencing_token is None:
+        return f"attempt-{attempt}/"
+    return f"attempt-{attempt}-fence-{fencing_token}/"
+
 
 #: Prefix of the per-Job Lease (``coordination.k8s.io/v1``) workers hold for locking policies.
 LEASE_PREFIX = "kadence-job-"

@@ -1,7 +1,9 @@
 """The worker: pulls run requests from a Queue, runs their tasks and reports the outcomes.
 
 One :class:`Worker` serves one Queue with ``concurrency`` slots; async tasks run on the event
-loop, sync tasks in a thread pool (:class:`~kadence.threads.TaskThreads`). For each message:
+loop, sync tasks in a thread pool (:class:`~kadence.threads.TaskThreads`), or for
+``isolation="process"`` in child processes (:class:`~kadence.processes.TaskProcesses`) that are
+killed ``kill_grace`` seconds after SIGTERM when an attempt ends early. For each message:
 
 1. decode it; an undecodable, oversize or unknown-task message is dead-lettered and terminated
    (and reported ``DeadLettered`` when its run is known);
@@ -50,6 +52,7 @@ from kadence.heartbeats import Beats, Heartbeats
 from kadence.locking import JobLocks
 from kadence.metrics import WorkerMetrics
 from kadence.outcomes import Disposition, Outcome, classify, failure
+from kadence.processes import KILL_GRACE, TaskProcesses
 from kadence.protocol import (
     ConcurrencyPolicy,
     DeadLetterReason,
@@ -110,6 +113,7 @@ class Worker:
         settle_limit: int | None = None,
         running_report_delay: float = RUNNING_REPORT_DELAY,
         summary_interval: float = SUMMARY_INTERVAL,
+        kill_grace: float = KILL_GRACE,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -129,6 +133,8 @@ class Worker:
         self.settle_limit = settle_limit if settle_limit is not None else max(16, 4 * concurrency)
         self.running_report_delay = running_report_delay
         self.summary_interval = summary_interval
+        #: Seconds between SIGTERM and SIGKILL for the child of an isolated task stopped early.
+        self.kill_grace = kill_grace
         self._beats = Beats()
         self._stopping = asyncio.Event()
         #: Resolved when the grace period is over: every running attempt watches this one future.
@@ -137,6 +143,8 @@ class Worker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self._executor: TaskThreads | None = None
+        #: Child processes of ``isolation="process"`` tasks, started on their first run.
+        self._processes: TaskProcesses | None = None
         #: (Job uid, run id) -> resolved when the operator asks to cancel that running attempt.
         self._replaceable: dict[tuple[str, str], asyncio.Future[None]] = {}
         self.fetcher = Fetcher(
@@ -198,6 +206,7 @@ class Worker:
         """Serve the Queue until :meth:`stop`; then drain within the grace period."""
         self._abort = asyncio.get_running_loop().create_future()
         self._executor = TaskThreads(self.concurrency, name=f"kadence-{self.queue}")
+        self._processes = TaskProcesses(store=self.storage, grace=self.kill_grace)
         log.info(
             "worker %s serving %s/%s (concurrency %d, tasks: %s)",
             self.name,
@@ -263,6 +272,8 @@ class Worker:
             await asyncio.wait(set(self._background), timeout=5)
         # The reports, acks (and naks) of the runs that ended, and their confirmations.
         await self.settler.aclose()
+        if self._processes is not None:
+            await asyncio.to_thread(self._processes.shutdown)
         if self._executor is not None:
             self._executor.shutdown()
         self.tally.summarize()
@@ -438,7 +449,12 @@ class Worker:
         if key is not None and request.concurrency_policy is ConcurrencyPolicy.REPLACE:
             replaced = self._replaceable[key] = loop.create_future()
         location = functools.partial(
-            output_location, request, namespace=self.namespace, bucket=self.output_bucket
+            output_location,
+            request,
+            namespace=self.namespace,
+            bucket=self.output_bucket,
+            attempt=attempt,
+            fencing_token=token,
         )
         ctx = Context(
             request=request,
@@ -460,6 +476,7 @@ class Worker:
                 lock=lock,
                 abort=self._abort,
                 replaced=replaced,
+                processes=self._processes,
             )
         finally:
             heartbeats.cancel()

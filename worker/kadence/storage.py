@@ -1,7 +1,9 @@
 """Run inputs and outputs in S3-compatible object storage (MinIO, SeaweedFS, AWS S3).
 
-A run writes its outputs under ``s3://<bucket>/<namespace>/<job>/<runId>/`` (ad-hoc runs use
-``_adhoc`` for the Job) and may read one input object. :class:`S3Storage` talks to the service
+An attempt of a run writes its outputs under
+``s3://<bucket>/<namespace>/<job>/<runId>/attempt-<n>/`` (``attempt-<n>-fence-<token>/`` when it
+holds its Job's Lease; ad-hoc runs use ``_adhoc`` for the Job), never where another attempt of
+the run writes, and may read one input object. :class:`S3Storage` talks to the service
 through the minio client; :class:`OutputWriter` (``ctx.output``) and :class:`InputStream`
 (``ctx.read_input()``) are what task code sees. Both work on any :class:`ObjectStore`, so the
 in-memory store of :mod:`kadence.testing` runs the same task code in unit tests.
@@ -21,14 +23,14 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, BinaryIO, Protocol, Self, cast
+from typing import IO, Any, BinaryIO, Protocol, Self, cast
 
 import urllib3
 from minio import Minio
 from minio.error import MinioException
 
+from kadence import constants
 from kadence.config import Settings
-from kadence.constants import ADHOC_JOB
 from kadence.protocol import ObjectRef, OutputLocation, OutputObject, RunRequest
 
 #: Unknown-length uploads are sent in parts of this size (S3's minimum is 5 MiB).
@@ -73,14 +75,32 @@ def s3_uri(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def output_location(request: RunRequest, *, namespace: str, bucket: str) -> OutputLocation:
-    """Where a run's outputs go: the request's ``output`` or ``<ns>/<job>/<runId>/``."""
+def output_location(
+    request: RunRequest,
+    *,
+    namespace: str,
+    bucket: str,
+    attempt: int,
+    fencing_token: int | None = None,
+) -> OutputLocation:
+    """Where one attempt's outputs go: the attempt's folder
+    (:func:`~kadence.constants.attempt_folder`) under the run's location, which is the request's
+    ``output`` or ``<ns>/<job>/<runId>/`` in ``bucket``.
+
+    Two attempts of a run never share a key: a stale attempt that writes late (its worker was
+    frozen past the ack wait or its Lease) cannot replace the objects the run reported.
+    """
+    folder = constants.attempt_folder(attempt, fencing_token)
     if request.output is not None:
-        return request.output
-    job = request.job.name if request.job is not None else ADHOC_JOB
+        run = request.output.prefix
+        prefix = f"{run}{folder}" if not run or run.endswith("/") else f"{run}/{folder}"
+        return OutputLocation.model_construct(bucket=request.output.bucket, prefix=prefix)
+    job = request.job.name if request.job is not None else constants.ADHOC_JOB
     ns = request.job.namespace if request.job is not None else namespace
     # Built from fields the request's own validation checked: no second validation per run.
-    return OutputLocation.model_construct(bucket=bucket, prefix=f"{ns}/{job}/{request.run_id}/")
+    return OutputLocation.model_construct(
+        bucket=bucket, prefix=f"{ns}/{job}/{request.run_id}/{folder}"
+    )
 
 
 class _S3Response:
@@ -124,6 +144,16 @@ class S3Storage:
             ),
         )
         self.endpoint = endpoint
+        #: What it was made with: how it is pickled (see :meth:`__reduce__`).
+        self._options: dict[str, Any] = {
+            "endpoint": endpoint,
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "secure": secure,
+            "region": region,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+        }
         self.client = Minio(
             endpoint,
             access_key=access_key,
@@ -150,6 +180,12 @@ class S3Storage:
 
     def __repr__(self) -> str:
         return f"S3Storage(endpoint={self.endpoint!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as the arguments it was made with, credentials included: the worker sends its
+        store to the child processes of ``isolation="process"`` tasks (:mod:`kadence.processes`),
+        which make their own client, connection pool and bucket cache from them."""
+        return (_s3_storage, (self._options,))
 
     def ensure_bucket(self, bucket: str) -> None:
         with self._lock:
@@ -202,6 +238,10 @@ class S3Storage:
         return info.size or 0, info.etag or ""
 
 
+def _s3_storage(options: dict[str, Any]) -> S3Storage:
+    return S3Storage(**options)
+
+
 def _check_name(name: str) -> str:
     parts = name.split("/")
     if not name or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
@@ -221,10 +261,11 @@ def _content_type(name: str, data: OutputData, *, given: str | None) -> str:
 
 
 class OutputWriter:
-    """``ctx.output``: writes objects under the run's output prefix and remembers them.
+    """``ctx.output``: writes objects under the attempt's output prefix and remembers them.
 
-    Every object written is reported in the run's result (``uri``, ``size``, ``etag``); writing
-    the same name twice keeps the last one.
+    Every object written is reported in the attempt's result (``uri``, ``size``, ``etag``);
+    writing the same name twice in one attempt keeps the last one. Each attempt has a prefix of
+    its own (:func:`output_location`), so another attempt of the run never replaces them.
     """
 
     def __init__(
@@ -294,6 +335,12 @@ class OutputWriter:
         with self._lock:
             self._objects[written.uri] = written
         return written
+
+    def record(self, written: OutputObject) -> None:
+        """Count an object this attempt wrote through another writer: the one of its task's
+        child process (``isolation="process"``), which writes to the same prefix."""
+        with self._lock:
+            self._objects[written.uri] = written
 
     async def aput(
         self, name: str, data: OutputData, *, content_type: str | None = None

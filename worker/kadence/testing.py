@@ -16,6 +16,9 @@ dead-lettering behave as in a real worker. Outputs go to a :class:`MemoryStorage
         assert run.output("report.csv").startswith(b"region,")
 
 Backoff delays are recorded in ``run.delays`` but not slept (pass ``sleep=True`` to sleep).
+Tasks registered with ``isolation="process"`` run in the broker's thread like other sync tasks:
+no child process (the in-memory store could not be shared with one), so no hard time limit.
+Each attempt writes under its own ``attempt-<n>/`` folder, as in a worker.
 """
 
 from __future__ import annotations
@@ -293,7 +296,9 @@ class StubBroker:
             run.heartbeats += 1
 
         cancel = CancelFlag()
-        location = output_location(request, namespace=self.namespace, bucket=self.bucket)
+        location = output_location(
+            request, namespace=self.namespace, bucket=self.bucket, attempt=delivery
+        )
         ctx = Context(
             request=request,
             attempt=delivery,

@@ -126,7 +126,9 @@ class InputObject(ApiModel):
 class OutputLocation(ApiModel):
     """Where in S3-compatible storage the task writes its results.
 
-    Each run writes under ``<prefix><runId>/``; the objects it wrote are listed in
+    Each attempt of a run writes under ``<prefix><namespace>/<job>/<runId>/attempt-<n>/``
+    (``attempt-<n>-fence-<token>/`` when it holds the Job's Lease), so no attempt overwrites
+    another's objects; those of the attempt whose result was kept are listed in
     ``status.runs[].output``.
     """
 
@@ -498,7 +500,10 @@ class OutputObject(ApiModel):
     """An object a run wrote to storage."""
 
     uri: Annotated[str, Text(max_length=2048)] = Field(
-        description="Location of the object, e.g. s3://bucket/reports/daily/<runId>/report.pdf."
+        description=(
+            "Location of the object, e.g. "
+            "s3://bucket/reports/daily/<namespace>/<job>/<runId>/attempt-1/report.pdf."
+        )
     )
     size: StrictInt | None = Field(None, ge=0, description="Size in bytes.")
     etag: str | None = Field(None, description="ETag reported by the storage.")
