@@ -21,7 +21,7 @@ from kadence.protocol import JobRef, RunResult, RunState, decode_run
 from kadence_operator import scheduling
 from kadence_operator.api import JobSpec
 from kadence_operator.jobs import plan, runs
-from kadence_operator.jobs.entry import Entry
+from kadence_operator.jobs.entry import Entry, adopt_buffered
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.results import fold
 
@@ -65,6 +65,8 @@ def fire(
     """One fire: apply the plan's status mutations (and, with ``record``, the dispatch records
     of what it published) as the status writer would; update the view like the executor."""
     published: list[plan.Publish] = []
+    if entry.adopt:
+        adopt_buffered(entry)
     for effect in plan.decide(entry, QUEUE, now).effects:
         if isinstance(effect, plan.Post):
             status = effect.mutation(status)
@@ -81,6 +83,8 @@ def fire(
                 )
         elif isinstance(effect, plan.Update) and effect.field == "last_slot":
             entry.last_slot = effect.value
+        elif isinstance(effect, plan.Update) and effect.field == "buffered":
+            entry.buffered = effect.value
     return status, published
 
 
@@ -236,3 +240,30 @@ def test_every_run_request_carries_its_trigger(payload: Any, trigger: str) -> No
         default_bucket="b",
     )
     assert request == built
+
+
+def test_a_slot_buffered_when_the_operator_dies_runs_once_after_it() -> None:
+    """BufferOne held slot 1 back behind the long run of slot 0 (the status records it); the
+    replica dies; its successor runs slot 1 once the run of slot 0 ends, and counts every slot
+    once. Before #29 the held slot was only in the dead replica's memory: never run, never
+    counted."""
+    status: dict[str, Any] = {}
+    entry = entry_from(status, catch_up=scheduling.CatchUpPolicy.NONE, policy="BufferOne")
+    status, runs = fire(status, entry, slot(0) + timedelta(milliseconds=5))
+    first = runs[0]
+    status, more = fire(status, entry, slot(1) + timedelta(milliseconds=5))
+    assert more == []
+    assert entry.buffered == slot(1)
+    assert status["bufferedSlot"] == "2026-12-06T12:00:05Z"
+    # The replica dies. The run of slot 0 ends while nobody holds the Job.
+    status = folded(status, succeeded(first))
+    successor = entry_from(status, catch_up=scheduling.CatchUpPolicy.NONE, policy="BufferOne")
+    status, runs = fire(status, successor, slot(1) + timedelta(seconds=3))
+    assert [(r.slot, r.trigger) for r in runs] == [(slot(1), "Schedule")]
+    assert "bufferedSlot" not in status
+    for run in runs:
+        status = folded(status, succeeded(run))
+        successor.sent.pop(run.run_id, None)
+    status, runs = fire(status, successor, slot(2) + timedelta(milliseconds=5))
+    assert [r.slot for r in runs] == [slot(2)]
+    accounted(status, slots=3)

@@ -599,6 +599,13 @@ class JobStatus(ApiModel):
             "after it, so no slot is counted twice."
         ),
     )
+    buffered_slot: DateTime | None = Field(
+        None,
+        description=(
+            "concurrencyPolicy BufferOne: the slot held back until the active run ends. Kept "
+            "here so that an operator restart or a fail-over runs it, and runs it once."
+        ),
+    )
     last_completion_time: DateTime | None = Field(
         None, description="When the most recent run finished."
     )

@@ -81,6 +81,11 @@ class Entry:
     ended: dict[str, float] = field(default_factory=dict)
     #: The one pending slot of concurrencyPolicy BufferOne.
     buffered: datetime | None = None
+    #: ``status.bufferedSlot`` as last seen, unless the status also lists that slot's run.
+    status_buffered: datetime | None = None
+    #: Take over ``status_buffered`` at the next fire: this replica has just started firing the
+    #: Job (a new entry, a gained shard), and the held slot is the previous holder's.
+    adopt: bool = True
     version: int = 0
     queue_problem: str | None = None
     ready_written: bool = False
@@ -163,6 +168,10 @@ class Entry:
         )
         if last is not None and (self.last_slot is None or last > self.last_slot):
             self.last_slot = last
+        held = parse_time(status.get("bufferedSlot"))
+        if held is not None and scheduling.run_id_for_slot(self.uid, held) in known:
+            held = None  # promoted already; this event's bufferedSlot lags behind
+        self.status_buffered = held
         self.status_trigger = status.get("lastTrigger")
         counters = status.get("counters") or {}
         if counters.get("dispatched") or status.get("runs"):
@@ -170,6 +179,19 @@ class Entry:
         backfill = status.get("backfill") or {}
         if backfill.get("completionTime"):
             self.backfill_done = f"{backfill.get('from')}/{backfill.get('to')}"
+
+
+def adopt_buffered(entry: Entry) -> None:
+    """At the first fire of a Job this replica has just started firing: the slot BufferOne
+    held for the previous holder (or before a restart) is held here now, unless its run is known
+    to have been published."""
+    entry.adopt = False
+    held = entry.status_buffered
+    if held is None or entry.buffered is not None:
+        return
+    if scheduling.run_id_for_slot(entry.uid, held) in entry.sent:
+        return
+    entry.buffered = held
 
 
 def dispatches_now(entry: Entry) -> bool:

@@ -224,7 +224,7 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
         # slot is dropped (skipped).
         if view.buffered is not None:
             view.add(
-                Update("buffered", None),
+                *_buffer(None),
                 Post(functools.partial(fold.record_skipped, skipped=1)),
                 Count("skipped"),
             )
@@ -244,8 +244,8 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
     if view.buffered is not None and not view.active:
         slot = view.buffered
         view.add(
-            Update("buffered", None),
             Publish(scheduling.run_id_for_slot(entry.uid, slot), slot, "Schedule"),
+            *_buffer(None),  # after the publish: a failed one leaves the slot held
         )
 
     # The newest slot is not planned before its dispatch time (spread, jitter): a Job looked
@@ -293,7 +293,7 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
             entry.policy, active=len(view.active), buffered=1 if view.buffered is not None else 0
         )
         if decision.drop_buffered:
-            view.add(Update("buffered", None))
+            view.add(*_buffer(None))
         if decision.skipped:
             # This slot, when it is the one skipped; else a dropped pending slot (BufferOne).
             through = slot if decision.action is scheduling.OverlapAction.SKIP else None
@@ -308,7 +308,7 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
         if decision.action is scheduling.OverlapAction.SKIP:
             continue
         if decision.action is scheduling.OverlapAction.BUFFER:
-            view.add(Update("buffered", slot), Count("buffered"))
+            view.add(*_buffer(slot), Count("buffered"))
             continue
         if decision.action is scheduling.OverlapAction.REPLACE:
             view.add(Cancel())
@@ -404,6 +404,12 @@ def plan_next(
     if arm:
         effects.append(Arm(planned, scheduling.run_id_for_slot(entry.uid, nxt)))
     return effects
+
+
+def _buffer(slot: datetime | None) -> tuple[Effect, Effect]:
+    """Hold ``slot`` back (BufferOne), or let go of the held one: in the view and in the status,
+    where the next replica finds it."""
+    return Update("buffered", slot), Post(functools.partial(fold.set_buffered, slot=slot))
 
 
 def _next_run(entry: Entry, nxt: datetime | None, now: datetime) -> Post:

@@ -49,6 +49,7 @@ from kadence_operator.jobs.entry import (
     Armed,
     Entry,
     Key,
+    adopt_buffered,
     backfill_pending,
     dispatches_now,
     runs_alone,
@@ -186,6 +187,9 @@ class Scheduler:
         if gained:
             for entry in self.jobs.entries.values():
                 if entry.shard in gained:
+                    # What this replica held for the Job when it last fired it is stale: the
+                    # status has what the previous holder left (adopt_buffered).
+                    entry.buffered, entry.adopt, entry.armed = None, True, None
                     self.jobs.wake_entry(entry)
 
     async def hand_over(self, shards: frozenset[int]) -> None:
@@ -561,6 +565,8 @@ class Scheduler:
 
     async def _fire(self, entry: Entry, now: datetime) -> None:
         queue = self._queues.get((entry.namespace, entry.queue_name))
+        if entry.adopt:
+            adopt_buffered(entry)
         decided = plan.decide(entry, queue, now)
         try:
             for effect in decided.effects:

@@ -141,6 +141,18 @@ def record_skipped(status: Status, *, skipped: int = 1, through: datetime | None
     return new
 
 
+def set_buffered(status: Status, *, slot: datetime | None) -> Status:
+    """BufferOne holds ``slot`` back until the active run ends (it counts as handled: the next
+    replica finds it here); None: the held slot was dispatched or dropped."""
+    new = dict(status)
+    if slot is None:
+        new.pop("bufferedSlot", None)
+    else:
+        new["bufferedSlot"] = _ts(slot)
+        new["lastHandledSlot"] = _later(new.get("lastHandledSlot"), _ts(slot))
+    return new
+
+
 def record_passed(status: Status, *, through: datetime) -> Status:
     """The slots up to ``through`` passed while the Job was suspended: handled, not counted."""
     return {**status, "lastHandledSlot": _later(status.get("lastHandledSlot"), _ts(through))}
