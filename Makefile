@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv tools lint typecheck imports format crds test unit integration demo demo-kind stack e2e clean
+.PHONY: help venv tools lint typecheck imports format crds test unit integration soak demo demo-kind stack e2e clean
 
 help:
 	@echo "make demo      - local stack + operator + worker + examples, with a live view of the runs"
 	@echo "make demo-kind - the same on a kind cluster through the Helm chart (needs Docker)"
 	@echo "make stack     - only the local stack (Kubernetes API, NATS, S3), until Ctrl-C"
 	@echo "make test      - lint, type-check, import contracts and the whole test suite"
+	@echo "make soak      - the fault suite for longer: make soak SEED=1 DURATION=600 (docs/reliability.md)"
 	@echo "make crds      - regenerate crds/ from the pydantic models"
 	@echo "make tools     - build (once per machine) or find the control-plane binaries"
 	@echo "make e2e       - end-to-end tests on kind (needs Docker)"
@@ -56,6 +57,13 @@ integration: venv tools
 
 test: venv tools lint typecheck imports
 	$(BIN)/pytest
+
+# The fault suite of tests/faults for longer than `make test` runs it: seeded faults for DURATION
+# seconds on the real stack, then the invariants; exits non-zero on any violation.
+SEED ?= 1
+DURATION ?= 600
+soak: venv tools
+	$(PY) -m tests.faults.soak --seed $(SEED) --duration $(DURATION)
 
 demo: venv tools
 	$(BIN)/kadence-devstack demo

@@ -1,0 +1,236 @@
+"""Faults: a plan drawn from ``random.Random(seed)`` (pure), and the executor that injects it.
+
+The plan is a list of faults at offsets from the start of the fault phase, each with its target
+and how long the target stays down (or frozen). It holds every kind at least once, in a shuffled
+order, then more faults of random kinds while they fit in the requested duration; the same seed
+gives the same plan. Faults are injected one after the other (a fault's recovery ends before the
+next one starts), each logged with its wall-clock time.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from tests.faults import stack as stacks
+from tests.faults import workload
+
+
+class FaultKind(enum.StrEnum):
+    #: SIGKILL a worker mid-work, start it again after ``hold`` seconds.
+    WORKER_KILL = "worker-kill"
+    #: SIGSTOP a worker for longer than its Queue's ackWait, then SIGCONT.
+    WORKER_STOP = "worker-stop"
+    #: SIGKILL one operator replica, start it again (same identity) after ``hold`` seconds.
+    OPERATOR_KILL = "operator-kill"
+    #: SIGKILL both operator replicas, start both again after ``hold`` seconds.
+    OPERATORS_KILL = "operators-kill"
+    #: Stop nats-server (SIGKILL or SIGTERM), start it again on the same port and data.
+    NATS_RESTART = "nats-restart"
+    #: Stop S3 (SeaweedFS) for 10-20 s, start it again on the same ports and data.
+    S3_DOWN = "s3-down"
+    #: Stop kube-apiserver (etcd stays up), start it again with the same flags and certificates.
+    APISERVER_DOWN = "apiserver-down"
+
+
+ALL_KINDS = tuple(FaultKind)
+
+#: Seconds a target takes to come back after its hold (measured on a 2-vCPU machine with the
+#: whole stack running, rounded up): used to lay the plan out, never to wait.
+RECOVERY: dict[FaultKind, float] = {
+    FaultKind.WORKER_KILL: 4.0,
+    FaultKind.WORKER_STOP: 0.5,
+    FaultKind.OPERATOR_KILL: 6.0,
+    FaultKind.OPERATORS_KILL: 8.0,
+    FaultKind.NATS_RESTART: 2.0,
+    FaultKind.S3_DOWN: 8.0,
+    FaultKind.APISERVER_DOWN: 12.0,
+}
+
+
+@dataclass(frozen=True)
+class PlannedFault:
+    at: float  # seconds after the fault phase starts
+    kind: FaultKind
+    target: str
+    hold: float  # seconds the target is down or frozen
+    signal: str = ""  # how nats-server is stopped: SIGKILL or SIGTERM
+
+    @property
+    def estimate(self) -> float:
+        """Seconds from injection to recovery, as planned."""
+        return self.hold + RECOVERY[self.kind]
+
+    def describe(self) -> str:
+        how = f" ({self.signal})" if self.signal else ""
+        verb = "frozen" if self.kind is FaultKind.WORKER_STOP else "down"
+        return f"{self.kind.value} {self.target}{how}, {verb} {self.hold:.1f}s"
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    seed: int
+    faults: tuple[PlannedFault, ...]
+
+    @property
+    def length(self) -> float:
+        """Seconds from the start of the phase to the planned end of the last fault."""
+        return max((f.at + f.estimate for f in self.faults), default=0.0)
+
+    def kinds(self) -> set[FaultKind]:
+        return {f.kind for f in self.faults}
+
+
+def _draw(kind: FaultKind, rng: random.Random, *, at: float) -> PlannedFault:
+    workers = [w.name for w in workload.WORKERS]
+    ack_wait = {w.name: workload.queue_plan(w.queue).ack_wait for w in workload.WORKERS}
+    if kind is FaultKind.WORKER_KILL:
+        return PlannedFault(at, kind, rng.choice(workers), rng.uniform(0.5, 3.0))
+    if kind is FaultKind.WORKER_STOP:
+        target = rng.choice(workers)
+        return PlannedFault(at, kind, target, ack_wait[target] + rng.uniform(1.0, 4.0))
+    if kind is FaultKind.OPERATOR_KILL:
+        # Sometimes back before its shard Leases expire (6 s), sometimes after.
+        return PlannedFault(at, kind, rng.choice(stacks.OPERATOR_IDS), rng.uniform(1.0, 9.0))
+    if kind is FaultKind.OPERATORS_KILL:
+        return PlannedFault(at, kind, "+".join(stacks.OPERATOR_IDS), rng.uniform(2.0, 9.0))
+    if kind is FaultKind.NATS_RESTART:
+        how = rng.choice(["SIGKILL", "SIGTERM"])
+        return PlannedFault(at, kind, "nats-server", rng.uniform(0.5, 4.0), signal=how)
+    if kind is FaultKind.S3_DOWN:
+        return PlannedFault(at, kind, "s3", rng.uniform(10.0, 20.0))
+    return PlannedFault(at, kind, "kube-apiserver", rng.uniform(5.0, 12.0))
+
+
+def plan(
+    seed: int,
+    *,
+    duration: float,
+    kinds: Sequence[FaultKind] = ALL_KINDS,
+    first_at: float = 6.0,
+    gaps: tuple[float, float] = (2.0, 6.0),
+) -> FaultPlan:
+    """Every kind of ``kinds`` once in a seeded order, then random kinds while they end within
+    ``duration`` seconds (no kinds: no faults). Pure: the same arguments give the same plan."""
+    if not kinds:  # a control run: the workload without faults
+        return FaultPlan(seed, ())
+    rng = random.Random(seed)
+    mandatory = list(kinds)
+    rng.shuffle(mandatory)
+    faults: list[PlannedFault] = []
+    at = first_at
+    while True:
+        required = bool(mandatory)
+        kind = mandatory.pop(0) if mandatory else rng.choice(list(kinds))
+        fault = _draw(kind, rng, at=at)
+        if not required and at + fault.estimate > duration:
+            break
+        faults.append(fault)
+        at += fault.estimate + rng.uniform(*gaps)
+    return FaultPlan(seed, tuple(faults))
+
+
+# -- the executor ----------------------------------------------------------------------------
+
+
+@dataclass
+class FaultRecord:
+    fault: PlannedFault
+    started: datetime
+    offset: float  # seconds after the phase started
+    took: float = 0.0  # seconds to recovery
+    skipped: str = ""  # why it was not injected
+
+
+@dataclass
+class Injector:
+    """Injects a :class:`FaultPlan` into a running stack, logging each fault as it goes."""
+
+    stack: stacks.Stack
+    say: stacks.Say
+    #: A one-line view of the Jobs, printed between faults (None: nothing to print).
+    progress: Callable[[], str | None] = lambda: None
+    progress_every: float = 15.0
+    records: list[FaultRecord] = field(default_factory=list)
+
+    def run(self, plan: FaultPlan, *, until: datetime) -> list[FaultRecord]:
+        """Inject the plan's faults at their offsets; none starts after ``until``."""
+        t0 = time.monotonic()
+        last_progress = t0
+        for fault in plan.faults:
+            while (left := t0 + fault.at - time.monotonic()) > 0:
+                if time.monotonic() - last_progress >= self.progress_every:
+                    self._progress(t0)
+                    last_progress = time.monotonic()
+                time.sleep(min(left, 1.0))
+            offset = time.monotonic() - t0
+            record = FaultRecord(fault, datetime.now(UTC), offset)
+            self.records.append(record)
+            if record.started + timedelta(seconds=fault.estimate) > until:
+                record.skipped = "it would not end before the Jobs' endAt"
+                self.say(f"[{offset:6.1f}s] skipped {fault.describe()}: {record.skipped}")
+                continue
+            self.say(f"[{offset:6.1f}s] {_clock(record.started)} inject {fault.describe()}")
+            started = time.monotonic()
+            self._inject(fault)
+            record.took = time.monotonic() - started
+            self.say(f"[{time.monotonic() - t0:6.1f}s] recovered after {record.took:.1f}s")
+            self._progress(t0)
+            last_progress = time.monotonic()
+        return self.records
+
+    def _progress(self, t0: float) -> None:
+        try:
+            line = self.progress()
+        except Exception as error:  # the API server may be the one that is down
+            line = f"(status unavailable: {type(error).__name__})"
+        if line:
+            self.say(f"[{time.monotonic() - t0:6.1f}s] {line}")
+
+    def _inject(self, fault: PlannedFault) -> None:
+        stack = self.stack
+        kind = fault.kind
+        if kind is FaultKind.WORKER_KILL:
+            stack.workers[fault.target].kill()
+            time.sleep(fault.hold)
+            stack.start_worker(fault.target)
+        elif kind is FaultKind.WORKER_STOP:
+            proc = stack.workers[fault.target]
+            stacks.freeze(proc)
+            try:
+                time.sleep(fault.hold)
+            finally:
+                stacks.thaw(proc)
+        elif kind is FaultKind.OPERATOR_KILL:
+            stack.operators[fault.target].kill()
+            time.sleep(fault.hold)
+            stack.start_operators(fault.target)
+        elif kind is FaultKind.OPERATORS_KILL:
+            for proc in stack.operators.values():
+                proc.kill()
+            time.sleep(fault.hold)
+            stack.start_operators(*stack.operators)
+        elif kind is FaultKind.NATS_RESTART:
+            node = stack.nats.nodes[0].process
+            if fault.signal == "SIGKILL":
+                node.kill()
+            else:
+                node.stop()
+            time.sleep(fault.hold)
+            stack.nats.restart_node(0)
+        elif kind is FaultKind.S3_DOWN:
+            stack.s3.stop()
+            time.sleep(fault.hold)
+            stack.s3.restart()
+        elif kind is FaultKind.APISERVER_DOWN:
+            stack.apiserver().stop()
+            time.sleep(fault.hold)
+            stack.start_apiserver()
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%H:%M:%S")

@@ -1,0 +1,268 @@
+"""The processes of a fault run: servers, operator replicas and workers, started and stopped.
+
+A run starts its own servers rather than the test session's: it stops and restarts the API
+server, nats-server and S3, which other tests share, and its operators would otherwise also
+watch every other test's Jobs. Everything binds 127.0.0.1 on free ports (``kadence_devstack``).
+
+:meth:`Stack.stop` stops every process the stack started, by PID, also one that failed to
+start (``tests.faults.run`` calls it in a ``finally``, the fixture pattern of
+``tests/conftest.py``); a restarted process is the same :class:`ManagedProcess` launched again,
+so it is stopped the same way.
+
+Operator and worker processes get ``PYTHONPATH`` pointing at this checkout, so they run its code
+and not whatever checkout the virtualenv's editable install points at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import urllib3
+from minio import Minio
+
+from kadence import constants
+from kadence_devstack.kube import KubeControlPlane
+from kadence_devstack.nats import NatsServer
+from kadence_devstack.procs import ManagedProcess
+from kadence_devstack.s3 import S3Server
+from tests.faults import workload
+from tests.integration import harness
+
+REPO = Path(__file__).resolve().parents[2]
+APP = Path(__file__).resolve().with_name("faultapp.py")
+OPERATOR_IDS = ("op-a", "op-b")
+#: The operator settings of the run (besides ``harness.operator_env``'s): results are redelivered
+#: to the surviving replica 10 s after one dies, not the default 60 s.
+OPERATOR_EXTRA = {"KADENCE_RESULTS_ACK_WAIT": "10"}
+#: Readiness lines: an operator holds its member Lease and announced its shards; a worker
+#: fetches from its Queue.
+OPERATOR_READY = "shards: now"
+WORKER_READY = "fetching from"
+START_TIMEOUT = 60.0
+
+Say = Callable[[str], None]
+
+
+def _log_since(path: Path, offset: int) -> str:
+    with contextlib.suppress(OSError), path.open("rb") as log:
+        log.seek(offset)
+        return log.read(2_000_000).decode(errors="replace")
+    return ""
+
+
+def launch_until(proc: ManagedProcess, marker: str, *, timeout: float = START_TIMEOUT) -> None:
+    """Launch ``proc`` and wait until ``marker`` appears in what it logs from now on (its log
+    file is appended to across restarts, so an earlier life's line does not count)."""
+    offset = proc.log_path.stat().st_size if proc.log_path.exists() else 0
+    proc.launch()
+    wait_logged(proc, marker, offset=offset, timeout=timeout)
+
+
+def wait_logged(proc: ManagedProcess, marker: str, *, offset: int, timeout: float) -> None:
+    proc.wait_ready(ready=lambda: marker in _log_since(proc.log_path, offset), timeout=timeout)
+
+
+@dataclass
+class Stack:
+    """The servers and the Kadence processes of one run; :meth:`stop` stops them all."""
+
+    workdir: Path
+    say: Say
+    kube: KubeControlPlane = field(init=False)
+    nats: NatsServer = field(init=False)
+    s3: S3Server = field(init=False)
+    operators: dict[str, ManagedProcess] = field(default_factory=dict)
+    workers: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Not started yet; stopping a server that never started does nothing.
+        self.kube = KubeControlPlane(self.workdir / "kube", with_controller_manager=False)
+        self.nats = NatsServer(self.workdir / "nats")
+        self.s3 = S3Server(self.workdir / "s3")
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.say("starting etcd + kube-apiserver, nats-server, S3 ...")
+        self.kube.start()
+        self.nats.start()
+        self.s3.start()
+        harness.install_crds(self.kube)
+        bucket = self.minio()
+        if not bucket.bucket_exists(constants.DEFAULT_OUTPUT_BUCKET):
+            bucket.make_bucket(constants.DEFAULT_OUTPUT_BUCKET)
+
+        self.say(f"starting operators {', '.join(OPERATOR_IDS)} ...")
+        for op_id in OPERATOR_IDS:
+            self.operators[op_id] = ManagedProcess(
+                name=f"kadence-operator {op_id}",
+                argv=[str(harness.BIN / "kadence-operator")],
+                log_path=self.workdir / "logs" / f"operator-{op_id}.log",
+                env=self._operator_env(op_id),
+            )
+        self.start_operators(*OPERATOR_IDS)
+
+        harness.apply(self.kube, *(workload.queue_manifest(q) for q in workload.QUEUES))
+        for queue in workload.QUEUES:
+            harness.wait_for(
+                functools.partial(self.queue_ready, queue.name),
+                timeout=START_TIMEOUT,
+                what=f"Queue {queue.name} Ready",
+            )
+
+        self.say(f"starting workers {', '.join(w.name for w in workload.WORKERS)} ...")
+        for plan in workload.WORKERS:
+            self.workers[plan.name] = ManagedProcess(
+                name=f"kadence worker {plan.name}",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "kadence",
+                    "worker",
+                    "--queue",
+                    plan.queue,
+                    "--app",
+                    f"{APP}:app",
+                    "--concurrency",
+                    str(plan.concurrency),
+                    "--metrics-port",
+                    "0",
+                    "--grace-period",
+                    "2",
+                    "--lease-duration",
+                    str(workload.WORKER_LEASE_DURATION),
+                    "--name",
+                    plan.name,
+                ],
+                log_path=self.workdir / "logs" / f"worker-{plan.name}.log",
+                env=self._worker_env(plan.name),
+            )
+        for name in self.workers:
+            self.start_worker(name)
+
+    def _python_path(self) -> str:
+        return os.pathsep.join(str(REPO / part) for part in ("worker", "operator"))
+
+    def _operator_env(self, op_id: str) -> dict[str, str]:
+        env = harness.operator_env(
+            kube=self.kube, nats=self.nats, s3=self.s3, operator_id=op_id, extra=OPERATOR_EXTRA
+        )
+        return env | {"PYTHONPATH": self._python_path(), "PYTHONUNBUFFERED": "1"}
+
+    def _worker_env(self, name: str) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "PYTHONPATH": self._python_path(),
+            "PYTHONUNBUFFERED": "1",
+            "KADENCE_NATS_URL": self.nats.url,
+            "KADENCE_NAMESPACE": workload.NAMESPACE,
+            "KADENCE_WORKER_NAME": name,
+            "KADENCE_S3_ENDPOINT": self.s3.endpoint,
+            "KADENCE_S3_ACCESS_KEY": self.s3.access_key,
+            "KADENCE_S3_SECRET_KEY": self.s3.secret_key,
+            "KADENCE_S3_SECURE": "false",
+            # Job Leases (Forbid, BufferOne, Replace).
+            "KUBECONFIG": str(self.kube.kubeconfig),
+        }
+
+    # -- processes, for the faults ------------------------------------------------------------
+
+    def start_operators(self, *ids: str) -> None:
+        """Launch these replicas together, then wait for each (they split the shards)."""
+        offsets = {}
+        for op_id in ids:
+            proc = self.operators[op_id]
+            offsets[op_id] = proc.log_path.stat().st_size if proc.log_path.exists() else 0
+            proc.launch()
+        for op_id in ids:
+            wait_logged(
+                self.operators[op_id],
+                OPERATOR_READY,
+                offset=offsets[op_id],
+                timeout=START_TIMEOUT,
+            )
+
+    def start_worker(self, name: str) -> None:
+        launch_until(self.workers[name], WORKER_READY)
+
+    def apiserver(self) -> ManagedProcess:
+        return next(p for p in self.kube.processes if p.name == "kube-apiserver")
+
+    def api_ready(self) -> bool:
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        answer = requests.get(
+            f"{self.kube.server}/readyz",
+            headers={"Authorization": f"Bearer {self.kube.admin_token}"},
+            verify=str(self.kube.ca_file),
+            timeout=2,
+        )
+        return answer.ok
+
+    def start_apiserver(self) -> None:
+        """Start the stopped kube-apiserver again: same flags, ports, certificates and etcd, so
+        every kubeconfig stays valid."""
+        self.apiserver().start(ready=self.api_ready, timeout=START_TIMEOUT)
+
+    def minio(self) -> Minio:
+        return Minio(
+            self.s3.endpoint,
+            access_key=self.s3.access_key,
+            secret_key=self.s3.secret_key,
+            secure=False,
+        )
+
+    def queue_ready(self, name: str) -> bool:
+        body = harness.get(self.kube, "queue", name, workload.NAMESPACE)
+        return (harness.condition(body, "Ready") or {}).get("status") == "True"
+
+    # -- the end --------------------------------------------------------------------------------
+
+    def processes(self) -> list[ManagedProcess]:
+        found = [*self.workers.values(), *self.operators.values()]
+        if self.s3.process is not None:
+            found.append(self.s3.process)
+        found.extend(n.process for n in self.nats.nodes)
+        found.extend(self.kube.processes)
+        return found
+
+    def save_logs(self, dest: Path) -> None:
+        """Copy every process's log to ``dest``."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for proc in self.processes():
+            if proc.log_path.exists():
+                safe = proc.name.replace(" ", "-").replace("(", "").replace(")", "")
+                shutil.copy(proc.log_path, dest / f"{safe}.log")
+
+    def stop(self) -> None:
+        """Stop everything, workers first, by PID; a failure to stop one does not skip the rest.
+        A SIGSTOPped process is continued first (``ManagedProcess.stop`` sends SIGCONT)."""
+        stops: list[Callable[[], None]] = [
+            *(p.stop for p in self.workers.values()),
+            *(p.stop for p in self.operators.values()),
+            self.s3.stop,
+            self.nats.stop,
+            self.kube.stop,
+        ]
+        for stop in stops:
+            try:
+                stop()
+            except Exception as error:  # keep stopping the others
+                self.say(f"stopping: {type(error).__name__}: {error}")
+
+
+def freeze(proc: ManagedProcess) -> None:
+    proc.signal(signal.SIGSTOP)
+
+
+def thaw(proc: ManagedProcess) -> None:
+    proc.signal(signal.SIGCONT)
