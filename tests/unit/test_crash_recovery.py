@@ -267,3 +267,43 @@ def test_a_slot_buffered_when_the_operator_dies_runs_once_after_it() -> None:
     status, runs = fire(status, successor, slot(2) + timedelta(milliseconds=5))
     assert [r.slot for r in runs] == [slot(2)]
     accounted(status, slots=3)
+
+
+def test_a_skip_decided_again_by_the_next_holder_is_counted_once() -> None:
+    """A replica that takes the Job over before the previous holder's last status write reached
+    it decides the same slots again (the fault suite's shard hand-overs: Forbid over-counted
+    skipped by 4 in 90 s); the status counts each slot once."""
+    status: dict[str, Any] = {}
+    entry = entry_from(status, catch_up=scheduling.CatchUpPolicy.NONE, policy="Forbid")
+    status, runs = fire(status, entry, slot(0) + timedelta(milliseconds=5))
+    stale = dict(status)  # what the next holder last saw
+    for n in range(1, 4):
+        status, _ = fire(status, entry, slot(n) + timedelta(milliseconds=5))
+    assert status["counters"]["skipped"] == 3
+    successor = entry_from(stale, catch_up=scheduling.CatchUpPolicy.NONE, policy="Forbid")
+    successor.status_active = frozenset(r.run_id for r in runs)
+    status, more = fire(status, successor, slot(3) + timedelta(milliseconds=500))
+    assert more == []
+    assert status["counters"]["skipped"] == 3
+
+
+def test_a_result_folded_before_the_owners_missed_count_does_not_cancel_it() -> None:
+    """The fault suite's API-server outage: the owner's writes wait, another replica folds the
+    result of the owner's next on-time run first (both replicas fold results). The owner's
+    missed count for the slots of the outage must still count (it did not, when the result
+    moved lastHandledSlot past them: missed 0 for 3 slots not run)."""
+    status, lost = run_before_crash(scheduling.CatchUpPolicy.NONE)
+    status = folded(status, succeeded(lost))  # slots 0..4 ran and are recorded
+    owner = entry_from(status, catch_up=scheduling.CatchUpPolicy.NONE)
+    effects = plan.decide(owner, QUEUE, slot(7) + timedelta(milliseconds=5)).effects
+    runs = [e for e in effects if isinstance(e, plan.Publish)]
+    assert [r.slot for r in runs] == [slot(7)]
+    status = folded(status, succeeded(runs[0]))  # by the other replica, first
+    for effect in effects:
+        if isinstance(effect, plan.Post):
+            status = effect.mutation(status)
+    status = fold.record_dispatch(
+        status, run_id=runs[0].run_id, scheduled_at=slot(7), trigger="Schedule", limits=LIMITS
+    )
+    assert status["counters"]["missed"] == 2
+    accounted(status, slots=8)

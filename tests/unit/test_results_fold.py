@@ -218,7 +218,7 @@ def test_no_step_modifies_the_status_it_is_given() -> None:
         lambda s: fold.record_dispatch(
             s, run_id="r2", scheduled_at=NOW, trigger="Manual", limits=LIMITS
         ),
-        lambda s: fold.record_skipped(s, skipped=2, through=SLOT),
+        lambda s: fold.record_skipped(s, skipped=2, through=NOW),
         lambda s: fold.record_passed(s, through=NOW),
         lambda s: (
             fold.fold_result(

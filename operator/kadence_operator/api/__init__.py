@@ -29,6 +29,7 @@ from kadence_operator.api.durations import format_duration, parse_duration, pars
 from kadence_operator.api.job import (
     MAX_BACKFILL_SLOTS,
     MAX_CATCH_UP_SLOTS,
+    MAX_HISTORY,
     MAX_PAYLOAD_BYTES,
     TRIGGER_ANNOTATION,
     ActiveRun,
@@ -89,6 +90,7 @@ __all__ = [
     "GROUP",
     "MAX_BACKFILL_SLOTS",
     "MAX_CATCH_UP_SLOTS",
+    "MAX_HISTORY",
     "MAX_PAYLOAD_BYTES",
     "RESOURCES",
     "TRIGGER_ANNOTATION",

@@ -44,6 +44,7 @@ __all__ = [
     "CRON_PATTERN",
     "MAX_BACKFILL_SLOTS",
     "MAX_CATCH_UP_SLOTS",
+    "MAX_HISTORY",
     "MAX_PAYLOAD_BYTES",
     "TASK_PATTERN",
     "TIME_ZONE_PATTERN",
@@ -77,6 +78,8 @@ TRIGGER_ANNOTATION = "kadence.io/trigger"
 MAX_CATCH_UP_SLOTS = 100
 #: Most slots one ``spec.backfill`` range dispatches; the range is cut off after that many.
 MAX_BACKFILL_SLOTS = 1000
+#: The most finished runs of each kind status.runs keeps (historyLimits' maximum).
+MAX_HISTORY = 100
 
 #: The ``@`` shorthands accepted for ``schedule.cron`` (each stands for a 5-field expression).
 CRON_ALIASES = schedule.CRON_ALIASES
@@ -343,12 +346,12 @@ class HistoryLimits(ApiModel):
     """How many finished runs status.runs keeps (newest first)."""
 
     succeeded: StrictInt = Field(
-        3, ge=0, le=100, description="Succeeded runs to keep (0-100, default 3)."
+        3, ge=0, le=MAX_HISTORY, description="Succeeded runs to keep (0-100, default 3)."
     )
     failed: StrictInt = Field(
         3,
         ge=0,
-        le=100,
+        le=MAX_HISTORY,
         description=(
             "Unsuccessful runs to keep: Failed, TimedOut, DeadLettered, Cancelled and Skipped "
             "(0-100, default 3)."

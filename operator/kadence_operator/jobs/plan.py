@@ -223,11 +223,7 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
         # Suspended: slots pass without running and without counting as missed; a buffered
         # slot is dropped (skipped).
         if view.buffered is not None:
-            view.add(
-                *_buffer(None),
-                Post(functools.partial(fold.record_skipped, skipped=1)),
-                Count("skipped"),
-            )
+            view.add(*_drop(view.buffered))
         previous = scheduling.previous_fire_time(schedule, at_or_before=now)
         if previous is not None and (view.last_slot is None or previous > view.last_slot):
             view.add(
@@ -292,18 +288,13 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
         decision = scheduling.decide_overlap(
             entry.policy, active=len(view.active), buffered=1 if view.buffered is not None else 0
         )
-        if decision.drop_buffered:
-            view.add(*_buffer(None))
-        if decision.skipped:
-            # This slot, when it is the one skipped; else a dropped pending slot (BufferOne).
-            through = slot if decision.action is scheduling.OverlapAction.SKIP else None
+        if decision.drop_buffered and view.buffered is not None:
+            view.add(*_drop(view.buffered))
+        if decision.action is scheduling.OverlapAction.SKIP:
+            # This slot (the dropped pending one is counted above).
             view.add(
-                Post(
-                    functools.partial(
-                        fold.record_skipped, skipped=decision.skipped, through=through
-                    )
-                ),
-                Count("skipped", decision.skipped),
+                Post(functools.partial(fold.record_skipped, through=slot)),
+                Count("skipped"),
             )
         if decision.action is scheduling.OverlapAction.SKIP:
             continue
@@ -410,6 +401,15 @@ def _buffer(slot: datetime | None) -> tuple[Effect, Effect]:
     """Hold ``slot`` back (BufferOne), or let go of the held one: in the view and in the status,
     where the next replica finds it."""
     return Update("buffered", slot), Post(functools.partial(fold.set_buffered, slot=slot))
+
+
+def _drop(held: datetime) -> tuple[Effect, ...]:
+    """Drop the held slot (BufferOne): it counts as skipped, once (see ``fold.drop_buffered``)."""
+    return (
+        Update("buffered", None),
+        Post(functools.partial(fold.drop_buffered, slot=held)),
+        Count("skipped"),
+    )
 
 
 def _next_run(entry: Entry, nxt: datetime | None, now: datetime) -> Post:

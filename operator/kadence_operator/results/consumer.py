@@ -30,14 +30,16 @@ from nats.js import api as jsapi
 
 from kadence import constants, streamspec
 from kadence.protocol import DecodeError, RunResult, RunState, decode_results
-from kadence_operator.api import HistoryLimits
+from kadence_operator.api import MAX_HISTORY
 from kadence_operator.queues import streams
 from kadence_operator.results import fold
 from kadence_operator.statuswriter import ObjectGone, Status, StatusWriter, wait_hold
 
 logger = logging.getLogger(__name__)
-#: History limits of a Job the operator has not seen (yet): the API's defaults.
-DEFAULT_LIMITS = HistoryLimits().pair()
+#: History limits used for a Job this operator has not seen yet (it restarted, and the Job's
+#: watch event has not come): the largest the API allows, so that nothing is trimmed that the
+#: Job's own limits keep; the next status change with the Job known trims to them.
+UNKNOWN_LIMITS = (MAX_HISTORY, MAX_HISTORY)
 
 
 Limits = Callable[[str, str], tuple[int, int] | None]
@@ -164,7 +166,7 @@ class ResultsConsumer:
         for result in folding:
             job = result.job
             assert job is not None
-            limits = self._limits(job.namespace, job.name) or DEFAULT_LIMITS
+            limits = self._limits(job.namespace, job.name) or UNKNOWN_LIMITS
             future = self._writer.submit(
                 job.namespace,
                 job.name,

@@ -120,20 +120,30 @@ def record_dispatch(
     return new
 
 
-def _scheduled(new: Status, trigger: str | None, slot: str | None) -> None:
-    """A run of ``slot`` was dispatched: move ``lastScheduleTime`` and ``lastHandledSlot``.
+def _scheduled(new: Status, trigger: str | None, slot: str | None, *, handled: bool = True) -> None:
+    """A run of ``slot`` was dispatched: move ``lastScheduleTime`` and (``handled``)
+    ``lastHandledSlot``.
 
     They are where catch-up starts after a restart or a fail-over: a backfill of last month must
     not make every slot since then look missed, nor a manual run move them.
     """
     if trigger in ("Schedule", "CatchUp"):
         new["lastScheduleTime"] = _later(new.get("lastScheduleTime"), slot)
-        new["lastHandledSlot"] = _later(new.get("lastHandledSlot"), slot)
+        if handled:
+            new["lastHandledSlot"] = _later(new.get("lastHandledSlot"), slot)
 
 
 def record_skipped(status: Status, *, skipped: int = 1, through: datetime | None = None) -> Status:
     """``skipped`` slots were not run because of the concurrency policy (or a suspend); the
-    newest of them is ``through`` (None: a buffered slot dropped, already handled)."""
+    newest of them is ``through`` (None: a buffered slot dropped, already handled).
+
+    Idempotent by ``through``: a slot at or before ``lastHandledSlot`` was dealt with already
+    (the same fire retried, or a replica that took the Job over before the previous holder's
+    last status write reached it decided it again).
+    """
+    last = status.get("lastHandledSlot")
+    if through is not None and last is not None and last >= _ts(through):
+        return status
     new = dict(status)
     _counters(new)["skipped"] += skipped
     if through is not None:
@@ -150,6 +160,18 @@ def set_buffered(status: Status, *, slot: datetime | None) -> Status:
     else:
         new["bufferedSlot"] = _ts(slot)
         new["lastHandledSlot"] = _later(new.get("lastHandledSlot"), _ts(slot))
+    return new
+
+
+def drop_buffered(status: Status, *, slot: datetime) -> Status:
+    """The held slot ``slot`` is dropped (a newer slot superseded it, or the Job was suspended):
+    it counts as skipped. Only while the status still holds it: a replica that took the Job over
+    with an older status may drop a slot its previous holder dropped or ran already."""
+    if status.get("bufferedSlot") != _ts(slot):
+        return status
+    new = dict(status)
+    new.pop("bufferedSlot")
+    _counters(new)["skipped"] += 1
     return new
 
 
@@ -254,7 +276,12 @@ def record_next_run(
 
 def _recovered(new: Status, run: dict[str, Any]) -> None:
     """Count a run first seen in a result as dispatched; if its slot was counted missed by an
-    operator that did not know it had been published, it was not missed."""
+    operator that did not know it had been published, it was not missed.
+
+    It moves ``lastScheduleTime`` but not ``lastHandledSlot``: that one only the Job's owner
+    moves, in the order of its decisions, so that its missed and skipped counts can check by it
+    whether they were made already. (A result folded by another replica, or before the owner's
+    own write of an earlier missed count, would otherwise make that count look done.)"""
     counters = _counters(new)
     counters["dispatched"] += 1
     slot, trigger = run.get("scheduledAt"), run.get("trigger")
@@ -267,7 +294,7 @@ def _recovered(new: Status, run: dict[str, Any]) -> None:
         and counters["missed"] > 0
     ):
         counters["missed"] -= 1
-    _scheduled(new, trigger, slot)
+    _scheduled(new, trigger, slot, handled=False)
 
 
 @dataclass(frozen=True)
