@@ -131,14 +131,18 @@ def check_job(
         )
     )
 
-    # 2. Exactly once.
+    # 2. Exactly once. A policy that holds the Job's Lease (Forbid, BufferOne, Replace) runs a
+    # slot to success once: the fencing token stops a stale holder. Allow holds no Lease and
+    # is at least once: a worker frozen past ackWait finishes the attempt the run's redelivery
+    # also finished (in its own output folder); the status still records one success.
     twice = {rid for rid in stream.by_run if len(stream.succeeded_attempts(rid)) > 1}
+    lease = plan.policy != "Allow"
     verdicts.append(
         Verdict(
-            "no run Succeeded twice (stream)",
+            "no run Succeeded twice (stream)" if lease else "runs Succeeded twice (Allow: info)",
             name,
-            ok=not twice,
-            expected="0 runs",
+            ok=not twice or not lease,
+            expected="0 runs" if lease else "at least once",
             observed=f"{len(twice)} runs",
             note=(
                 "; ".join(

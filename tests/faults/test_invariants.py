@@ -64,9 +64,12 @@ def objects_of(results: list[RunResult]) -> dict[str, sources.ObjectView]:
 
 
 def failed_checks(
-    job: sources.JobView, results: list[RunResult], objects: dict[str, sources.ObjectView]
+    job: sources.JobView,
+    results: list[RunResult],
+    objects: dict[str, sources.ObjectView],
+    plan: workload.JobPlan = PLAN,
 ) -> set[str]:
-    verdicts = invariants.check_job(PLAN, job, results, objects, start_at=START, end_at=END)
+    verdicts = invariants.check_job(plan, job, results, objects, start_at=START, end_at=END)
     return {v.invariant for v in verdicts if not v.ok}
 
 
@@ -121,7 +124,17 @@ def test_a_run_ending_twice(second: RunState, caught: str) -> None:
     results = [succeeded(slot) for slot in SLOTS]
     again = results[0].model_copy(update={"attempt": 2, "state": second, "outputs": ()})
     job = view([record(r) for r in results], dispatched=6, succeeded=6)
-    assert failed_checks(job, [*results, again], objects_of(results)) == {caught}
+    forbid = workload.JobPlan("job", "q", 2, "Forbid", "All", (0.0, 0.0))
+    assert failed_checks(job, [*results, again], objects_of(results), forbid) == {caught}
+
+
+def test_allow_is_at_least_once() -> None:
+    """Allow holds no Lease: a run finished twice (a worker frozen past ackWait) is reported,
+    not a violation, as long as the status records it once."""
+    results = [succeeded(slot) for slot in SLOTS]
+    again = results[0].model_copy(update={"attempt": 2, "outputs": ()})
+    job = view([record(r) for r in results], dispatched=6, succeeded=6)
+    assert failed_checks(job, [*results, again], objects_of(results)) == set()
 
 
 def test_an_output_overwritten_by_a_later_attempt() -> None:
