@@ -16,7 +16,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 from nats.aio.client import Client as NATS
@@ -169,7 +169,7 @@ async def start(settings: OperatorSettings) -> Runtime:
     shards = ShardLeases(
         api=api,
         settings=settings,
-        on_change=scheduler.on_shards,
+        on_change=functools.partial(_take_shards, api, scheduler, job_writer, started=[]),
         before_release=scheduler.hand_over,
     )
     metrics.track_jobs(scheduler.__len__)
@@ -230,6 +230,34 @@ async def start(settings: OperatorSettings) -> Runtime:
         task.add_done_callback(functools.partial(_ended, runtime.stop, _terminate))
         runtime.tasks.append(task)
     return runtime
+
+
+async def _take_shards(
+    api: client.ApiClient,
+    scheduler: Scheduler,
+    writer: StatusWriter,
+    owned: frozenset[int],
+    *,
+    started: list[bool],
+) -> None:
+    """Shard ownership changed. Before the Jobs of shards taken from another replica fire, read
+    them afresh (one LIST): the watch may not have brought the status the previous holder wrote
+    just before it let go (a hand-over) or while the API server was down, and a Job decided
+    from an older status decides its last slots again (a slot skipped there would run here).
+    At start-up the watch's first listing is that fresh read already."""
+    if started and owned - scheduler.owned:
+        try:
+            listing = await asyncio.to_thread(
+                client.CustomObjectsApi(api).list_cluster_custom_object, GROUP, VERSION, "jobs"
+            )
+        except Exception as error:  # the watch catches up; the status checks stay idempotent
+            logger.warning("could not read the Jobs of the shards taken over: %s", error)
+        else:
+            for body in cast(dict[str, Any], listing).get("items") or []:
+                writer.observe(body)
+                scheduler.refresh(body)
+    started.append(True)
+    await scheduler.on_shards(owned)
 
 
 def _terminate() -> None:

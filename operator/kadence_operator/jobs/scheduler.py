@@ -180,6 +180,11 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self.jobs.entries)
 
+    @property
+    def owned(self) -> frozenset[int]:
+        """The shards whose Jobs this replica fires."""
+        return self._owned
+
     async def on_shards(self, owned: frozenset[int]) -> None:
         """Shard ownership changed: look at the Jobs of gained shards now (catch-up)."""
         gained = owned - self._owned
