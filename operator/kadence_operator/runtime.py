@@ -244,8 +244,14 @@ async def _take_shards(
     them afresh (one LIST): the watch may not have brought the status the previous holder wrote
     just before it let go (a hand-over) or while the API server was down, and a Job decided
     from an older status decides its last slots again (a slot skipped there would run here).
-    At start-up the watch's first listing is that fresh read already."""
-    if started and owned - scheduler.owned:
+    At start-up the watch's first listing is that fresh read already. What this replica's own
+    status writer still holds for those Jobs (a shard lost while the API server was down, and
+    taken back) is written first, so that the read includes it (a slot BufferOne held would be
+    lost otherwise: written after the read, never adopted)."""
+    gained = owned - scheduler.owned
+    if started and gained:
+        with contextlib.suppress(Exception):  # still unreachable: the read below says so
+            await asyncio.wait_for(scheduler.flush(gained), timeout=10)
         try:
             listing = await asyncio.to_thread(
                 client.CustomObjectsApi(api).list_cluster_custom_object, GROUP, VERSION, "jobs"

@@ -202,6 +202,10 @@ class Scheduler:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(HAND_OVER_WAIT):
                 await self._quiet.wait()
+        await self.flush(shards)
+
+    async def flush(self, shards: frozenset[int]) -> None:
+        """Write now what the status writer holds for the Jobs of ``shards``."""
         await self._writer.flush_keys(
             [e.key for e in self.jobs.entries.values() if e.shard in shards]
         )
