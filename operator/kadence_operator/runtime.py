@@ -169,7 +169,7 @@ async def start(settings: OperatorSettings) -> Runtime:
     shards = ShardLeases(
         api=api,
         settings=settings,
-        on_change=functools.partial(_take_shards, api, scheduler, job_writer, started=[]),
+        on_change=_Takeover(api, scheduler, job_writer).on_shards,
         before_release=scheduler.hand_over,
     )
     metrics.track_jobs(scheduler.__len__)
@@ -232,14 +232,8 @@ async def start(settings: OperatorSettings) -> Runtime:
     return runtime
 
 
-async def _take_shards(
-    api: client.ApiClient,
-    scheduler: Scheduler,
-    writer: StatusWriter,
-    owned: frozenset[int],
-    *,
-    started: list[bool],
-) -> None:
+@dataclass
+class _Takeover:
     """Shard ownership changed. Before the Jobs of shards taken from another replica fire, read
     them afresh (one LIST): the watch may not have brought the status the previous holder wrote
     just before it let go (a hand-over) or while the API server was down, and a Job decided
@@ -248,22 +242,35 @@ async def _take_shards(
     status writer still holds for those Jobs (a shard lost while the API server was down, and
     taken back) is written first, so that the read includes it (a slot BufferOne held would be
     lost otherwise: written after the read, never adopted)."""
-    gained = owned - scheduler.owned
-    if started and gained:
+
+    api: client.ApiClient
+    scheduler: Scheduler
+    writer: StatusWriter
+    started: bool = False
+
+    async def on_shards(self, owned: frozenset[int]) -> None:
+        gained = owned - self.scheduler.owned
+        if self.started and gained:
+            await self._read_afresh(gained)
+        self.started = True
+        await self.scheduler.on_shards(owned)
+
+    async def _read_afresh(self, gained: frozenset[int]) -> None:
         with contextlib.suppress(Exception):  # still unreachable: the read below says so
-            await asyncio.wait_for(scheduler.flush(gained), timeout=10)
+            await asyncio.wait_for(self.scheduler.flush(gained), timeout=10)
         try:
             listing = await asyncio.to_thread(
-                client.CustomObjectsApi(api).list_cluster_custom_object, GROUP, VERSION, "jobs"
+                client.CustomObjectsApi(self.api).list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                "jobs",
             )
         except Exception as error:  # the watch catches up; the status checks stay idempotent
             logger.warning("could not read the Jobs of the shards taken over: %s", error)
-        else:
-            for body in cast(dict[str, Any], listing).get("items") or []:
-                writer.observe(body)
-                scheduler.refresh(body)
-    started.append(True)
-    await scheduler.on_shards(owned)
+            return
+        for body in cast(dict[str, Any], listing).get("items") or []:
+            self.writer.observe(body)
+            self.scheduler.refresh(body)
 
 
 def _terminate() -> None:
