@@ -254,6 +254,26 @@ def test_failing_task_shows_failed_with_error_and_event(
     kubectl(kube, "delete", "kjob", name)
 
 
+def _wait_reported_not_persisted(
+    kube: KubeControlPlane, nats_server: NatsServer, name: str
+) -> None:
+    """Until the Job's dispatch is in its status (Pending/Running) and the worker has reported
+    the run's success to the results stream."""
+    wait_for(
+        lambda: [
+            r
+            for r in (get(kube, "kjob", name).get("status") or {}).get("runs", [])
+            if r["state"] in ("Pending", "Running")
+        ],
+        what="dispatch recorded, run not finished",
+    )
+    wait_for(
+        lambda: _last_result_state(nats_server, name) == "Succeeded",
+        timeout=30,
+        what="the worker reported the run",
+    )
+
+
 def test_operator_killed_before_status_write_records_the_run_once(
     kube: KubeControlPlane,
     nats_results: NatsServer,
@@ -280,19 +300,7 @@ def test_operator_killed_before_status_write_records_the_run_once(
         # The task takes 8 s, so its result arrives well after the dispatch was written (seen as
         # Pending/Running below) and then waits in the writer for the 20 s interval.
         apply(kube, job(name, task="demo.sleep", payload=8))
-        wait_for(
-            lambda: [
-                r
-                for r in (get(kube, "kjob", name).get("status") or {}).get("runs", [])
-                if r["state"] in ("Pending", "Running")
-            ],
-            what="dispatch recorded, run not finished",
-        )
-        wait_for(
-            lambda: _last_result_state(nats_results, name) == "Succeeded",
-            timeout=30,
-            what="the worker reported the run",
-        )
+        _wait_reported_not_persisted(kube, nats_results, name)
         runs = get(kube, "kjob", name)["status"]["runs"]
         assert runs[0]["state"] in ("Pending", "Running")  # not persisted yet
     finally:
@@ -360,19 +368,7 @@ def test_results_of_a_dead_operator_come_back_within_the_ack_wait(
         _launch_worker(worker)
         redelivered = _results_redelivered(nats_results)
         apply(kube, job(name, task="demo.sleep", payload=2))
-        wait_for(
-            lambda: [
-                r
-                for r in (get(kube, "kjob", name).get("status") or {}).get("runs", [])
-                if r["state"] in ("Pending", "Running")
-            ],
-            what="dispatch recorded, run not finished",
-        )
-        wait_for(
-            lambda: _last_result_state(nats_results, name) == "Succeeded",
-            timeout=30,
-            what="the worker reported the run",
-        )
+        _wait_reported_not_persisted(kube, nats_results, name)
         time.sleep(8)  # longer than the ack wait: claimed all the while by in-progress acks
         assert get(kube, "kjob", name)["status"]["runs"][0]["state"] in ("Pending", "Running")
         assert _results_redelivered(nats_results) == redelivered
