@@ -23,6 +23,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from kadence import constants
+from kadence.protocol import JobRef, RunRequest, RunState, decode_result, encode
 from kadence_devstack.kube import KubeControlPlane
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import ManagedProcess
@@ -301,16 +302,28 @@ def test_replicated_queue_survives_a_node_loss(kube: KubeControlPlane, tmp_path:
 # --------------------------------------------------------------------------------------------
 
 
+def _nak_request(name: str) -> RunRequest:
+    """The run request that is nak'ed to maxDeliver: a scheduled run of a Job."""
+    return RunRequest(
+        run_id=f"{name}-run",
+        task="never.done",
+        job=JobRef(namespace=NS, name=f"{name}-job", uid="uid-1"),
+        scheduled_at=datetime(2026, 12, 6, 12, 0, tzinfo=UTC),
+        trigger="Schedule",
+    )
+
+
 async def _exhaust_and_terminate(servers: list[str], name: str) -> dict[str, Any]:
-    """While no operator runs: one message nak'ed to maxDeliver (2), one dead-lettered by a
-    "worker" (copied to the DLQ with the headers, then terminated)."""
+    """While no operator runs: one run request nak'ed to maxDeliver (2), one message
+    dead-lettered by a "worker" (copied to the DLQ with the headers, then terminated)."""
     nc = await _connect(servers)
     try:
         js = nc.jetstream()
         stream = constants.stream_name(NS, name)
         subject = constants.subject(NS, name, 0)
+        nak_body = encode(_nak_request(name))
         nak_ack = await js.publish(
-            subject, b"poison-nak", headers={constants.MSG_ID_HEADER: "a", "X-Trace": "t-1"}
+            subject, nak_body, headers={constants.MSG_ID_HEADER: "a", "X-Trace": "t-1"}
         )
         sub = await js.pull_subscribe_bind(constants.consumer_name(0), stream=stream)
         deliveries = 0
@@ -320,7 +333,7 @@ async def _exhaust_and_terminate(servers: list[str], name: str) -> dict[str, Any
             except TimeoutError:
                 continue  # a pull after the last delivery lets JetStream notice maxDeliver
             for msg in msgs:
-                assert msg.data == b"poison-nak"
+                assert msg.data == nak_body
                 deliveries += 1
                 await msg.nak()
         assert deliveries == 2
@@ -362,8 +375,17 @@ async def _exhaust_and_terminate(servers: list[str], name: str) -> dict[str, Any
         )
         await msg.term()
         # The nak'ed message stays in the work stream until the operator moves it.
-        assert (await js.get_msg(stream, nak_ack.seq)).data == b"poison-nak"
+        assert (await js.get_msg(stream, nak_ack.seq)).data == nak_body
         return {"nak_seq": nak_ack.seq, "term_seq": term_ack.seq}
+    finally:
+        await nc.close()
+
+
+async def _last_result(servers: list[str], subject: str) -> bytes:
+    nc = await _connect(servers)
+    try:
+        message = await nc.jetstream().get_last_msg(constants.RESULTS_STREAM, subject)
+        return message.data or b""
     finally:
         await nc.close()
 
@@ -402,7 +424,7 @@ def test_dead_letters_across_an_operator_restart(
                 what="both messages in the DLQ",
             )
             by_body = {m.data: m for m in letters}
-            moved = by_body[b"poison-nak"].headers or {}
+            moved = by_body[encode(_nak_request(name))].headers or {}
             assert moved[constants.DLQ_REASON_HEADER] == deadletter.MAX_DELIVERIES_REASON
             assert moved[constants.DLQ_SUBJECT_HEADER] == constants.subject(NS, name, 0)
             assert moved[constants.DLQ_DELIVERIES_HEADER] == "2"
@@ -413,6 +435,27 @@ def test_dead_letters_across_an_operator_restart(
             termed = by_body[b"poison-term"].headers or {}
             assert termed[constants.DLQ_REASON_HEADER] == "NonRetryable"
             assert termed[constants.DLQ_STREAM_SEQ_HEADER] == str(seqs["term_seq"])
+
+            # No worker reports the run JetStream gave up on: the operator does, so its Job
+            # does not show it active for ever.
+            request = _nak_request(name)
+            assert request.job is not None
+            report = decode_result(
+                run(
+                    _last_result(
+                        nats_server.urls,
+                        constants.results_subject(NS, request.job.name),
+                    )
+                )
+            )
+            assert (report.run_id, report.state, report.attempt) == (
+                request.run_id,
+                RunState.DEAD_LETTERED,
+                2,
+            )
+            assert (report.trigger, report.scheduled_at) == ("Schedule", request.scheduled_at)
+            assert report.error is not None
+            assert report.error.type == "MaxDeliveries"
 
             # The work stream is empty, and the status counts both.
             wait_for(

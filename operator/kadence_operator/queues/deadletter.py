@@ -3,8 +3,11 @@
 In a work-queue stream a message that reached ``maxDeliver`` stays in the stream, unacked and never
 delivered again; JetStream announces it with a max-deliveries advisory. Advisories are captured in
 the durable ``KADENCE_ADVISORIES`` stream, so none is lost while the operator is down; the operator
-consumes them with a durable consumer, copies the message to the DLQ with headers saying why, and
-then deletes it from the work stream. The advisory is acknowledged only after both succeeded.
+consumes them with a durable consumer, copies the message to the DLQ with headers saying why,
+reports the run ``DeadLettered`` on the results stream (no worker will: the last one to hold the
+message gave up on it or died), and then deletes it from the work stream. The advisory is
+acknowledged only after all three succeeded; the report's ``Nats-Msg-Id`` makes a retry store it
+once, and the fold keeps a run's first final state, so a run that ended before is not changed.
 
 Messages a worker rejects as poison are copied to the DLQ by the worker itself before it
 terminates them (a terminated message leaves a work-queue stream at once).
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -29,7 +33,16 @@ from nats.js import api as jsapi
 from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from kadence import constants, deadletter
-from kadence.protocol import DeadLetterReason
+from kadence.protocol import (
+    DeadLetterReason,
+    DecodeError,
+    RunError,
+    RunResult,
+    RunState,
+    decode_run,
+    encode,
+    salvage_ids,
+)
 from kadence_operator.queues import streams
 
 logger = logging.getLogger(__name__)
@@ -86,6 +99,41 @@ def dlq_headers(
     )
 
 
+def dead_lettered_result(
+    data: bytes, *, namespace: str, deliveries: int, now: datetime
+) -> tuple[str, RunResult] | None:
+    """The ``DeadLettered`` report of a run request JetStream stopped delivering, and the
+    results subject it goes to; None when the message does not say which run it was."""
+    run_id: str | None
+    try:
+        request = decode_run(data)
+        run_id, job = request.run_id, request.job
+        scheduled_at, trigger = request.scheduled_at, request.trigger
+    except DecodeError:
+        (run_id, job), scheduled_at, trigger = salvage_ids(data), None, None
+    if run_id is None:
+        return None
+    result = RunResult(
+        run_id=run_id,
+        attempt=max(deliveries, 1),
+        job=job,
+        state=RunState.DEAD_LETTERED,
+        finished_at=now,
+        scheduled_at=scheduled_at,
+        trigger=trigger,
+        error=RunError(
+            type=str(MAX_DELIVERIES_REASON),
+            message=f"JetStream delivered it {deliveries} times without an acknowledgement "
+            "(the Queue's maxDeliver); it is in the dead-letter stream",
+        ),
+    )
+    subject = constants.results_subject(
+        job.namespace if job is not None else namespace,
+        job.name if job is not None else constants.ADHOC_JOB,
+    )
+    return subject, result
+
+
 class NoDeadLetterStream(Exception):
     """The Queue has no DLQ stream (dead-lettering disabled, or the stream was deleted)."""
 
@@ -93,7 +141,8 @@ class NoDeadLetterStream(Exception):
 async def move_to_dlq(
     js: JetStreamContext, *, stream: str, sequence: int, deliveries: int, drop: bool = False
 ) -> bool:
-    """Copy message ``sequence`` of ``stream`` to its Queue's DLQ and delete it from ``stream``.
+    """Copy message ``sequence`` of ``stream`` to its Queue's DLQ, report its run
+    ``DeadLettered`` and delete it from ``stream``.
 
     Returns False when the message is already gone (handled before a restart) — that is success.
     Raises :class:`NoDeadLetterStream` when nothing stores the DLQ subject, unless ``drop``: then
@@ -119,6 +168,14 @@ async def move_to_dlq(
     except NoStreamResponseError:
         if not drop:
             raise NoDeadLetterStream(constants.dlq_stream_name(namespace, queue)) from None
+    report = dead_lettered_result(
+        raw.data or b"", namespace=namespace, deliveries=deliveries, now=datetime.now(UTC)
+    )
+    if report is not None:
+        subject, result = report
+        await js.publish(
+            subject, encode(result), headers={constants.MSG_ID_HEADER: result.dedupe_id}
+        )
     with contextlib.suppress(NotFoundError):
         await js.delete_msg(stream, sequence)
     return True
