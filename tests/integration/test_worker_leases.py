@@ -10,6 +10,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,25 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
 from kadence import App, Context
-from kadence.constants import LEASE_JOB_LABEL, cancel_subject, lease_name
-from kadence.leases import LeaseClient, LeaseHeld, LeaseLost, LeasePreempted, LeaseRecord
+from kadence.app import CancelFlag
+from kadence.attempt import run_attempt
+from kadence.constants import (
+    LEASE_JOB_LABEL,
+    LEASE_NEWEST_ANNOTATION,
+    cancel_subject,
+    lease_name,
+)
+from kadence.leases import (
+    JobLock,
+    LeaseClient,
+    LeaseHeld,
+    LeaseLost,
+    LeasePreempted,
+    LeaseRecord,
+    LeaseSuperseded,
+)
 from kadence.metrics import WorkerMetrics
+from kadence.outcomes import Disposition, Outcome
 from kadence.protocol import (
     CancelRequest,
     ConcurrencyPolicy,
@@ -29,7 +46,7 @@ from kadence.protocol import (
     RunState,
     encode,
 )
-from kadence.storage import S3Storage
+from kadence.storage import OutputWriter, S3Storage, output_location
 from kadence_devstack.kube import KubeControlPlane
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.s3 import S3Server
@@ -478,3 +495,137 @@ def test_renew_and_release_write_without_reading_unless_someone_else_wrote(
     assert record is not None
     assert (record.holder, record.transitions) == (None, 0)
     assert other.acquire() == 1
+
+
+def test_replace_orders_its_runs_by_slot(worker_kubeconfig: Path, kube: KubeControlPlane) -> None:
+    """An ordered lock (``Replace``) records the newest slot that took the Lease, across
+    holders and releases, and refuses an older run: it must neither run after a newer run nor
+    ask it to stop."""
+    leases = LeaseClient.from_kubeconfig(str(worker_kubeconfig))
+    job = unique("job-")
+    t1, t2 = (datetime(2026, 12, 6, 12, 0, s, tzinfo=UTC) for s in (0, 4))
+
+    def ordered(holder: str, slot: datetime) -> JobLock:
+        return leases.ordered_lock(
+            namespace=NAMESPACE, job=job, holder=holder, scheduled_at=slot, duration=5
+        )
+
+    old, new = ordered("w1/old/1", t1), ordered("w2/new/1", t2)
+    old.acquire()
+    with pytest.raises(LeaseHeld):
+        new.acquire()  # an older run holds it: the newer one waits ...
+    assert new.preempt()  # ... and asks it to stop
+    with pytest.raises(LeasePreempted):
+        old.renew()
+    old.release()
+    assert new.acquire() == 1
+    record = read_lease(kube, job)
+    assert record is not None
+    assert record.annotations[LEASE_NEWEST_ANNOTATION] == "2026-12-06T12:00:04.000000Z"
+    # The older run's next delivery finds the newer one: neither waits nor preempts.
+    late = ordered("w1/old/2", t1)
+    with pytest.raises(LeaseSuperseded) as superseded:
+        late.acquire()
+    assert "2026-12-06T12:00:04" in str(superseded.value)
+    with pytest.raises(LeaseSuperseded):
+        late.preempt()
+    new.renew()
+    new.release()
+    with pytest.raises(LeaseSuperseded):
+        late.acquire()  # also once the newer run has ended
+    # The newer run's own retry, and a newer run still, take it; an unordered lock keeps the mark.
+    assert ordered("w2/new/2", t2).acquire() == 2
+    record = read_lease(kube, job)
+    assert record is not None
+    assert record.annotations[LEASE_NEWEST_ANNOTATION] == "2026-12-06T12:00:04.000000Z"
+
+
+async def test_an_older_replace_run_ends_cancelled_without_stopping_the_newer(
+    nats_server: NatsServer, kube: KubeControlPlane, worker_kubeconfig: Path
+) -> None:
+    """A Replace run delivered after a newer run of its Job took the Lease (it waited for the
+    Lease, or was redelivered) ends ``Cancelled`` at once; the newer run goes on."""
+    job = a_job()
+    newer, older = (
+        RunRequest(
+            run_id=unique("run-"),
+            task="jobs.exclusive",
+            payload=seconds,
+            job=job,
+            concurrency_policy=ConcurrencyPolicy.REPLACE,
+            ack_wait_seconds=10,
+            scheduled_at=datetime(2026, 12, 6, 12, 0, second, tzinfo=UTC),
+            trigger="Schedule",
+        )
+        for seconds, second in ((2.0, 4), (0.5, 0))
+    )
+    leases = LeaseClient.from_kubeconfig(str(worker_kubeconfig))
+    async with (
+        connected(nats_server) as client,
+        fresh_queue(client, ack_wait=10) as queue,
+        running_worker(
+            app, nats_server, queue=queue, name="w", concurrency=2, lease_duration=3, leases=leases
+        ),
+    ):
+        await client.publish(queue.name, encode(newer), msg_id=newer.run_id)
+        await wait_results(client, lambda rs: len(rs) >= 1, job=job.name, run_id=newer.run_id)
+        await client.publish(queue.name, encode(older), msg_id=older.run_id)
+        cancelled = await wait_results(client, final, job=job.name, run_id=older.run_id)
+        succeeded = await wait_results(client, final, job=job.name, run_id=newer.run_id)
+    assert [r.state for r in cancelled] == [RunState.CANCELLED]  # never started
+    assert cancelled[0].error is not None
+    assert cancelled[0].error.type == "Replaced"
+    assert "newer run" in cancelled[0].error.message
+    assert (cancelled[0].trigger, cancelled[0].scheduled_at) == ("Schedule", older.scheduled_at)
+    assert [r.state for r in succeeded] == [RunState.RUNNING, RunState.SUCCEEDED]
+
+
+async def test_a_holder_that_lost_its_lease_reports_no_final_state(
+    worker_kubeconfig: Path, kube: KubeControlPlane
+) -> None:
+    """A holder frozen past its Lease resumes to a cancel request (or its timeout, or its
+    success) after a newer attempt took the Lease: only the holder reports the run's end, so
+    its outcome is ``LeaseLost`` (not final, the message left to the holder)."""
+    leases = LeaseClient.from_kubeconfig(str(worker_kubeconfig))
+    job = a_job()
+    stale = leases.lock(namespace=NAMESPACE, job=job.name, holder="w1/run/1", duration=1)
+    await stale.aacquire()
+    await asyncio.sleep(1.3)  # frozen past its Lease ...
+    holder = leases.lock(namespace=NAMESPACE, job=job.name, holder="w2/run/2", duration=10)
+    await holder.aacquire()  # ... and replaced by the redelivery's attempt
+    request = RunRequest(
+        run_id="run",
+        task="jobs.exclusive",
+        payload=30.0,
+        job=job,
+        concurrency_policy=ConcurrencyPolicy.REPLACE,
+    )
+    spec = app.get("jobs.exclusive")
+    assert spec is not None
+
+    async def resumed(lock: JobLock) -> Outcome:
+        cancel = CancelFlag()
+        ctx = Context(
+            request=request,
+            attempt=1,
+            output=OutputWriter(
+                None, output_location(request, namespace=NAMESPACE, bucket="b", attempt=1)
+            ),
+            heartbeat=lambda: None,
+            worker="w1",
+            cancel_event=cancel,
+        )
+        replaced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        replaced.set_result(None)  # the operator's cancel request, waiting when it resumes
+        return await run_attempt(
+            spec, ctx, executor=None, cancel_event=cancel, store=None, lock=lock, replaced=replaced
+        )
+
+    outcome = await resumed(stale)
+    assert outcome.state is RunState.RETRYING
+    assert outcome.disposition is Disposition.NONE
+    assert outcome.error is not None
+    assert outcome.error.type == "LeaseLost"
+    assert "Cancelled is not reported" in outcome.error.message
+    # The holder's own cancel is reported.
+    assert (await resumed(holder)).state is RunState.CANCELLED

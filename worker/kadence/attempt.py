@@ -121,7 +121,58 @@ async def run_attempt(
     ``processes``' children, which is stopped (SIGTERM, SIGKILL after its grace); its future is
     ``abandoned`` until the child is gone. Without ``processes`` (:mod:`kadence.testing`) such a
     handler runs in a thread like any other.
+
+    With a ``lock``, an outcome that would end the run is reported only by the Lease's holder:
+    the hold is verified (renewed) after the return value is stored and before anything is
+    reported. A holder paused past its Lease (GC, SIGSTOP, a partition) and replaced by a newer
+    attempt finds out there, and its outcome becomes :func:`~kadence.outcomes.lease_lost`: its
+    outputs stay in its own attempt's folder, and the run's result is the newer holder's.
     """
+    outcome = await _handle(
+        spec,
+        ctx,
+        executor=executor,
+        cancel_event=cancel_event,
+        store=store,
+        lock=lock,
+        abort=abort,
+        replaced=replaced,
+        processes=processes,
+    )
+    if lock is not None and outcome.state not in (RunState.RETRYING, RunState.RUNNING):
+        return await _fenced(outcome, lock)
+    return outcome
+
+
+async def _fenced(outcome: Outcome, lock: JobLock) -> Outcome:
+    """``outcome``, or :func:`~kadence.outcomes.lease_lost` if ``lock`` is no longer held."""
+    from kadence.leases import LeaseError, LeaseLost
+
+    try:
+        await lock.averify()
+    except LeaseLost as error:
+        lost = outcomes.lease_lost(f"{error}; this attempt's {outcome.state} is not reported")
+        lost.duration, lost.abandoned = outcome.duration, outcome.abandoned
+        return lost
+    except LeaseError as error:
+        # Unknown (the API server is unreachable): report; the outputs are in its own folder.
+        log.warning("could not verify lease %s before reporting: %s", lock.name, error)
+    return outcome
+
+
+async def _handle(
+    spec: TaskSpec,
+    ctx: Context,
+    *,
+    executor: TaskThreads | None,
+    cancel_event: CancelSignal,
+    store: ObjectStore | None,
+    lock: JobLock | None,
+    abort: asyncio.Future[Any] | None,
+    replaced: asyncio.Future[Any] | None,
+    processes: TaskProcesses | None,
+) -> Outcome:
+    """The handler's outcome (:func:`run_attempt`), before the Lease is verified."""
     request, attempt = ctx.request, ctx.attempt
     started = time.monotonic()
 
@@ -212,17 +263,6 @@ async def run_attempt(
         return done(classify(raised, request=request, attempt=attempt))
 
     value = handler.result()
-    if lock is not None:
-        from kadence.leases import LeaseError, LeaseLost
-
-        try:
-            # A holder paused past its lease (GC, SIGSTOP, partition) may have been replaced:
-            # check before writing anything that the newer holder might also write.
-            await lock.averify()
-        except LeaseLost as error:
-            return done(outcomes.lease_lost(str(error)))
-        except LeaseError as error:
-            log.warning("could not verify lease %s before reporting: %s", lock.name, error)
     try:
         if store is not None and value is not None:  # None stores nothing: no thread hop
             await asyncio.to_thread(store_value, value, ctx.output)

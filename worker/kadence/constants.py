@@ -127,6 +127,9 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kadence"
 #: Annotation a worker sets on a held Lease to ask its holder to stop (concurrencyPolicy Replace).
 LEASE_PREEMPT_ANNOTATION = "kadence.io/preempted-by"
+#: Annotation on a Job's Lease: the slot (``scheduledAt``) of the newest run that took it under
+#: concurrencyPolicy Replace. An older run that finds a newer one there was replaced by it.
+LEASE_NEWEST_ANNOTATION = "kadence.io/newest-scheduled-at"
 
 #: Largest Kubernetes object name.
 _MAX_NAME = 253

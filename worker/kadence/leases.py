@@ -10,6 +10,10 @@ holds the ``coordination.k8s.io/v1`` Lease ``kadence-job-<job>`` in the Job's na
 - **renew** every ``duration / 3``; a Lease found with another holder is lost (:class:`LeaseLost`),
   and the attempt must stop.
 - **release**: clear the holder at the end of the attempt.
+- **order** (``Replace`` only): a lock given the run's ``scheduled_at`` records the newest slot
+  that took the Lease in an annotation (kept across holders) and refuses an older run with
+  :class:`LeaseSuperseded`: a run that waited for the Lease while a newer one took it must not
+  run after it, let alone stop it.
 
 ``leaseTransitions`` after acquisition is the attempt's **fencing token**: it grows with every new
 holder, so a report carrying a smaller token than one already seen comes from a stale holder.
@@ -39,6 +43,7 @@ from kubernetes.client.exceptions import ApiException
 from kadence.config import Settings, user_agent
 from kadence.constants import (
     LEASE_JOB_LABEL,
+    LEASE_NEWEST_ANNOTATION,
     LEASE_PREEMPT_ANNOTATION,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -72,6 +77,14 @@ class LeaseHeld(LeaseError):
         super().__init__(f"lease held by {holder!r} for {remaining:.1f}s more")
         self.holder = holder
         self.remaining = remaining
+
+
+class LeaseSuperseded(LeaseError):
+    """A newer run (a later ``scheduled_at``) already took the Lease (concurrencyPolicy Replace)."""
+
+    def __init__(self, newest: str) -> None:
+        super().__init__(f"a newer run (scheduled at {newest}) took the lease")
+        self.newest = newest
 
 
 class LeaseLost(LeaseError):
@@ -187,6 +200,25 @@ class LeaseClient:
     ) -> JobLock:
         return JobLock(self, namespace=namespace, job=job, holder=holder, duration=duration)
 
+    def ordered_lock(
+        self,
+        *,
+        namespace: str,
+        job: str,
+        holder: str,
+        scheduled_at: datetime,
+        duration: int = DEFAULT_LEASE_SECONDS,
+    ) -> JobLock:
+        """A lock an older run than the Lease's newest never gets (:class:`LeaseSuperseded`)."""
+        return JobLock(
+            self,
+            namespace=namespace,
+            job=job,
+            holder=holder,
+            duration=duration,
+            scheduled_at=scheduled_at,
+        )
+
 
 def _reason(error: ApiException) -> str:
     return f"{error.status} {error.reason}"
@@ -203,6 +235,7 @@ class JobLock:
         job: str,
         holder: str,
         duration: int = DEFAULT_LEASE_SECONDS,
+        scheduled_at: datetime | None = None,
     ) -> None:
         if duration < 1:
             raise ValueError("lease duration must be at least 1 second")
@@ -212,6 +245,8 @@ class JobLock:
         self.name = lease_name(job)
         self.holder = holder
         self.duration = duration
+        #: The run's slot, in the annotation's sortable form; None: no order (not Replace).
+        self.order = _micro_time(scheduled_at) if scheduled_at is not None else None
         #: ``leaseTransitions`` when acquired: the fencing token.
         self.token: int | None = None
         self._renewed_at = 0.0  # monotonic time of the last successful acquire/renew
@@ -263,14 +298,28 @@ class JobLock:
         }
 
     def _rewrite(self, record: LeaseRecord, *, holder: str | None) -> dict[str, Any]:
-        """``record`` renewed now with ``holder``, guarded by its ``resourceVersion``."""
+        """``record`` renewed now with ``holder``, guarded by its ``resourceVersion``; a
+        preemption request is dropped, the newest run's slot kept."""
         return self._body(
             holder=holder,
             acquire_time=record.acquire_time,
             renew_time=_now(),
             transitions=record.transitions,
             resource_version=record.resource_version,
+            annotations=self._ordered(record.annotations),
         )
+
+    def _ordered(self, annotations: dict[str, str]) -> dict[str, str]:
+        """The annotations a new write keeps: the newest slot, now at least this run's."""
+        newest = annotations.get(LEASE_NEWEST_ANNOTATION)
+        if self.order is not None and (newest is None or self.order > newest):
+            newest = self.order
+        return {LEASE_NEWEST_ANNOTATION: newest} if newest is not None else {}
+
+    def _check_order(self, record: LeaseRecord) -> None:
+        newest = record.annotations.get(LEASE_NEWEST_ANNOTATION)
+        if self.order is not None and newest is not None and newest > self.order:
+            raise LeaseSuperseded(newest)
 
     def _replace(self, body: dict[str, Any]) -> LeaseRecord:
         """A ``resourceVersion``-guarded replace; ApiException 409 if someone wrote first."""
@@ -283,14 +332,21 @@ class JobLock:
         return LeaseRecord.from_api(lease)
 
     def acquire(self) -> int:
-        """Take the Lease; returns the fencing token or raises :class:`LeaseHeld`."""
+        """Take the Lease; returns the fencing token or raises :class:`LeaseHeld` (or
+        :class:`LeaseSuperseded` for an ordered lock older than the Lease's newest run)."""
         now = _now()
         current = self.client.read(self.namespace, self.name)
         if current is None:
             try:
                 created = self.client.api.create_namespaced_lease(
                     self.namespace,
-                    self._body(holder=self.holder, acquire_time=now, renew_time=now, transitions=0),
+                    self._body(
+                        holder=self.holder,
+                        acquire_time=now,
+                        renew_time=now,
+                        transitions=0,
+                        annotations=self._ordered({}),
+                    ),
                     _request_timeout=_TIMEOUT,
                 )
             except ApiException as error:
@@ -302,6 +358,7 @@ class JobLock:
             return self._acquired(LeaseRecord.from_api(created))
         if current.holder == self.holder:
             return self._acquired(current)  # already ours (a retried acquire)
+        self._check_order(current)
         if current.live(now):
             raise LeaseHeld(current.holder or "", current.remaining(now))
         body = self._body(
@@ -310,6 +367,7 @@ class JobLock:
             renew_time=now,
             transitions=current.transitions + 1,
             resource_version=current.resource_version,
+            annotations=self._ordered(current.annotations),
         )
         try:
             taken = self._replace(body)
@@ -402,10 +460,14 @@ class JobLock:
                 raise LeaseError(f"releasing lease: {_reason(error)}") from error
 
     def preempt(self) -> bool:
-        """Ask the current live holder to stop (Replace); True if the request was recorded."""
+        """Ask the current live holder to stop (Replace); True if the request was recorded.
+
+        Raises :class:`LeaseSuperseded` when the holder is a newer run than this ordered lock's.
+        """
         current = self.client.read(self.namespace, self.name)
         if current is None or current.holder in (None, self.holder) or not current.live():
             return False
+        self._check_order(current)  # never stop a newer run
         if current.annotations.get(LEASE_PREEMPT_ANNOTATION) == self.holder:
             return True
         annotations = dict(current.annotations)

@@ -7,11 +7,17 @@ most ``lease_duration``); for ``Replace`` the holder is asked to stop first and 
 shortened to its renew interval. Such a run was not attempted, so nothing is reported. The
 attempt renews the Lease while it runs (:mod:`kadence.attempt`); settling releases it after the
 ack (:mod:`kadence.settling`).
+
+``Replace`` orders its runs by slot (:meth:`~kadence.leases.LeaseClient.ordered_lock`): a run
+older than the newest that took the Lease was replaced by it while it waited, and ends
+``Cancelled`` without an attempt (:attr:`Taken.superseded`) instead of waiting, running late or
+stopping the newer run.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kadence.consumer import QueueMessage
@@ -22,6 +28,22 @@ if TYPE_CHECKING:  # leases imports the Kubernetes client: only load it when a r
     from kadence.leases import JobLock, LeaseClient
 
 log = logging.getLogger("kadence.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What :meth:`JobLocks.take` decided for one message."""
+
+    #: Run the attempt (with ``lock`` and its fencing ``token`` when the policy needs one).
+    proceed: bool
+    lock: JobLock | None = None
+    token: int | None = None
+    #: ``Replace``: a newer run took the Lease; this one ends ``Cancelled`` (why, for the report).
+    superseded: str | None = None
+
+
+_WAIT = Taken(proceed=False)
+_FREE = Taken(proceed=True)
 
 
 class JobLocks:
@@ -42,14 +64,15 @@ class JobLocks:
 
     async def take(
         self, message: QueueMessage, request: RunRequest, *, task: str, attempt: int
-    ) -> tuple[bool, JobLock | None, int | None]:
-        """``(proceed, lock, token)``: take the Job's Lease if the policy needs one.
+    ) -> Taken:
+        """Take the Job's Lease if the policy needs one.
 
-        ``proceed`` is False when the message was put back (another attempt holds the Lease).
+        Not ``proceed`` when the message was put back (another attempt holds the Lease) or the
+        run was ``superseded`` (``Replace``: the caller settles it).
         """
         if not request.concurrency_policy.needs_lock or request.job is None:
-            return True, None, None
-        from kadence.leases import LeaseError, LeaseHeld
+            return _FREE
+        from kadence.leases import LeaseError, LeaseHeld, LeaseSuperseded
 
         if self.leases is None:
             log.error(
@@ -61,38 +84,52 @@ class JobLocks:
                 request.concurrency_policy,
             )
             await message.nak(delay=float(self.duration))
-            return False, None, None
-        lock = self.leases.lock(
-            namespace=request.job.namespace,
-            job=request.job.name,
-            holder=f"{self.worker}/{request.run_id}/{attempt}",
-            duration=self.duration,
-        )
+            return _WAIT
+        holder = f"{self.worker}/{request.run_id}/{attempt}"
+        replace = request.concurrency_policy is ConcurrencyPolicy.REPLACE
+        if replace and request.scheduled_at is not None:
+            lock = self.leases.ordered_lock(
+                namespace=request.job.namespace,
+                job=request.job.name,
+                holder=holder,
+                scheduled_at=request.scheduled_at,
+                duration=self.duration,
+            )
+        else:
+            lock = self.leases.lock(
+                namespace=request.job.namespace,
+                job=request.job.name,
+                holder=holder,
+                duration=self.duration,
+            )
         try:
             token = await lock.aacquire()
+            return Taken(proceed=True, lock=lock, token=token)
+        except LeaseSuperseded as newer:
+            return self._superseded(request, newer)
         except LeaseHeld as held:
             self.metrics.lease_waits.labels(task).inc()
             delay = min(max(held.remaining, 1.0), float(self.duration))
-            replace = request.concurrency_policy is ConcurrencyPolicy.REPLACE
-            if replace and await self._preempt(lock):
-                delay = min(delay, max(1.0, lock.renew_interval))
+            if replace:
+                try:
+                    if await lock.apreempt():
+                        delay = min(delay, max(1.0, lock.renew_interval))
+                except LeaseSuperseded as newer:
+                    return self._superseded(request, newer)
+                except LeaseError as error:
+                    log.warning("could not ask the holder of %s to stop: %s", lock.name, error)
             log.info("run %s waits %.1fs: %s", request.run_id, delay, held)
             await message.nak(delay=delay)
-            return False, None, None
+            return _WAIT
         except LeaseError as error:
             log.warning("could not take lease %s: %s", lock.name, error)
             await message.nak(delay=2.0)
-            return False, None, None
-        return True, lock, token
+            return _WAIT
 
-    async def _preempt(self, lock: JobLock) -> bool:
-        from kadence.leases import LeaseError
-
-        try:
-            return await lock.apreempt()
-        except LeaseError as error:
-            log.warning("could not ask the holder of %s to stop: %s", lock.name, error)
-            return False
+    @staticmethod
+    def _superseded(request: RunRequest, newer: Exception) -> Taken:
+        log.info("run %s was replaced before it started: %s", request.run_id, newer)
+        return Taken(proceed=False, superseded=str(newer))
 
 
-__all__ = ["JobLocks"]
+__all__ = ["JobLocks", "Taken"]

@@ -52,6 +52,7 @@ from kadence.heartbeats import Beats, Heartbeats
 from kadence.locking import JobLocks
 from kadence.metrics import WorkerMetrics
 from kadence.outcomes import Disposition, Outcome, classify, failure
+from kadence.outcomes import replaced as replaced_by
 from kadence.processes import KILL_GRACE, TaskProcesses
 from kadence.protocol import (
     ConcurrencyPolicy,
@@ -354,6 +355,26 @@ class Worker:
             message, outcome, result=result, slot=slot, request=request, dead_letter_error=error
         )
 
+    def _replaced_before_start(
+        self, message: QueueMessage, request: RunRequest, attempt: int, slot: Slot, why: str
+    ) -> None:
+        """``Replace``: a newer run of the Job took its Lease while this one waited. The run
+        ends ``Cancelled`` (as if it had been running when the newer one came) and its message
+        is terminated: it must not run after the newer run, nor stop it."""
+        outcome = replaced_by(why)
+        result = RunResult(
+            run_id=request.run_id,
+            attempt=attempt,
+            job=request.job,
+            state=outcome.state,
+            finished_at=_now(),
+            error=outcome.error,
+            worker=self.name,
+            scheduled_at=request.scheduled_at,
+            trigger=request.trigger,
+        )
+        self.settler.settle(message, outcome, result=result, slot=slot, request=request)
+
     async def _announce(self, result: RunResult) -> None:
         """Publish the advisory ``Running`` report; the run goes on without its ack."""
         try:
@@ -390,18 +411,18 @@ class Worker:
         interval = max(0.1, ack_wait / 3)
         heartbeats = self._beats.start(lambda: self._spawn(self._in_progress(message)), interval)
         try:
-            proceed, lock, token = await self.locks.take(
-                message, request, task=spec.name, attempt=attempt
-            )
-            if not proceed:
+            taken = await self.locks.take(message, request, task=spec.name, attempt=attempt)
+            if taken.superseded is not None:
+                self._replaced_before_start(message, request, attempt, slot, taken.superseded)
+            if not taken.proceed:
                 return
             await self._run(
                 message,
                 request=request,
                 spec=spec,
                 attempt=attempt,
-                lock=lock,
-                token=token,
+                lock=taken.lock,
+                token=taken.token,
                 heartbeats=heartbeats,
                 slot=slot,
             )
