@@ -35,6 +35,9 @@ class FaultKind(enum.StrEnum):
     S3_DOWN = "s3-down"
     #: Stop kube-apiserver (etcd stays up), start it again with the same flags and certificates.
     APISERVER_DOWN = "apiserver-down"
+    #: The proxy in front of kube-apiserver answers a seeded fraction of the operators' and
+    #: workers' requests with 409 Conflict (writes) or 429 TooManyRequests (any) for ``hold``.
+    API_ERRORS = "api-errors"
 
 
 ALL_KINDS = tuple(FaultKind)
@@ -49,7 +52,10 @@ RECOVERY: dict[FaultKind, float] = {
     FaultKind.NATS_RESTART: 2.0,
     FaultKind.S3_DOWN: 8.0,
     FaultKind.APISERVER_DOWN: 12.0,
+    FaultKind.API_ERRORS: 2.0,
 }
+#: The fraction of requests an ``api-errors`` fault answers with 409/429 is drawn from this range.
+API_ERROR_RATES = (0.3, 0.5)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class PlannedFault:
     target: str
     hold: float  # seconds the target is down or frozen
     signal: str = ""  # how nats-server is stopped: SIGKILL or SIGTERM
+    rate: float = 0.0  # api-errors: the fraction of requests answered with 409/429
+    seed: int = 0  # api-errors: the seed of the proxy's choices (which request, which code)
 
     @property
     def estimate(self) -> float:
@@ -67,7 +75,11 @@ class PlannedFault:
 
     def describe(self) -> str:
         how = f" ({self.signal})" if self.signal else ""
-        verb = "frozen" if self.kind is FaultKind.WORKER_STOP else "down"
+        if self.kind is FaultKind.API_ERRORS:
+            how = f": {self.rate:.0%} of requests answered 409/429"
+        verb = {FaultKind.WORKER_STOP: "frozen", FaultKind.API_ERRORS: "failing"}.get(
+            self.kind, "down"
+        )
         return f"{self.kind.value} {self.target}{how}, {verb} {self.hold:.1f}s"
 
 
@@ -103,6 +115,11 @@ def _draw(kind: FaultKind, rng: random.Random, *, at: float) -> PlannedFault:
         return PlannedFault(at, kind, "nats-server", rng.uniform(0.5, 4.0), signal=how)
     if kind is FaultKind.S3_DOWN:
         return PlannedFault(at, kind, "s3", rng.uniform(10.0, 20.0))
+    if kind is FaultKind.API_ERRORS:
+        hold = rng.uniform(5.0, 15.0)
+        rate = round(rng.uniform(*API_ERROR_RATES), 2)
+        seed = rng.randrange(2**31)
+        return PlannedFault(at, kind, "kube-apiserver (proxy)", hold, rate=rate, seed=seed)
     return PlannedFault(at, kind, "kube-apiserver", rng.uniform(5.0, 12.0))
 
 
@@ -230,6 +247,12 @@ class Injector:
             stack.apiserver().stop()
             time.sleep(fault.hold)
             stack.start_apiserver()
+        elif kind is FaultKind.API_ERRORS:
+            stack.proxy.fail(rate=fault.rate, seed=fault.seed)
+            try:
+                time.sleep(fault.hold)
+            finally:
+                stack.proxy.heal()
 
 
 def _clock(moment: datetime) -> str:

@@ -10,7 +10,10 @@ start (``tests.faults.run`` calls it in a ``finally``, the fixture pattern of
 so it is stopped the same way.
 
 Operator and worker processes get ``PYTHONPATH`` pointing at this checkout, so they run its code
-and not whatever checkout the virtualenv's editable install points at.
+and not whatever checkout the virtualenv's editable install points at. They reach the API server
+through :mod:`.apiproxy` (their kubeconfig names the proxy), which the ``api-errors`` fault
+switches to answering 409 and 429; the run's own checks and manifests go to the API server
+directly (``kube.kubeconfig``).
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ from pathlib import Path
 
 import requests
 import urllib3
+import yaml
 from minio import Minio
 
 from kadence import constants
-from kadence_devstack.kube import KubeControlPlane
+from kadence_devstack.kube import ADMIN_USER, KubeControlPlane, kubeconfig_dict
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import ManagedProcess
 from kadence_devstack.s3 import S3Server
-from tests.faults import workload
+from tests.faults import apiproxy, workload
 from tests.integration import harness
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +84,10 @@ class Stack:
     kube: KubeControlPlane = field(init=False)
     nats: NatsServer = field(init=False)
     s3: S3Server = field(init=False)
+    #: The operators' and workers' way to the API server.
+    proxy: apiproxy.ApiProxy = field(init=False)
+    #: The kubeconfig that names the proxy (admin token, the proxy's CA).
+    proxy_kubeconfig: Path = field(init=False)
     operators: dict[str, ManagedProcess] = field(default_factory=dict)
     workers: dict[str, ManagedProcess] = field(default_factory=dict)
 
@@ -88,12 +96,32 @@ class Stack:
         self.kube = KubeControlPlane(self.workdir / "kube", with_controller_manager=False)
         self.nats = NatsServer(self.workdir / "nats")
         self.s3 = S3Server(self.workdir / "s3")
+        self.proxy = apiproxy.ApiProxy(
+            workdir=self.workdir / "apiproxy", log_path=self.workdir / "logs" / "apiproxy.log"
+        )
+        self.proxy_kubeconfig = self.workdir / "kubeconfig-proxy"
+
+    def _start_proxy(self) -> None:
+        self.proxy.start(
+            backend=self.kube.server,
+            backend_ca=self.kube.ca_file,
+            ready_token=self.kube.admin_token,
+        )
+        config = kubeconfig_dict(
+            server=self.proxy.url,
+            ca_file=self.proxy.ca_file,
+            user=ADMIN_USER,
+            token=self.kube.admin_token,
+        )
+        self.proxy_kubeconfig.write_text(yaml.safe_dump(config))
+        self.proxy_kubeconfig.chmod(0o600)
 
     # -- start ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.say("starting etcd + kube-apiserver, nats-server, S3 ...")
+        self.say("starting etcd + kube-apiserver (and its proxy), nats-server, S3 ...")
         self.kube.start()
+        self._start_proxy()
         self.nats.start()
         self.s3.start()
         harness.install_crds(self.kube)
@@ -156,7 +184,11 @@ class Stack:
         env = harness.operator_env(
             kube=self.kube, nats=self.nats, s3=self.s3, operator_id=op_id, extra=OPERATOR_EXTRA
         )
-        return env | {"PYTHONPATH": self._python_path(), "PYTHONUNBUFFERED": "1"}
+        return env | {
+            "PYTHONPATH": self._python_path(),
+            "PYTHONUNBUFFERED": "1",
+            "KUBECONFIG": str(self.proxy_kubeconfig),
+        }
 
     def _worker_env(self, name: str) -> dict[str, str]:
         return {
@@ -171,8 +203,8 @@ class Stack:
             "KADENCE_S3_ACCESS_KEY": self.s3.access_key,
             "KADENCE_S3_SECRET_KEY": self.s3.secret_key,
             "KADENCE_S3_SECURE": "false",
-            # Job Leases (Forbid, BufferOne, Replace).
-            "KUBECONFIG": str(self.kube.kubeconfig),
+            # Job Leases (Forbid, BufferOne, Replace), through the proxy.
+            "KUBECONFIG": str(self.proxy_kubeconfig),
         }
 
     # -- processes, for the faults ------------------------------------------------------------
@@ -229,6 +261,8 @@ class Stack:
 
     def processes(self) -> list[ManagedProcess]:
         found = [*self.workers.values(), *self.operators.values()]
+        if self.proxy.process is not None:
+            found.append(self.proxy.process)
         if self.s3.process is not None:
             found.append(self.s3.process)
         found.extend(n.process for n in self.nats.nodes)
@@ -249,6 +283,7 @@ class Stack:
         stops: list[Callable[[], None]] = [
             *(p.stop for p in self.workers.values()),
             *(p.stop for p in self.operators.values()),
+            self.proxy.stop,
             self.s3.stop,
             self.nats.stop,
             self.kube.stop,
