@@ -172,6 +172,7 @@ async def start(settings: OperatorSettings) -> Runtime:
         on_change=_Takeover(api, scheduler, job_writer).on_shards,
         before_release=scheduler.hand_over,
     )
+    scheduler.fence(shards.ownership)
     metrics.track_jobs(scheduler.__len__)
     metrics.track_shards(lambda: len(shards.owned()))
     if settings.metrics_port:

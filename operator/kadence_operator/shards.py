@@ -104,11 +104,24 @@ class ShardLeases:
         self._last_renew: dict[int, float] = {}
         self._member_renewed = 0.0
         self._announced: frozenset[int] = frozenset()
+        #: Shards another live replica held at the last successful round.
+        self._elsewhere: frozenset[int] = frozenset()
+        #: Shards being handed over: no longer fired, still held until released.
+        self._handing: frozenset[int] = frozenset()
 
     def owned(self) -> frozenset[int]:
         """Shards this replica may fire now."""
         now = time.monotonic()
         return frozenset(s for s, until in self._valid_until.items() if until > now)
+
+    def ownership(self, shard: int) -> bool | None:
+        """May this replica write what it decided for the Jobs of ``shard`` (a status guard,
+        :mod:`kadence_operator.statuswriter`)? True while it holds the shard (or hands it
+        over); False once another replica holds it; None when it does not know (its hold ran
+        out and no round has succeeded since, e.g. while the API server is down)."""
+        if shard in self._handing or shard in self.owned():
+            return True
+        return False if shard in self._elsewhere else None
 
     def _lease_body(
         self, name: str, *, role: str, transitions: int, acquire: bool
@@ -220,9 +233,13 @@ class ShardLeases:
                 self._valid_until[shard] = valid
                 self._last_renew[shard] = started
         # Forget shards someone else holds now.
+        elsewhere = set()
         for shard, lease in leases.items():
             if lease.holder != self._me and shard not in plan.acquire:
                 self._valid_until.pop(shard, None)
+                if lease.holder is not None and lease.live_at(now):
+                    elsewhere.add(shard)
+        self._elsewhere = frozenset(elsewhere)
         return list(plan.release)
 
     def _release(self, shards: list[int]) -> None:
@@ -249,11 +266,15 @@ class ShardLeases:
     async def _hand_over(self, shards: frozenset[int]) -> None:
         if not shards:
             return
-        if self._before_release is not None:
-            try:
-                await self._before_release(shards)
-            except Exception as error:  # the next holder catches up from the status as it is
-                logger.warning("hand-over of shards %s: %s", sorted(shards), error)
+        self._handing |= shards
+        try:
+            if self._before_release is not None:
+                try:
+                    await self._before_release(shards)
+                except Exception as error:  # the next holder catches up from the status as is
+                    logger.warning("hand-over of shards %s: %s", sorted(shards), error)
+        finally:
+            self._handing -= shards
         await asyncio.to_thread(self._release, sorted(shards))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -293,8 +314,12 @@ class ShardLeases:
         self._valid_until.clear()
         await self._announce()
         if held and self._before_release is not None:
-            with contextlib.suppress(Exception):
-                await self._before_release(held)
+            self._handing |= held
+            try:
+                with contextlib.suppress(Exception):
+                    await self._before_release(held)
+            finally:
+                self._handing -= held
 
         def release() -> None:
             for item in self._list():

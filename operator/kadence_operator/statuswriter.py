@@ -12,6 +12,15 @@ status and sends a single merge PATCH guarded by ``metadata.resourceVersion``:
 
 Each :meth:`StatusWriter.submit` returns a future that resolves once the mutation is persisted,
 so a result message is acknowledged only after its effect is in the API server.
+
+A mutation may carry a *guard*, asked right before each PATCH that would include it: the
+scheduler's decisions are guarded by the ownership of the Job's shard
+(:meth:`~kadence_operator.shards.ShardLeases.ownership`). ``True`` writes it; ``None`` (not known
+now: the shard's Lease could not be renewed in time, e.g. while the API server was down) holds it
+back for a later round; ``False`` (another replica holds the shard) drops it: the decision was made
+by a replica that is no longer the Job's scheduler, and the new one decides those slots from the
+status itself. So a replica cut off from the API server never lands its stale decisions on top of
+its successor's.
 """
 
 from __future__ import annotations
@@ -38,14 +47,21 @@ Status = dict[str, Any]
 CONCURRENCY = 8
 Mutation = Callable[[Status], Status]
 Key = tuple[str, str]  # (namespace, name)
+#: Whether a guarded mutation may be written now: True yes, None not yet, False never.
+Guard = Callable[[], bool | None]
 
 
 class ObjectGone(Exception):
     """The object was deleted (or replaced by a new one with another uid) before the write."""
 
 
-#: A pending mutation and the future its submitter waits on (None: posted, nobody waits).
-_Queued = tuple[Mutation, "asyncio.Future[None] | None"]
+#: A pending mutation, the future its submitter waits on (None: posted, nobody waits) and its
+#: guard (None: always written).
+_Queued = tuple[Mutation, "asyncio.Future[None] | None", Guard | None]
+
+
+class NotOwner(Exception):
+    """A guarded mutation was dropped: its guard said it must never be written."""
 
 
 @dataclass(slots=True)
@@ -54,6 +70,9 @@ class _Pending:
     uid: str | None = None
     #: The pending mutation of each ``supersede`` tag (see :meth:`StatusWriter.submit`).
     tagged: dict[str, _Queued] = field(default_factory=dict)
+    #: Set by the last PATCH built: guarded mutations left out of it (held back, dropped).
+    held: list[_Queued] = field(default_factory=list)
+    dropped: list[_Queued] = field(default_factory=list)
 
 
 def _retry_after(value: str | None) -> float:
@@ -197,7 +216,7 @@ class StatusWriter:
         earlier one is dropped, and its future follows the new one's.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue(namespace, name, mutation, future, uid=uid, supersede=supersede)
+        self._queue(namespace, name, mutation, future, uid=uid, supersede=supersede, guard=None)
         return future
 
     def post(
@@ -208,6 +227,7 @@ class StatusWriter:
         *,
         uid: str | None = None,
         supersede: str | None = None,
+        guard: Guard | None = None,
     ) -> None:
         """:meth:`submit` for a caller that does not wait for the write.
 
@@ -215,8 +235,10 @@ class StatusWriter:
         second the futures (and their callbacks) waiting for the next write of each Job were
         most of the objects the garbage collector had to walk. A mutation for a Job that is
         gone is dropped (logged at debug level); other failures are retried like any write.
+        A ``guard`` decides before each write whether the mutation is written, held back or
+        dropped (see the module).
         """
-        self._queue(namespace, name, mutation, None, uid=uid, supersede=supersede)
+        self._queue(namespace, name, mutation, None, uid=uid, supersede=supersede, guard=guard)
 
     def _queue(
         self,
@@ -227,6 +249,7 @@ class StatusWriter:
         *,
         uid: str | None,
         supersede: str | None,
+        guard: Guard | None,
     ) -> None:
         key = (namespace, name)
         pending = self._pending.get(key)
@@ -245,8 +268,10 @@ class StatusWriter:
                             future = earlier[1]  # the newer mutation resolves it
                         else:
                             future.add_done_callback(functools.partial(_follow, earlier[1]))
-            pending.tagged[supersede] = (mutation, future)
-        pending.mutations.append((mutation, future))
+        queued: _Queued = (mutation, future, guard)
+        if supersede is not None:
+            pending.tagged[supersede] = queued
+        pending.mutations.append(queued)
         if uid is not None:
             pending.uid = uid
         self._wake.set()
@@ -289,23 +314,25 @@ class StatusWriter:
         await self._api.close()
 
     async def flush_all(self) -> None:
-        """Write everything pending now (shutdown, tests)."""
+        """Write everything pending now (shutdown, tests); what guards hold back is dropped."""
         while self._pending:
-            await self.flush_keys(list(self._pending))
+            await self.flush_keys(list(self._pending), final=True)
 
-    async def flush_keys(self, keys: Iterable[Key]) -> None:
-        """Write what is pending for ``keys`` now, interval or not (a shard is handed over)."""
+    async def flush_keys(self, keys: Iterable[Key], *, final: bool = False) -> None:
+        """Write what is pending for ``keys`` now, interval or not (a shard is handed over).
+
+        ``final``: drop what guards hold back, instead of keeping it for a later round."""
         batch = []
         now = time.monotonic()
         for key in keys:
             pending = self._pending.pop(key, None)
             if pending is not None:
                 self._last_flush[key] = now
-                batch.append(self._flush(key, pending))
+                batch.append(self._flush(key, pending, final=final))
         if batch:
             await asyncio.gather(*batch)
 
-    async def _flush(self, key: Key, pending: _Pending) -> None:
+    async def _flush(self, key: Key, pending: _Pending, *, final: bool = False) -> None:
         try:
             async with self._slots:
                 await wait_hold(self.hold)
@@ -317,7 +344,7 @@ class StatusWriter:
                     await asyncio.sleep(0)
                 await self._write(key, pending)
         except ObjectGone as gone:
-            for _, future in pending.mutations:
+            for _, future, _ in pending.mutations:
                 if future is not None and not future.done():
                     future.set_exception(ObjectGone(str(gone)))
             logger.debug("status write for %s/%s dropped: %s", *key, gone)
@@ -327,9 +354,26 @@ class StatusWriter:
             logger.warning("status write for %s/%s failed, will retry: %s", *key, error)
             self._requeue(key, pending)
             return
-        for _, future in pending.mutations:
-            if future is not None and not future.done():
+        held, dropped = pending.held, pending.dropped
+        if held and final:
+            held, dropped = [], dropped + held
+        left_out = {id(queued) for queued in (*pending.held, *pending.dropped)}
+        for queued in pending.mutations:
+            future = queued[1]
+            if id(queued) not in left_out and future is not None and not future.done():
                 future.set_result(None)
+        if dropped:
+            logger.info(
+                "%s/%s: dropped %d status change(s) decided while this replica held the Job's "
+                "shard; the replica that holds it now decides those slots",
+                *key,
+                len(dropped),
+            )
+            for _, future, _ in dropped:
+                if future is not None and not future.done():
+                    future.set_exception(NotOwner(f"{key[0]}/{key[1]}: shard held elsewhere"))
+        if held:
+            self._requeue(key, _Pending(mutations=list(held), uid=pending.uid))
 
     def _requeue(self, key: Key, pending: _Pending) -> None:
         current = self._pending.get(key)
@@ -347,7 +391,12 @@ class StatusWriter:
             raise ObjectGone(f"{key[0]}/{key[1]} was replaced (uid {uid})")
         old = cached.decode()
         new = cached.decode()
-        for mutation, _ in pending.mutations:
+        pending.held, pending.dropped = [], []
+        for queued in pending.mutations:
+            mutation, _, guard = queued
+            if guard is not None and (allowed := guard()) is not True:
+                (pending.held if allowed is None else pending.dropped).append(queued)
+                continue
             new = mutation(new)
         patch = merge_patch(old, new)
         if not patch:

@@ -307,3 +307,95 @@ def test_a_result_folded_before_the_owners_missed_count_does_not_cancel_it() -> 
     )
     assert status["counters"]["missed"] == 2
     accounted(status, slots=8)
+
+
+async def test_a_decision_of_a_replica_that_lost_the_shard_is_not_written() -> None:
+    """The fault suite's API-server outage with a shard changing hands (Forbid +1, BufferOne
+    -2 in the 10-minute soaks): the owner decides a slot (a skip) while the API server is down,
+    so the write waits in its status writer; its shard's Lease runs out and the other replica
+    takes the Job over, reads the status without that skip and decides the slot itself (it
+    runs it: the first run has ended). The old owner's write must not land on top of
+    it (it did: the slot was counted dispatched and skipped)."""
+    from kubernetes import client
+
+    from kadence_operator.statuswriter import StatusWriter
+
+    all_ = scheduling.CatchUpPolicy.ALL
+    status: dict[str, Any] = {}
+    owner = entry_from(status, catch_up=all_, policy="Forbid")
+    status, runs = fire(status, owner, slot(0) + timedelta(milliseconds=5))
+    status = fold.record_dispatch(
+        status, run_id=runs[0].run_id, scheduled_at=slot(0), trigger="Schedule", limits=LIMITS
+    )
+    owner.status_active = frozenset(r.run_id for r in runs)
+
+    # The API server is down: the owner's writer holds its decision for slot 1.
+    writer = StatusWriter(
+        api=client.ApiClient(), group="kadence.io", version="v1alpha1", plural="jobs", interval=0
+    )
+    server = _ApiServer(status)
+    server.down = True
+    writer._api = server  # type: ignore[assignment]
+    holds: list[bool | None] = [None]  # its shard Lease ran out: not known any more
+    effects = plan.decide(owner, QUEUE, slot(1) + timedelta(milliseconds=5)).effects
+    assert not [e for e in effects if isinstance(e, plan.Publish)]  # Forbid: slot 1 skipped
+    for effect in effects:
+        if isinstance(effect, plan.Post):
+            writer.post("ns", "every5s", effect.mutation, guard=lambda: holds[0])
+    await writer.flush_keys([("ns", "every5s")])
+    assert server.patches == []
+
+    # The first run ends; the other replica takes the shard, reads the status and decides.
+    server.status = folded(server.status, succeeded(runs[0]))
+    successor = entry_from(server.status, catch_up=all_, policy="Forbid")
+    effects = plan.decide(successor, QUEUE, slot(1) + timedelta(seconds=3)).effects
+    caught_up = [e for e in effects if isinstance(e, plan.Publish)]
+    assert [r.slot for r in caught_up] == [slot(1)]  # late, within the grace: on time
+
+    # The API server is back: the old owner's writer gets through, and learns who holds the
+    # shard now.
+    server.down, holds[0] = False, False
+    await writer.flush_keys([("ns", "every5s")])
+    status = server.status
+    for effect in effects:
+        if isinstance(effect, plan.Post):
+            status = effect.mutation(status)
+    for run in caught_up:
+        status = fold.record_dispatch(
+            status, run_id=run.run_id, scheduled_at=run.slot, trigger=run.trigger, limits=LIMITS
+        )
+        status = folded(status, succeeded(run))
+    accounted(status, slots=2)
+
+
+class _ApiServer:
+    """The Job as the API server keeps it, for the status writer (:mod:`kadence_operator.kube`'s
+    ``AsyncApi``: GET and merge PATCH of top-level status fields)."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.status = status
+        self.version = 1
+        self.patches: list[dict[str, Any]] = []
+        self.down = False
+
+    def _body(self) -> dict[str, Any]:
+        meta = {"namespace": "ns", "name": "every5s", "uid": UID}
+        return {"metadata": {**meta, "resourceVersion": str(self.version)}, "status": self.status}
+
+    async def get(self, path: str) -> dict[str, Any]:
+        return self._body()
+
+    async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.down:
+            raise ConnectionRefusedError("the API server is down")
+        if body["metadata"]["resourceVersion"] != str(self.version):
+            raise AssertionError("a stale write")  # the writer re-reads on 409; not needed here
+        self.patches.append(body["status"])
+        merged = {**self.status}
+        for key, value in body["status"].items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        self.status, self.version = merged, self.version + 1
+        return self._body()

@@ -68,7 +68,7 @@ from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.jobs.scheduler import Scheduler
 from kadence_operator.results import fold
 from kadence_operator.settings import OperatorSettings
-from kadence_operator.statuswriter import Mutation, Status
+from kadence_operator.statuswriter import Guard, Mutation, Status
 
 Outcome = dict[str, Any]
 
@@ -385,8 +385,10 @@ class FakeWriter:
         *,
         uid: str | None = None,
         supersede: str | None = None,
+        guard: Guard | None = None,
     ) -> None:
         assert (namespace, name, uid) == (NAMESPACE, JOB, UID)
+        assert guard is None  # no shard Leases here: the scheduler is not fenced
         if not self.alive:
             return  # the process is gone
         if supersede is not None:

@@ -113,7 +113,7 @@ async def test_a_superseding_mutation_replaces_the_pending_one_and_carries_its_f
     third = writer.submit("ns", "job", setter(3), supersede="next-run")
     pending = writer._pending[("ns", "job")]
     status: dict[str, Any] = {}
-    for mutation, _ in pending.mutations:
+    for mutation, _, _ in pending.mutations:
         status = mutation(status)
     assert status == {"n": 1, "nextRunTime": 3}
     assert len(pending.mutations) == 2  # the counter and the last setter
@@ -150,10 +150,10 @@ async def test_posted_mutations_have_no_future_and_keep_a_superseded_ones() -> N
     writer.post("ns", "job", lambda status: {**status, "n": 1})
     pending = writer._pending[("ns", "job")]
     status: dict[str, Any] = {}
-    for mutation, _ in pending.mutations:
+    for mutation, _, _ in pending.mutations:
         status = mutation(status)
     assert status == {"nextRunTime": 3, "n": 1}
-    futures = [future for _, future in pending.mutations]
+    futures = [future for _, future, _ in pending.mutations]
     # The last setter took over the future its submitted predecessor's caller waits on.
     assert futures == [waited, None]
     assert not waited.done()
@@ -192,3 +192,74 @@ async def test_writes_released_by_one_hold_start_one_per_loop_turn() -> None:
     assert len(started) == 8
     assert len(set(started)) == 8  # one per turn
     assert started == sorted(started)
+
+
+class _ApiServer:
+    """Stands in for :class:`kadence_operator.kube.AsyncApi`: one object, merge PATCHes
+    applied to its status (top-level keys are enough here), every PATCH kept."""
+
+    def __init__(self) -> None:
+        self.body: dict[str, Any] = {
+            "metadata": {"namespace": "ns", "name": "job", "uid": "u", "resourceVersion": "1"},
+            "status": {},
+        }
+        self.patches: list[dict[str, Any]] = []
+
+    async def get(self, path: str) -> dict[str, Any]:
+        return self.body
+
+    async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(body["status"])
+        meta = self.body["metadata"]
+        status = {**self.body["status"], **body["status"]}
+        version = str(int(meta["resourceVersion"]) + 1)
+        self.body = {"metadata": {**meta, "resourceVersion": version}, "status": status}
+        return self.body
+
+
+def _counting(field: str) -> Any:
+    return lambda status: {**status, field: status.get(field, 0) + 1}
+
+
+async def test_a_guard_writes_holds_back_or_drops_its_mutations() -> None:
+    """The scheduler's decisions carry the shard's ownership as a guard: written while it
+    holds the shard, held back while it does not know (its Lease ran out during an API-server
+    outage), dropped once another replica holds the shard; results (unguarded) always go."""
+    from kubernetes import client
+
+    from kadence_operator.statuswriter import StatusWriter
+
+    writer = StatusWriter(
+        api=client.ApiClient(), group="kadence.io", version="v1alpha1", plural="jobs", interval=0
+    )
+    server = _ApiServer()
+    writer._api = server  # type: ignore[assignment]
+    key = ("ns", "job")
+    owner: list[bool | None] = [None]
+
+    def guard() -> bool | None:
+        return owner[0]
+
+    writer.post(*key, _counting("skipped"), guard=guard)
+    folded = writer.submit(*key, _counting("succeeded"))
+    await writer.flush_keys([key])
+    assert server.patches == [{"succeeded": 1}]
+    assert folded.done()
+    assert len(writer._pending[key].mutations) == 1  # held back, not lost
+    owner[0] = True  # the replica renewed its hold: the decision is written
+    await writer.flush_keys([key])
+    assert server.patches[-1] == {"skipped": 1}
+    assert key not in writer._pending
+
+    owner[0] = None
+    writer.post(*key, _counting("skipped"), guard=guard)
+    await writer.flush_keys([key])
+    owner[0] = False  # another replica holds the shard now: it decides those slots
+    await writer.flush_keys([key])
+    assert key not in writer._pending
+    assert server.body["status"] == {"succeeded": 1, "skipped": 1}
+
+    writer.post(*key, _counting("skipped"), guard=lambda: None)
+    await writer.flush_all()  # shutting down: what cannot be written now is dropped
+    assert key not in writer._pending
+    assert server.body["status"] == {"succeeded": 1, "skipped": 1}

@@ -31,7 +31,7 @@ from kadence_operator.jobs.runs import QueueInfo, request_template
 from kadence_operator.metrics import OperatorMetrics
 from kadence_operator.results import fold
 from kadence_operator.settings import OperatorSettings
-from kadence_operator.statuswriter import Status, StatusWriter
+from kadence_operator.statuswriter import Guard, Status, StatusWriter
 
 logger = logging.getLogger(__name__)
 #: Seconds to wait for JetStream's acknowledgement of a run request.
@@ -67,11 +67,26 @@ class Dispatcher:
         #: Run requests acknowledged by JetStream, and how many of them were duplicates.
         self.published = 0
         self.duplicates = 0
+        #: The status guard of each shard (:meth:`fence`); none: every decision is written.
+        self._guards: dict[int, Guard] = {}
+        self._ownership: Callable[[int], bool | None] | None = None
+
+    def fence(self, ownership: Callable[[int], bool | None]) -> None:
+        """Write this replica's decisions for a Job only while it holds the Job's shard
+        (:meth:`~kadence_operator.shards.ShardLeases.ownership`, the writer's guards)."""
+        self._ownership, self._guards = ownership, {}
 
     def submit(
         self, entry: Entry, mutation: Callable[[Status], Status], *, supersede: str | None = None
     ) -> None:
-        self._writer.post(entry.namespace, entry.name, mutation, uid=entry.uid, supersede=supersede)
+        guard = None
+        if self._ownership is not None:
+            guard = self._guards.get(entry.shard)
+            if guard is None:
+                guard = self._guards[entry.shard] = functools.partial(self._ownership, entry.shard)
+        self._writer.post(
+            entry.namespace, entry.name, mutation, uid=entry.uid, supersede=supersede, guard=guard
+        )
 
     def count(self, reason: str, amount: int = 1) -> None:
         if self._metrics is not None and amount:

@@ -150,6 +150,10 @@ class Scheduler:
             settle=self._armed_settled, outstanding=self._acks_outstanding, clock=clock
         )
 
+    def fence(self, ownership: Callable[[int], bool | None]) -> None:
+        """See :meth:`Dispatcher.fence`: the status writes of a shard's Jobs need its hold."""
+        self._dispatcher.fence(ownership)
+
     @property
     def published(self) -> int:
         """Run requests acknowledged by JetStream."""
