@@ -38,6 +38,13 @@ class FaultKind(enum.StrEnum):
     #: The proxy in front of kube-apiserver answers a seeded fraction of the operators' and
     #: workers' requests with 409 Conflict (writes) or 429 TooManyRequests (any) for ``hold``.
     API_ERRORS = "api-errors"
+    #: One operator replica's wall clock jumps ``jump`` seconds (libfaketime, :mod:`.clockjump`),
+    #: stays there for ``hold`` seconds, then jumps back; its monotonic clock stays real.
+    CLOCK_JUMP = "clock-jump"
+    #: Blackhole a worker's connections to nats-server (and, for half the faults, to the API
+    #: server) in the TCP proxy in front of them, for longer than its Queue's ackWait; the
+    #: worker keeps running. Then heal: the held bytes arrive.
+    WORKER_PARTITION = "worker-partition"
 
 
 ALL_KINDS = tuple(FaultKind)
@@ -53,9 +60,13 @@ RECOVERY: dict[FaultKind, float] = {
     FaultKind.S3_DOWN: 8.0,
     FaultKind.APISERVER_DOWN: 12.0,
     FaultKind.API_ERRORS: 2.0,
+    FaultKind.CLOCK_JUMP: 6.0,  # a shard Lease misjudged during the jump: held again
+    FaultKind.WORKER_PARTITION: 1.0,
 }
 #: The fraction of requests an ``api-errors`` fault answers with 409/429 is drawn from this range.
 API_ERROR_RATES = (0.3, 0.5)
+#: The size in seconds of a ``clock-jump`` (forward or back) is drawn from this range.
+CLOCK_JUMPS = (20.0, 90.0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,8 @@ class PlannedFault:
     signal: str = ""  # how nats-server is stopped: SIGKILL or SIGTERM
     rate: float = 0.0  # api-errors: the fraction of requests answered with 409/429
     seed: int = 0  # api-errors: the seed of the proxy's choices (which request, which code)
+    jump: float = 0.0  # clock-jump: seconds the wall clock moves (negative: back)
+    api: bool = False  # worker-partition: the API server is cut off too, not only NATS
 
     @property
     def estimate(self) -> float:
@@ -77,9 +90,15 @@ class PlannedFault:
         how = f" ({self.signal})" if self.signal else ""
         if self.kind is FaultKind.API_ERRORS:
             how = f": {self.rate:.0%} of requests answered 409/429"
+        if self.kind is FaultKind.CLOCK_JUMP:
+            jump = f"wall clock {self.jump:+.1f}s"
+            return f"{self.kind.value} {self.target}: {jump}, held {self.hold:.1f}s"
         verb = {FaultKind.WORKER_STOP: "frozen", FaultKind.API_ERRORS: "failing"}.get(
             self.kind, "down"
         )
+        if self.kind is FaultKind.WORKER_PARTITION:
+            how = " from NATS and the API server" if self.api else " from NATS"
+            verb = "cut off"
         return f"{self.kind.value} {self.target}{how}, {verb} {self.hold:.1f}s"
 
 
@@ -120,6 +139,14 @@ def _draw(kind: FaultKind, rng: random.Random, *, at: float) -> PlannedFault:
         rate = round(rng.uniform(*API_ERROR_RATES), 2)
         seed = rng.randrange(2**31)
         return PlannedFault(at, kind, "kube-apiserver (proxy)", hold, rate=rate, seed=seed)
+    if kind is FaultKind.CLOCK_JUMP:
+        target = rng.choice(stacks.OPERATOR_IDS)
+        jump = round(rng.choice((-1, 1)) * rng.uniform(*CLOCK_JUMPS), 1)
+        return PlannedFault(at, kind, target, rng.uniform(5.0, 15.0), jump=jump)
+    if kind is FaultKind.WORKER_PARTITION:
+        target = rng.choice(workers)
+        hold = ack_wait[target] + rng.uniform(1.0, 6.0)
+        return PlannedFault(at, kind, target, hold, api=rng.random() < 0.5)
     return PlannedFault(at, kind, "kube-apiserver", rng.uniform(5.0, 12.0))
 
 
@@ -191,6 +218,10 @@ class Injector:
                 record.skipped = "it would not end before the Jobs' endAt"
                 self.say(f"[{offset:6.1f}s] skipped {fault.describe()}: {record.skipped}")
                 continue
+            if fault.kind is FaultKind.CLOCK_JUMP and self.stack.clocks.unavailable:
+                record.skipped = self.stack.clocks.unavailable
+                self.say(f"[{offset:6.1f}s] skipped {fault.describe()}: {record.skipped}")
+                continue
             self.say(f"[{offset:6.1f}s] {_clock(record.started)} inject {fault.describe()}")
             started = time.monotonic()
             self._inject(fault)
@@ -253,6 +284,18 @@ class Injector:
                 time.sleep(fault.hold)
             finally:
                 stack.proxy.heal()
+        elif kind is FaultKind.CLOCK_JUMP:
+            stack.clocks.jump(fault.target, fault.jump)
+            try:
+                time.sleep(fault.hold)
+            finally:
+                stack.clocks.jump(fault.target, 0.0)
+        elif kind is FaultKind.WORKER_PARTITION:
+            stack.partition_worker(fault.target, api=fault.api)
+            try:
+                time.sleep(fault.hold)
+            finally:
+                stack.heal_partition()
 
 
 def _clock(moment: datetime) -> str:

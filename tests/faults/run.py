@@ -191,7 +191,8 @@ def execute(config: RunConfig, say: Say) -> Report:
     for fault in plan.faults:
         say(f"  at {fault.at:6.1f}s  {fault.describe()}")
     began = time.monotonic()
-    stack = stacks.Stack(workdir=config.workdir, say=say)
+    clock_jumps = faults.FaultKind.CLOCK_JUMP in plan.kinds()
+    stack = stacks.Stack(workdir=config.workdir, say=say, clock_jumps=clock_jumps)
     try:
         stack.start()
         report.timings["start"] = time.monotonic() - began

@@ -13,7 +13,9 @@ Operator and worker processes get ``PYTHONPATH`` pointing at this checkout, so t
 and not whatever checkout the virtualenv's editable install points at. They reach the API server
 through :mod:`.apiproxy` (their kubeconfig names the proxy), which the ``api-errors`` fault
 switches to answering 409 and 429; the run's own checks and manifests go to the API server
-directly (``kube.kubeconfig``).
+directly (``kube.kubeconfig``). Each worker reaches nats-server, and that proxy, through routes
+of its own in :mod:`.tcpproxy` (``<worker>-nats``, ``<worker>-api``), which the
+``worker-partition`` fault blackholes.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from kadence_devstack.kube import ADMIN_USER, KubeControlPlane, kubeconfig_dict
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.procs import ManagedProcess
 from kadence_devstack.s3 import S3Server
-from tests.faults import apiproxy, workload
+from tests.faults import apiproxy, clockjump, tcpproxy, workload
 from tests.integration import harness
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,10 +90,16 @@ class Stack:
     proxy: apiproxy.ApiProxy = field(init=False)
     #: The kubeconfig that names the proxy (admin token, the proxy's CA).
     proxy_kubeconfig: Path = field(init=False)
+    #: The workers' routes to nats-server and to :attr:`proxy` (``worker-partition``).
+    tcpproxy: tcpproxy.TcpProxy = field(init=False)
     operators: dict[str, ManagedProcess] = field(default_factory=dict)
     workers: dict[str, ManagedProcess] = field(default_factory=dict)
+    #: Start the operators with libfaketime (:mod:`.clockjump`), for the ``clock-jump`` fault.
+    clock_jumps: bool = False
+    clocks: clockjump.Clocks = field(init=False)
 
     def __post_init__(self) -> None:
+        self.clocks = clockjump.Clocks(self.workdir / "clocks", enabled=self.clock_jumps)
         # Not started yet; stopping a server that never started does nothing.
         self.kube = KubeControlPlane(self.workdir / "kube", with_controller_manager=False)
         self.nats = NatsServer(self.workdir / "nats")
@@ -100,6 +108,9 @@ class Stack:
             workdir=self.workdir / "apiproxy", log_path=self.workdir / "logs" / "apiproxy.log"
         )
         self.proxy_kubeconfig = self.workdir / "kubeconfig-proxy"
+        self.tcpproxy = tcpproxy.TcpProxy(
+            workdir=self.workdir / "tcpproxy", log_path=self.workdir / "logs" / "tcpproxy.log"
+        )
 
     def _start_proxy(self) -> None:
         self.proxy.start(
@@ -130,6 +141,10 @@ class Stack:
             bucket.make_bucket(constants.DEFAULT_OUTPUT_BUCKET)
 
         self.say(f"starting operators {', '.join(OPERATOR_IDS)} ...")
+        if self.clocks.library is not None:
+            self.say(
+                f"  with LD_PRELOAD={self.clocks.library}, clock offsets in {self.clocks.folder}"
+            )
         for op_id in OPERATOR_IDS:
             self.operators[op_id] = ManagedProcess(
                 name=f"kadence-operator {op_id}",
@@ -148,6 +163,7 @@ class Stack:
             )
 
         self.say(f"starting workers {', '.join(w.name for w in workload.WORKERS)} ...")
+        self._start_tcpproxy()
         for plan in workload.WORKERS:
             self.workers[plan.name] = ManagedProcess(
                 name=f"kadence worker {plan.name}",
@@ -177,6 +193,38 @@ class Stack:
         for name in self.workers:
             self.start_worker(name)
 
+    def _start_tcpproxy(self) -> None:
+        """Routes ``<worker>-nats`` (to nats-server's port, the same across its restarts) and
+        ``<worker>-api`` (to :attr:`proxy`) per worker, and each worker's kubeconfig naming its
+        own API route (the proxy's certificate is for 127.0.0.1, whatever the port)."""
+        backends: dict[str, tuple[str, int]] = {}
+        for plan in workload.WORKERS:
+            backends[f"{plan.name}-nats"] = ("127.0.0.1", self.nats.nodes[0].port)
+            backends[f"{plan.name}-api"] = ("127.0.0.1", self.proxy.port)
+        self.tcpproxy.start(backends)
+        for plan in workload.WORKERS:
+            config = kubeconfig_dict(
+                server=f"https://127.0.0.1:{self.tcpproxy.port(f'{plan.name}-api')}",
+                ca_file=self.proxy.ca_file,
+                user=ADMIN_USER,
+                token=self.kube.admin_token,
+            )
+            path = self.worker_kubeconfig(plan.name)
+            path.write_text(yaml.safe_dump(config))
+            path.chmod(0o600)
+
+    def worker_kubeconfig(self, name: str) -> Path:
+        return self.workdir / f"kubeconfig-{name}"
+
+    def partition_worker(self, name: str, *, api: bool) -> None:
+        """Blackhole the worker's connections to nats-server (and, with ``api``, to the API
+        server); :meth:`heal_partition` ends it."""
+        routes = [f"{name}-nats", *([f"{name}-api"] if api else [])]
+        self.tcpproxy.partition(*routes)
+
+    def heal_partition(self) -> None:
+        self.tcpproxy.heal()
+
     def _python_path(self) -> str:
         return os.pathsep.join(str(REPO / part) for part in ("worker", "operator"))
 
@@ -184,11 +232,15 @@ class Stack:
         env = harness.operator_env(
             kube=self.kube, nats=self.nats, s3=self.s3, operator_id=op_id, extra=OPERATOR_EXTRA
         )
-        return env | {
-            "PYTHONPATH": self._python_path(),
-            "PYTHONUNBUFFERED": "1",
-            "KUBECONFIG": str(self.proxy_kubeconfig),
-        }
+        return (
+            env
+            | {
+                "PYTHONPATH": self._python_path(),
+                "PYTHONUNBUFFERED": "1",
+                "KUBECONFIG": str(self.proxy_kubeconfig),
+            }
+            | self.clocks.env(op_id)
+        )
 
     def _worker_env(self, name: str) -> dict[str, str]:
         return {
@@ -196,15 +248,16 @@ class Stack:
             "HOME": os.environ.get("HOME", "/tmp"),
             "PYTHONPATH": self._python_path(),
             "PYTHONUNBUFFERED": "1",
-            "KADENCE_NATS_URL": self.nats.url,
+            # Its own route to nats-server, through the proxy the partition cuts.
+            "KADENCE_NATS_URL": f"nats://127.0.0.1:{self.tcpproxy.port(f'{name}-nats')}",
             "KADENCE_NAMESPACE": workload.NAMESPACE,
             "KADENCE_WORKER_NAME": name,
             "KADENCE_S3_ENDPOINT": self.s3.endpoint,
             "KADENCE_S3_ACCESS_KEY": self.s3.access_key,
             "KADENCE_S3_SECRET_KEY": self.s3.secret_key,
             "KADENCE_S3_SECURE": "false",
-            # Job Leases (Forbid, BufferOne, Replace), through the proxy.
-            "KUBECONFIG": str(self.proxy_kubeconfig),
+            # Job Leases (Forbid, BufferOne, Replace), through its route to the proxy.
+            "KUBECONFIG": str(self.worker_kubeconfig(name)),
         }
 
     # -- processes, for the faults ------------------------------------------------------------
@@ -261,6 +314,8 @@ class Stack:
 
     def processes(self) -> list[ManagedProcess]:
         found = [*self.workers.values(), *self.operators.values()]
+        if self.tcpproxy.process is not None:
+            found.append(self.tcpproxy.process)
         if self.proxy.process is not None:
             found.append(self.proxy.process)
         if self.s3.process is not None:
@@ -283,6 +338,7 @@ class Stack:
         stops: list[Callable[[], None]] = [
             *(p.stop for p in self.workers.values()),
             *(p.stop for p in self.operators.values()),
+            self.tcpproxy.stop,
             self.proxy.stop,
             self.s3.stop,
             self.nats.stop,
