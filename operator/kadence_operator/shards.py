@@ -6,6 +6,13 @@ to its fair share, and gives back any surplus (see :mod:`kadence_operator.shardp
 counts as owned only until ``last successful renewal + lease_duration - lease_retry``, so a replica
 that cannot reach the API stops firing that shard's Jobs *before* another replica may take it.
 
+Whether another replica's Lease has expired is judged as client-go's leader election does, by
+this replica's own clock only: from when it last saw the Lease change (its ``resourceVersion``),
+not from the ``renewTime`` the holder wrote with its clock. A replica whose wall clock is behind
+(or ahead) therefore neither loses its shards to the others nor takes theirs while it renews.
+A Lease seen for the first time counts as renewed then: a new replica waits one lease duration
+before it takes the shards of a replica that died before it started.
+
 A surplus shard is handed over in three steps: this replica stops firing it (``on_change``), writes
 what its Jobs have pending in the status writer (``before_release``, so the next holder starts from
 the newest ``lastScheduleTime``), and only then clears the Lease's holder. A clean shutdown does the
@@ -16,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from kubernetes import client
@@ -108,6 +116,9 @@ class ShardLeases:
         self._elsewhere: frozenset[int] = frozenset()
         #: Shards being handed over: no longer fired, still held until released.
         self._handing: frozenset[int] = frozenset()
+        #: Each other holder's Lease: its ``resourceVersion`` and when (monotonic) this replica
+        #: first saw it (see the module: expiry by this replica's clock).
+        self._observed: dict[str, tuple[str, float]] = {}
 
     def owned(self) -> frozenset[int]:
         """Shards this replica may fire now."""
@@ -178,14 +189,17 @@ class ShardLeases:
         """One round: renew, acquire; returns the surplus shards to release (no longer owned)."""
         started = time.monotonic()
         items = self._list()
+        now = datetime.now(UTC)
+        seen = time.monotonic()
         by_name = {_name(item): item for item in items}
-        members = [_view(i) for i in items if _role(i) == "member"]
+        views = {_name(item): self._observe(item, now=now, seen=seen) for item in items}
+        self._observed = {n: o for n, o in self._observed.items() if n in by_name}
+        members = [views[_name(i)] for i in items if _role(i) == "member"]
         leases: dict[int, shardplan.LeaseView] = {}
         for item in items:
             shard = shardplan.shard_of_lease(_name(item))
             if shard is not None and shard < self._settings.shards:
-                leases[shard] = _view(item)
-        now = datetime.now(UTC)
+                leases[shard] = views[_name(item)]
 
         member_name = f"{shardplan.MEMBER_LEASE_PREFIX}{self._me}"
         if (
@@ -241,6 +255,18 @@ class ShardLeases:
                     elsewhere.add(shard)
         self._elsewhere = frozenset(elsewhere)
         return list(plan.release)
+
+    def _observe(self, item: Lease, *, now: datetime, seen: float) -> shardplan.LeaseView:
+        """The Lease as the plan sees it: another holder's renewal dated by this replica's
+        clock, at the moment this replica first saw the Lease's current version."""
+        view = _view(item)
+        if view.holder is None or view.holder == self._me:
+            return view
+        version = str(item["metadata"].get("resourceVersion") or "")
+        observed = self._observed.get(view.name)
+        if observed is None or observed[0] != version:
+            observed = self._observed[view.name] = (version, seen)
+        return dataclasses.replace(view, renew_time=now - timedelta(seconds=seen - observed[1]))
 
     def _release(self, shards: list[int]) -> None:
         """Clear the holder of each of ``shards`` still held by this replica."""

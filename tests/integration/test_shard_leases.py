@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from kubernetes import client, config
 
 from kadence_devstack.kube import KubeControlPlane
+from kadence_operator import kube as kube_api
+from kadence_operator import shardplan
 from kadence_operator.settings import OperatorSettings
-from kadence_operator.shards import ShardLeases
+from kadence_operator.shards import LEASE_LABEL, ShardLeases
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +60,66 @@ def test_lease_rounds_reuse_one_connection(kube: KubeControlPlane) -> None:
         assert len(held) == 5  # four shards and the member Lease
         # 5 rounds x (1 list + 4 shard writes) + member writes: 25+ requests on one connection.
         assert _open_connections(api) == 1
+    finally:
+        core.delete_namespace(namespace)
+        api.close()
+
+
+def _renew_as(api: client.ApiClient, namespace: str, holder: str, shards: int) -> None:
+    """Write ``holder``'s member and shard Leases as a live replica whose wall clock is 90 s
+    behind would: renewed now, ``renewTime`` 90 s ago by the others' clocks."""
+    leases = client.CoordinationV1Api(api)
+    behind = kube_api.micro_time(datetime.now(UTC) - timedelta(seconds=90))
+    names = [(f"{shardplan.MEMBER_LEASE_PREFIX}{holder}", "member")]
+    names += [(shardplan.shard_lease_name(s), "shard") for s in range(shards)]
+    for name, role in names:
+        body: dict[str, Any] = {
+            "metadata": {"name": name, "labels": {LEASE_LABEL: role}},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3, "renewTime": behind},
+        }
+        try:
+            current = leases.read_namespaced_lease(name, namespace)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            leases.create_namespaced_lease(namespace, body)
+            continue
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        leases.replace_namespaced_lease(name, namespace, body)
+
+
+def test_a_live_replica_with_its_clock_behind_keeps_its_shards(kube: KubeControlPlane) -> None:
+    """Whether another replica's Lease expired is judged by this replica's clock, from when it
+    saw the Lease change (as client-go's leader election does), not from the ``renewTime`` the
+    holder's clock wrote: the fault suite's clock-jump had a replica take all the shards of one
+    whose clock had jumped back, although it kept renewing them."""
+    new_client: Any = config.new_client_from_config
+    api: client.ApiClient = new_client(config_file=str(kube.kubeconfig))
+    namespace = f"shards-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    settings = OperatorSettings(
+        operator_namespace=namespace,
+        operator_id="op-b",
+        shards=2,
+        lease_duration=3,
+        lease_renew=1,
+        lease_retry=1,
+    )
+    other = ShardLeases(api=api, settings=settings)
+    try:
+        for _ in range(4):  # 4 s of rounds: longer than the lease duration
+            _renew_as(api, namespace, "op-a", shards=2)
+            renewed = time.monotonic()
+            assert other._step() == []
+            assert other.owned() == frozenset()
+            time.sleep(1.0)
+        # op-a stops renewing: its shards are taken once they stayed unchanged 3 s.
+        while not other.owned() and time.monotonic() - renewed < 10:
+            other._step()
+            time.sleep(0.2)
+        assert other.owned() == frozenset({0, 1})
+        assert time.monotonic() - renewed >= 3.0
     finally:
         core.delete_namespace(namespace)
         api.close()
