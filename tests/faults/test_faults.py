@@ -21,14 +21,6 @@ SEED = 29
 #: Seconds of faults in the bounded run: it runs each of the 10 kinds once even when they take
 #: longer.
 DURATION = 90.0
-#: Invariants that do not hold yet under every seeded fault: after a shard is lost while the
-#: API server is down, or handed over, a Forbid or BufferOne slot is now and then counted once
-#: too often or not at all (±1 in 1 of 2 bounded runs; docs/reliability.md). Issue #29 stays
-#: open until they hold; the bounded run prints them and fails on any other violation, and
-#: `make soak` fails on these too.
-KNOWN_OPEN = frozenset(
-    {"slots: dispatched+skipped+missed = slots", "slots: ran (stream)+skipped+missed = slots"}
-)
 
 
 def test_the_plan_is_seeded_and_covers_every_kind() -> None:
@@ -123,5 +115,5 @@ def test_faults_keep_every_invariant(request: pytest.FixtureRequest, tmp_path: P
     # Only clock-jump may be skipped, and only where libfaketime is not installed.
     allowed = {clockjump.MISSING}
     assert not [r.fault.describe() for r in report.records if r.skipped not in {"", *allowed}]
-    broken = {v.invariant for v in verdict.failures(report.verdicts)} - KNOWN_OPEN
+    broken = {v.invariant for v in verdict.failures(report.verdicts)}
     assert not broken, verdict.summary(report.verdicts) + f"\nlogs: {report.logs}"
