@@ -224,3 +224,32 @@ async def test_a_run_that_could_not_be_dead_lettered_is_put_back_unreported(
         "release",
         "slot",
     ]
+
+
+async def test_a_reported_end_is_remembered_and_its_redelivery_only_acked(fakes: Fakes) -> None:
+    """The soaks' nats-server restarts: a worker reported a run Succeeded, its ack did not
+    arrive, JetStream delivered the run to it again and it ran a second time (Succeeded twice,
+    or Succeeded then Cancelled). A worker remembers the runs it reported ended; a redelivery of
+    one is acked without a second attempt or report."""
+    s = settler(fakes)
+    s.settle(cast(Any, fakes.message), SUCCEEDED, result=result(RunState.SUCCEEDED), slot=s.slot())
+    await s.aclose()
+    assert s.ended == {"r1": RunState.SUCCEEDED}
+    retried = RunResult(run_id="r2", attempt=1, state=RunState.RETRYING)
+    s.settle(cast(Any, fakes.message), RETRYING, result=retried, slot=s.slot())
+    await s.aclose()
+    assert "r2" not in s.ended  # not ended: its next attempt runs
+    fakes.events.clear()
+    s.ack_ended(cast(Any, fakes.message), s.ended["r1"], s.slot())
+    await s.aclose()
+    assert fakes.events == ["ack", "slot"]  # no report, no attempt
+    assert s.unsettled == 0
+
+
+async def test_the_memory_of_ended_runs_is_bounded(fakes: Fakes) -> None:
+    s = settler(fakes)
+    for n in range(settling.ENDED_MEMORY + 10):
+        s._ended(RunResult(run_id=f"r{n}", attempt=1, state=RunState.SUCCEEDED))
+    assert len(s.ended) == settling.ENDED_MEMORY
+    assert "r0" not in s.ended
+    assert f"r{settling.ENDED_MEMORY + 9}" in s.ended

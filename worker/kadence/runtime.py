@@ -310,6 +310,18 @@ class Worker:
             self._dead_end(message, slot, DeadLetterReason.UNKNOWN_TASK, why, request, ids)
             return
         attempt = message.num_delivered
+        ended = self.settler.ended.get(request.run_id) if attempt > 1 else None
+        if ended is not None:
+            # Its ack was lost (nats-server restarted, say) after this worker reported its end:
+            # running it again would end it twice.
+            log.info(
+                "run %s already ended %s here; acking its redelivery (attempt %d)",
+                request.run_id,
+                ended,
+                attempt,
+            )
+            self.settler.ack_ended(message, ended, slot)
+            return
         await self._attempt(message, request=request, spec=spec, attempt=attempt, slot=slot)
 
     def _dead_end(

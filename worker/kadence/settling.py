@@ -17,6 +17,9 @@
    start before this one is settled);
 5. gives the run's concurrency :class:`Slot` back (or has given it already, see there).
 
+It remembers the runs whose end it reported (:attr:`Settler.ended`), so that the worker acks a
+redelivery of one (its ack was lost) instead of running it again (:meth:`Settler.ack_ended`).
+
 Every run takes this one path, whatever its outcome. It runs on callbacks — the reporter's when
 the result is stored, the reply inbox's when the ack is confirmed — and not in the run's task,
 which ends once it has handed the outcome over: a busy worker settles thousands of runs a second
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +51,7 @@ from kadence.consumer import QueueMessage
 from kadence.deadletter import dlq_headers
 from kadence.metrics import WorkerMetrics
 from kadence.outcomes import Disposition, Outcome, Running
-from kadence.protocol import DeadLetterReason, RunRequest, RunResult
+from kadence.protocol import DeadLetterReason, RunRequest, RunResult, RunState
 from kadence.reporting import ResultReporter
 from kadence.slots import Slots
 
@@ -66,6 +70,8 @@ ACK_SETTLE_WAIT = 5.0 * PUBLISH_TRIES + 3
 #: Seconds before a message whose report or dead-letter copy could not be stored comes back.
 _UNREPORTED_DELAY = 2.0
 _NOT_DEAD_LETTERED_DELAY = 5.0
+#: How many runs whose end this worker reported it remembers (:attr:`Settler.ended`).
+ENDED_MEMORY = 4096
 
 
 class Slot:
@@ -190,6 +196,10 @@ class Settler:
         self._all_settled.set()
         self._acks_due: list[_Settle] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The runs whose end (a final state) this worker reported, newest last: a redelivery
+        #: of one of them (its ack was lost, e.g. nats-server restarted before it arrived) is
+        #: acked again rather than run a second time.
+        self.ended: OrderedDict[str, RunState] = OrderedDict()
         #: Final reports, coalesced per Job while one is in flight (see kadence.reporting).
         self.reporter = ResultReporter(
             lambda subject, payload, msg_id: client.publish_report(subject, payload, msg_id=msg_id),
@@ -299,8 +309,10 @@ class Settler:
             self.reporter.submit(entry.result, entry)
 
     def _stored(self, entry: _Settle, error: BaseException | None) -> None:
+        result = entry.result
+        if error is None and result is not None and result.is_final:
+            self._ended(result)
         if error is not None:
-            result = entry.result
             assert result is not None
             log.warning(
                 "the %s result of %s was not stored (%s)", result.state, result.run_id, error
@@ -312,6 +324,18 @@ class Settler:
             self._queue_ack(entry)
         else:
             self._spawn(self._dispose(entry))
+
+    def _ended(self, result: RunResult) -> None:
+        self.ended[result.run_id] = result.state
+        self.ended.move_to_end(result.run_id)
+        if len(self.ended) > ENDED_MEMORY:
+            self.ended.popitem(last=False)
+
+    def ack_ended(self, message: QueueMessage, state: RunState, slot: Slot) -> None:
+        """A redelivery of a run this worker already reported ended: ack it, report nothing."""
+        self.settle(
+            message, Outcome(state=state, disposition=Disposition.ACK), result=None, slot=slot
+        )
 
     # -- 3. the message: double ack (in callbacks), or nak, term or nothing ----------------------
 
