@@ -629,3 +629,72 @@ async def test_a_holder_that_lost_its_lease_reports_no_final_state(
     assert "Cancelled is not reported" in outcome.error.message
     # The holder's own cancel is reported.
     assert (await resumed(holder)).state is RunState.CANCELLED
+
+
+async def test_a_run_holds_its_lease_until_its_report_and_ack_are_through(
+    nats_server: NatsServer, kube: KubeControlPlane, worker_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Soak seed 2's worker-partition: the worker was cut off from NATS as its Forbid attempt
+    ended, so the report and the ack waited; the Lease was no longer renewed once the handler
+    returned, ran out, and the run's redelivery took it and ran the task again (Succeeded
+    twice). The Lease is renewed until it is released, after the ack."""
+    from kadence.client import KadenceClient
+    from kadence.config import Settings
+    from kadence.runtime import Worker
+    from tests.faults import tcpproxy
+
+    proxy = tcpproxy.TcpProxy(workdir=tmp_path / "tcpproxy", log_path=tmp_path / "tcpproxy.log")
+    proxy.start({"nats": ("127.0.0.1", nats_server.nodes[0].port)})
+    job = a_job()
+    request = RunRequest(
+        run_id=unique("run-"),
+        task="jobs.exclusive",
+        payload=1.0,
+        job=job,
+        concurrency_policy=ConcurrencyPolicy.FORBID,
+        ack_wait_seconds=2,
+    )
+    try:
+        async with connected(nats_server) as client, fresh_queue(client, ack_wait=2) as queue:
+            settings = Settings(
+                nats_urls=(f"nats://127.0.0.1:{proxy.port('nats')}",),
+                namespace=queue.namespace,
+                worker_name="cut",
+            )
+            worker_client = await KadenceClient.connect(settings)
+            worker = Worker(
+                app,
+                worker_client,
+                queue=queue.name,
+                name="cut",
+                lease_duration=2,
+                leases=LeaseClient.from_kubeconfig(str(worker_kubeconfig)),
+                fetch_timeout=1.0,
+                running_report_delay=0.0,
+                metrics=WorkerMetrics(CollectorRegistry()),
+            )
+            running = asyncio.create_task(worker.run())
+            try:
+                await asyncio.wait_for(worker.ready.wait(), 10)
+                await client.publish(queue.name, encode(request), msg_id=request.run_id)
+                await wait_results(
+                    client, lambda rs: len(rs) >= 1, job=job.name, run_id=request.run_id
+                )
+                proxy.partition("nats")  # the attempt ends (1 s) with NATS out of reach
+                await asyncio.sleep(5.0)  # over twice the Lease (2 s) and the ack wait (2 s)
+                lease = read_lease(kube, job.name)
+                assert lease is not None
+                assert lease.holder == f"cut/{request.run_id}/1"
+                assert lease.live(), "the Lease ran out while the report was on its way"
+                proxy.heal()
+                results = await wait_results(
+                    client, final, job=job.name, run_id=request.run_id, within=20
+                )
+            finally:
+                proxy.heal()
+                worker.stop()
+                await asyncio.wait_for(running, 60)
+                await worker_client.close()
+        assert [(r.state, r.attempt) for r in results if r.is_final] == [(RunState.SUCCEEDED, 1)]
+    finally:
+        proxy.stop()

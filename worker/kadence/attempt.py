@@ -208,10 +208,11 @@ async def _handle(
             handler = executor.submit(call)
 
     watchers: dict[asyncio.Future[Any], str] = {}
-    keeper: asyncio.Future[Any] | None = None
     if lock is not None:
-        keeper = asyncio.ensure_future(lock.keep())
-        watchers[keeper] = "lease"
+        # Renewed until released (after the ack), not only while the handler runs: a report
+        # or an ack that takes longer than the Lease (NATS cut off) must not let the run's
+        # redelivery take the Lease and run it again meanwhile.
+        watchers[lock.keeping()] = "lease"
     if replaced is not None:
         watchers[replaced] = "replaced"
     if abort is not None:
@@ -223,11 +224,9 @@ async def _handle(
         if isolated is not None:
             isolated.stop()
         handler.cancel()
+        if lock is not None:
+            lock.stop_keeping()
         raise
-    finally:
-        if keeper is not None:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
 
     if handler not in finished:
         cancel_event.set()

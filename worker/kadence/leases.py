@@ -254,6 +254,8 @@ class JobLock:
         #: exactly that version (no read): if anyone else wrote since (a take-over, a preemption
         #: request), the API server answers 409 and they read and decide as before.
         self._mine: LeaseRecord | None = None
+        #: The background renewals (:meth:`keeping`), until the release.
+        self._keeper: asyncio.Future[NoReturn] | None = None
 
     def __repr__(self) -> str:
         return f"JobLock({self.namespace}/{self.name}, holder={self.holder!r}, token={self.token})"
@@ -501,7 +503,29 @@ class JobLock:
         await asyncio.to_thread(self.verify)
 
     async def arelease(self) -> None:
+        keeper = self.stop_keeping()
+        if keeper is not None:
+            await asyncio.gather(keeper, return_exceptions=True)
         await asyncio.to_thread(self.release)
+
+    def keeping(self) -> asyncio.Future[NoReturn]:
+        """:meth:`keep` in the background, started at the first call and going on until
+        :meth:`arelease` (or :meth:`stop_keeping`): it ends (raises) only when the hold is lost.
+        An attempt watches it; its run stays held while the report and the ack are on their
+        way, so the run's redelivery cannot take the Lease and run it a second time meanwhile.
+        (Concurrent renewals and the release are safe: each writes over a ``resourceVersion``.)"""
+        if self._keeper is None:
+            self._keeper = asyncio.ensure_future(self.keep())
+            # Retrieved here: after the attempt nobody awaits a hold lost while settling.
+            self._keeper.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return self._keeper
+
+    def stop_keeping(self) -> asyncio.Future[NoReturn] | None:
+        """Stop the background renewals (the Lease then runs out on its own, or is released)."""
+        keeper = self._keeper
+        if keeper is not None:
+            keeper.cancel()
+        return keeper
 
     async def apreempt(self) -> bool:
         return await asyncio.to_thread(self.preempt)

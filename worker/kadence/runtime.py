@@ -428,16 +428,20 @@ class Worker:
                 self._replaced_before_start(message, request, attempt, slot, taken.superseded)
             if not taken.proceed:
                 return
-            await self._run(
-                message,
-                request=request,
-                spec=spec,
-                attempt=attempt,
-                lock=taken.lock,
-                token=taken.token,
-                heartbeats=heartbeats,
-                slot=slot,
-            )
+            try:
+                await self._run(
+                    message,
+                    request=request,
+                    spec=spec,
+                    attempt=attempt,
+                    lock=taken.lock,
+                    token=taken.token,
+                    heartbeats=heartbeats,
+                    slot=slot,
+                )
+            finally:
+                if taken.lock is not None and not slot.handed_off:
+                    taken.lock.stop_keeping()  # never settled (a bug): let the Lease run out
         finally:
             heartbeats.cancel()
 
