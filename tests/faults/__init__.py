@@ -9,6 +9,8 @@ do not share state: the Jobs' status (Kubernetes), the results stream (NATS) and
 - :mod:`.workload` the Queues and Jobs (pure data) and the schedule's slots;
 - :mod:`.faultapp` the task the workers run;
 - :mod:`.stack` the processes: start, signal, restart, stop for sure;
+- :mod:`.apiproxy`, :mod:`.tcpproxy` the proxies the API-error and partition faults switch,
+  :mod:`.clockjump` the clock jumps, :mod:`.procenv` the proxies' environment;
 - :mod:`.faults` the plan (pure, from the seed) and its executor;
 - :mod:`.sources` reads the three sources into one snapshot;
 - :mod:`.invariants` the checks (pure, over the snapshot);

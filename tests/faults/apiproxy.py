@@ -31,7 +31,6 @@ import contextlib
 import datetime
 import ipaddress
 import json
-import os
 import random
 import signal
 import ssl
@@ -52,8 +51,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from kadence_devstack.procs import ManagedProcess, free_port
+from tests.faults import procenv
 
-REPO = Path(__file__).resolve().parents[2]
 #: What the proxy logs once it listens (its readiness line).
 READY = "listening on"
 #: Headers of one hop only (RFC 9110 §7.6.1), never forwarded; the lengths are set again.
@@ -185,12 +184,7 @@ class ApiProxy:
         self.heal()
         self.ca_file, cert, key = write_certificates(self.workdir / "pki")
         self.port = free_port()
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tools")]),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = procenv.helper_env()
         self.process = ManagedProcess(
             name="kube-apiserver proxy",
             argv=[

@@ -36,7 +36,6 @@ import contextlib
 import datetime
 import itertools
 import json
-import os
 import signal
 import sys
 import time
@@ -45,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kadence_devstack.procs import ManagedProcess, free_ports
+from tests.faults import procenv
 
-REPO = Path(__file__).resolve().parents[2]
 #: What the proxy logs once every route listens (its readiness line).
 READY = "listening on every route"
 POLL = 0.1  # seconds between looks at the control file
@@ -112,12 +111,7 @@ class TcpProxy:
             name: Route(name, port, host, backend_port)
             for (name, (host, backend_port)), port in zip(backends.items(), ports, strict=True)
         }
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tools")]),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = procenv.helper_env()
         self.process = ManagedProcess(
             name="tcp proxy",
             argv=[
