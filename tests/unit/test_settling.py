@@ -253,3 +253,18 @@ async def test_the_memory_of_ended_runs_is_bounded(fakes: Fakes) -> None:
     assert len(s.ended) == settling.ENDED_MEMORY
     assert "r0" not in s.ended
     assert f"r{settling.ENDED_MEMORY + 9}" in s.ended
+
+
+async def test_a_redelivery_that_took_the_lease_after_its_run_ended_is_acked_and_released(
+    fakes: Fakes,
+) -> None:
+    """Soak seed 2 (after the fix above): a worker frozen past ackWait resumed with the run's
+    redelivery already fetched; the redelivery passed the memory check before the first attempt's
+    report was stored, then took the Lease the first attempt had just released, and ran the task
+    again. The worker looks again once it holds the Lease: the run ended, so it acks the
+    redelivery and releases the Lease, without an attempt."""
+    s = settler(fakes)
+    s._ended(result(RunState.SUCCEEDED))
+    s.ack_ended(cast(Any, fakes.message), s.ended["r1"], s.slot(), lock=cast(Any, fakes.lock))
+    await s.aclose()
+    assert fakes.events == ["ack", "release", "slot"]

@@ -428,6 +428,14 @@ class Worker:
                 self._replaced_before_start(message, request, attempt, slot, taken.superseded)
             if not taken.proceed:
                 return
+            ended = self.settler.ended.get(request.run_id) if attempt > 1 else None
+            if ended is not None:
+                # The earlier attempt (here) ended while this delivery waited for the Lease.
+                log.info(
+                    "run %s ended %s while its redelivery waited; acking it", request.run_id, ended
+                )
+                self.settler.ack_ended(message, ended, slot, lock=taken.lock)
+                return
             try:
                 await self._run(
                     message,

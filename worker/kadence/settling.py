@@ -331,11 +331,13 @@ class Settler:
         if len(self.ended) > ENDED_MEMORY:
             self.ended.popitem(last=False)
 
-    def ack_ended(self, message: QueueMessage, state: RunState, slot: Slot) -> None:
-        """A redelivery of a run this worker already reported ended: ack it, report nothing."""
-        self.settle(
-            message, Outcome(state=state, disposition=Disposition.ACK), result=None, slot=slot
-        )
+    def ack_ended(
+        self, message: QueueMessage, state: RunState, slot: Slot, *, lock: JobLock | None = None
+    ) -> None:
+        """A redelivery of a run this worker already reported ended: ack it, report nothing
+        (and release the Job's Lease it took meanwhile)."""
+        outcome = Outcome(state=state, disposition=Disposition.ACK)
+        self.settle(message, outcome, result=None, slot=slot, lock=lock)
 
     # -- 3. the message: double ack (in callbacks), or nak, term or nothing ----------------------
 
