@@ -59,11 +59,13 @@ test: venv tools lint typecheck imports
 	$(BIN)/pytest
 
 # The fault suite of tests/faults for longer than `make test` runs it: seeded faults for DURATION
-# seconds on the real stack, then the invariants; exits non-zero on any violation.
+# seconds on the real stack, then the invariants; exits non-zero on any violation. NATS_CLUSTER=3:
+# against a 3-node NATS cluster (Queues with 3 replicas, and the nats-node-kill fault).
 SEED ?= 1
 DURATION ?= 600
+NATS_CLUSTER ?= 1
 soak: venv tools
-	$(PY) -m tests.faults.soak --seed $(SEED) --duration $(DURATION)
+	$(PY) -m tests.faults.soak --seed $(SEED) --duration $(DURATION) --nats-cluster $(NATS_CLUSTER)
 
 demo: venv tools
 	$(BIN)/kadence-devstack demo

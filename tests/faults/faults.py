@@ -5,6 +5,10 @@ and how long the target stays down (or frozen). It holds every kind at least onc
 order, then more faults of random kinds while they fit in the requested duration; the same seed
 gives the same plan. Faults are injected one after the other (a fault's recovery ends before the
 next one starts), each logged with its wall-clock time.
+
+A run against a 3-node NATS cluster (``nats_cluster=3``) also draws ``nats-node-kill``, and its
+``nats-restart`` restarts every node; a run against one nats-server (the default) never draws
+``nats-node-kill``, and its plans are the ones drawn before that kind existed.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class FaultKind(enum.StrEnum):
     OPERATOR_KILL = "operator-kill"
     #: SIGKILL both operator replicas, start both again after ``hold`` seconds.
     OPERATORS_KILL = "operators-kill"
-    #: Stop nats-server (SIGKILL or SIGTERM), start it again on the same port and data.
+    #: Stop nats-server (SIGKILL or SIGTERM), start it again on the same port and data; in a
+    #: NATS cluster, every node (the whole of NATS down), started again together.
     NATS_RESTART = "nats-restart"
     #: Stop S3 (SeaweedFS) for 10-20 s, start it again on the same ports and data.
     S3_DOWN = "s3-down"
@@ -45,9 +50,26 @@ class FaultKind(enum.StrEnum):
     #: server) in the TCP proxy in front of them, for longer than its Queue's ackWait; the
     #: worker keeps running. Then heal: the held bytes arrive.
     WORKER_PARTITION = "worker-partition"
+    #: SIGKILL one node of the 3-node NATS cluster (a stream's leader or not), start it again on
+    #: the same ports and store after ``hold`` seconds. Cluster runs only (``nats_cluster=3``).
+    NATS_NODE_KILL = "nats-node-kill"
 
 
-ALL_KINDS = tuple(FaultKind)
+#: Kinds that need a NATS cluster: never drawn against one nats-server.
+CLUSTER_ONLY = frozenset({FaultKind.NATS_NODE_KILL})
+#: Every kind of a run against one nats-server (the default), in the order the seeded plans
+#: were drawn from before the cluster-only kinds existed: a seed's plan stays the same.
+ALL_KINDS = tuple(k for k in FaultKind if k not in CLUSTER_ONLY)
+#: Every kind of a run against a NATS cluster.
+CLUSTER_KINDS = (*ALL_KINDS, *(k for k in FaultKind if k in CLUSTER_ONLY))
+#: The sizes of NATS a run can have: one nats-server, or a 3-node JetStream cluster.
+NATS_CLUSTER_SIZES = (1, 3)
+
+
+def kinds_for(nats_cluster: int) -> tuple[FaultKind, ...]:
+    """Every kind a run against ``nats_cluster`` NATS nodes can inject."""
+    return ALL_KINDS if nats_cluster == 1 else CLUSTER_KINDS
+
 
 #: Seconds a target takes to come back after its hold (measured on a 2-vCPU machine with the
 #: whole stack running, rounded up): used to lay the plan out, never to wait.
@@ -62,6 +84,7 @@ RECOVERY: dict[FaultKind, float] = {
     FaultKind.API_ERRORS: 2.0,
     FaultKind.CLOCK_JUMP: 6.0,  # a shard Lease misjudged during the jump: held again
     FaultKind.WORKER_PARTITION: 1.0,
+    FaultKind.NATS_NODE_KILL: 4.0,  # started, then healthy: its streams caught up
 }
 #: The fraction of requests an ``api-errors`` fault answers with 409/429 is drawn from this range.
 API_ERROR_RATES = (0.3, 0.5)
@@ -75,7 +98,7 @@ class PlannedFault:
     kind: FaultKind
     target: str
     hold: float  # seconds the target is down or frozen
-    signal: str = ""  # how nats-server is stopped: SIGKILL or SIGTERM
+    signal: str = ""  # how nats-server (or a node of the cluster) is stopped: SIGKILL or SIGTERM
     rate: float = 0.0  # api-errors: the fraction of requests answered with 409/429
     seed: int = 0  # api-errors: the seed of the proxy's choices (which request, which code)
     jump: float = 0.0  # clock-jump: seconds the wall clock moves (negative: back)
@@ -116,7 +139,7 @@ class FaultPlan:
         return {f.kind for f in self.faults}
 
 
-def _draw(kind: FaultKind, rng: random.Random, *, at: float) -> PlannedFault:
+def _draw(kind: FaultKind, rng: random.Random, *, at: float, nats_cluster: int = 1) -> PlannedFault:
     workers = [w.name for w in workload.WORKERS]
     ack_wait = {w.name: workload.queue_plan(w.queue).ack_wait for w in workload.WORKERS}
     if kind is FaultKind.WORKER_KILL:
@@ -131,7 +154,11 @@ def _draw(kind: FaultKind, rng: random.Random, *, at: float) -> PlannedFault:
         return PlannedFault(at, kind, "+".join(stacks.OPERATOR_IDS), rng.uniform(2.0, 9.0))
     if kind is FaultKind.NATS_RESTART:
         how = rng.choice(["SIGKILL", "SIGTERM"])
-        return PlannedFault(at, kind, "nats-server", rng.uniform(0.5, 4.0), signal=how)
+        target = "nats-server" if nats_cluster == 1 else f"nats cluster (all {nats_cluster} nodes)"
+        return PlannedFault(at, kind, target, rng.uniform(0.5, 4.0), signal=how)
+    if kind is FaultKind.NATS_NODE_KILL:
+        node = f"n{rng.randrange(nats_cluster)}"  # kadence_devstack's node names
+        return PlannedFault(at, kind, node, rng.uniform(2.0, 10.0), signal="SIGKILL")
     if kind is FaultKind.S3_DOWN:
         return PlannedFault(at, kind, "s3", rng.uniform(10.0, 20.0))
     if kind is FaultKind.API_ERRORS:
@@ -154,12 +181,23 @@ def plan(
     seed: int,
     *,
     duration: float,
-    kinds: Sequence[FaultKind] = ALL_KINDS,
+    kinds: Sequence[FaultKind] | None = None,
+    nats_cluster: int = 1,
     first_at: float = 6.0,
     gaps: tuple[float, float] = (2.0, 6.0),
 ) -> FaultPlan:
     """Every kind of ``kinds`` once in a seeded order, then random kinds while they end within
-    ``duration`` seconds (no kinds: no faults). Pure: the same arguments give the same plan."""
+    ``duration`` seconds (no kinds: no faults). Pure: the same arguments give the same plan.
+
+    ``kinds`` defaults to every kind of the run's NATS (:func:`kinds_for`): against one
+    nats-server (``nats_cluster=1``) that is :data:`ALL_KINDS`, which draws the same plans as
+    before the cluster mode existed; against a 3-node cluster it adds ``nats-node-kill``."""
+    if nats_cluster not in NATS_CLUSTER_SIZES:
+        raise ValueError(f"nats_cluster must be one of {NATS_CLUSTER_SIZES}, not {nats_cluster}")
+    if kinds is None:
+        kinds = kinds_for(nats_cluster)
+    if nats_cluster == 1 and (needs := sorted(k.value for k in CLUSTER_ONLY & set(kinds))):
+        raise ValueError(f"{', '.join(needs)} needs a NATS cluster (nats_cluster=3)")
     if not kinds:  # a control run: the workload without faults
         return FaultPlan(seed, ())
     rng = random.Random(seed)
@@ -170,7 +208,7 @@ def plan(
     while True:
         required = bool(mandatory)
         kind = mandatory.pop(0) if mandatory else rng.choice(list(kinds))
-        fault = _draw(kind, rng, at=at)
+        fault = _draw(kind, rng, at=at, nats_cluster=nats_cluster)
         if not required and at + fault.estimate > duration:
             break
         faults.append(fault)
@@ -239,6 +277,11 @@ class Injector:
         if line:
             self.say(f"[{time.monotonic() - t0:6.1f}s] {line}")
 
+    def _unhealthy(self, why: str) -> None:
+        """Say why NATS is not healthy yet after a restart (the run goes on: the checks judge)."""
+        if why:
+            self.say(f"  {why}")
+
     def _inject(self, fault: PlannedFault) -> None:
         stack = self.stack
         kind = fault.kind
@@ -263,13 +306,33 @@ class Injector:
             time.sleep(fault.hold)
             stack.start_operators(*stack.operators)
         elif kind is FaultKind.NATS_RESTART:
-            node = stack.nats.nodes[0].process
-            if fault.signal == "SIGKILL":
-                node.kill()
-            else:
-                node.stop()
+            nodes = range(len(stack.nats.nodes))  # one nats-server, or every node of a cluster
+            for index in nodes:
+                node = stack.nats.nodes[index].process
+                if fault.signal == "SIGKILL":
+                    node.kill()
+                else:
+                    node.stop()
             time.sleep(fault.hold)
-            stack.nats.restart_node(0)
+            self._unhealthy(stack.restart_nats(*nodes))
+        elif kind is FaultKind.NATS_NODE_KILL:
+            index = stack.nats_node(fault.target)
+            before = stack.nats_leaders()
+            led = sorted(group for group, leader in before.items() if leader == fault.target)
+            groups = f"{len(led)} of {len(before)} raft groups"
+            self.say(f"  {fault.target} leads {groups}: {', '.join(led) or '-'}")
+            stack.nats.nodes[index].process.kill()
+            time.sleep(fault.hold)
+            self._unhealthy(stack.restart_nats(index))
+            after = stack.nats_leaders()
+            moved = [
+                f"{g} {before[g]}->{after[g]}"
+                for g in sorted(before)
+                if g in after and after[g] != before[g]
+            ]
+            # As a running node sees them now: a group may still be electing (its new leader
+            # is in the nats-server logs), or have elected the restarted node again.
+            self.say(f"  leaders moved: {', '.join(moved) or 'none'}")
         elif kind is FaultKind.S3_DOWN:
             stack.s3.stop()
             time.sleep(fault.hold)

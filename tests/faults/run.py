@@ -37,7 +37,8 @@ class RunConfig:
     #: with no ``kinds``, the length of the window (a control run without faults).
     duration: float
     workdir: Path
-    kinds: tuple[faults.FaultKind, ...] = faults.ALL_KINDS
+    #: The kinds to inject; None: every kind of the run's NATS (:func:`faults.kinds_for`).
+    kinds: tuple[faults.FaultKind, ...] | None = None
     #: Seconds from creating the Jobs to their first slot.
     lead: float = 8.0
     #: Seconds from the planned end of the last fault to the Jobs' ``endAt``.
@@ -48,6 +49,13 @@ class RunConfig:
     logs_to: Path | None = None
     #: Copy the logs also when every invariant holds.
     always_keep_logs: bool = False
+    #: NATS nodes: 1 (one nats-server) or 3 (a JetStream cluster, Queues with 3 replicas, and
+    #: the ``nats-node-kill`` fault).
+    nats_cluster: int = 1
+
+    @property
+    def fault_kinds(self) -> tuple[faults.FaultKind, ...]:
+        return faults.kinds_for(self.nats_cluster) if self.kinds is None else self.kinds
 
 
 @dataclass
@@ -185,14 +193,24 @@ def probe_trigger(stack: stacks.Stack, *, seed: int, timeout: float) -> verdict.
 
 def execute(config: RunConfig, say: Say) -> Report:
     """One whole run; every process it starts is stopped before it returns."""
-    plan = faults.plan(config.seed, duration=config.duration, kinds=config.kinds)
+    plan = faults.plan(
+        config.seed,
+        duration=config.duration,
+        kinds=config.fault_kinds,
+        nats_cluster=config.nats_cluster,
+    )
     report = Report(config=config, plan=plan)
     say(f"seed {config.seed}: {len(plan.faults)} faults planned over {plan.length:.0f}s")
     for fault in plan.faults:
         say(f"  at {fault.at:6.1f}s  {fault.describe()}")
     began = time.monotonic()
     clock_jumps = faults.FaultKind.CLOCK_JUMP in plan.kinds()
-    stack = stacks.Stack(workdir=config.workdir, say=say, clock_jumps=clock_jumps)
+    stack = stacks.Stack(
+        workdir=config.workdir,
+        say=say,
+        clock_jumps=clock_jumps,
+        nats_cluster=config.nats_cluster,
+    )
     try:
         stack.start()
         report.timings["start"] = time.monotonic() - began
@@ -266,7 +284,8 @@ def render(report: Report) -> str:
     lines = [
         f"fault run: seed {config.seed}, duration {config.duration:.0f}s, "
         f"{len(workload.JOBS)} Jobs, {len(workload.WORKERS)} workers, "
-        f"{len(stacks.OPERATOR_IDS)} operators",
+        f"{len(stacks.OPERATOR_IDS)} operators"
+        + (f", a {config.nats_cluster}-node NATS cluster" if config.nats_cluster > 1 else ""),
     ]
     if report.start_at and report.end_at:
         lines.append(
@@ -281,7 +300,7 @@ def render(report: Report) -> str:
         else:
             outcome = f"recovered after {record.took:.1f}s"
         lines.append(f"  {when} +{record.offset:6.1f}s  {f.describe()}: {outcome}")
-    not_injected = set(config.kinds) - {r.fault.kind for r in report.records if not r.skipped}
+    not_injected = set(config.fault_kinds) - {r.fault.kind for r in report.records if not r.skipped}
     if not_injected:
         lines.append(f"  kinds not injected: {', '.join(sorted(k.value for k in not_injected))}")
     settled = (

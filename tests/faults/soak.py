@@ -3,7 +3,8 @@
 ``make soak SEED=1 DURATION=600`` runs it. It prints each fault as it is injected and the Jobs'
 counters between faults, then the verdict table; it exits 1 when an invariant is violated or the
 run could not complete, 0 otherwise. The processes' logs are kept under ``test-logs/`` (the path
-is printed). See docs/reliability.md.
+is printed). ``--nats-cluster 3`` (``make soak NATS_CLUSTER=3``) runs against a 3-node NATS
+cluster, with the ``nats-node-kill`` fault. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -39,15 +40,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--kinds",
-        default=",".join(k.value for k in faults.ALL_KINDS),
-        help="comma-separated fault kinds (default: all; '' for a control run without faults)",
+        default=None,
+        help="comma-separated fault kinds (default: all the NATS mode has; '' for a control run"
+        " without faults)",
+    )
+    parser.add_argument(
+        "--nats-cluster",
+        type=int,
+        choices=faults.NATS_CLUSTER_SIZES,
+        default=1,
+        help="NATS nodes: 1 (one nats-server) or 3 (a JetStream cluster, Queues with 3 replicas,"
+        " and the nats-node-kill fault)",
     )
     parser.add_argument("--settle-timeout", type=float, default=180.0)
     parser.add_argument("--logs", type=Path, default=None, help="where to keep the logs")
     args = parser.parse_args(argv)
-    kinds = tuple(faults.FaultKind(k.strip()) for k in args.kinds.split(",") if k.strip())
+    kinds = None
+    if args.kinds is not None:
+        kinds = tuple(faults.FaultKind(k.strip()) for k in args.kinds.split(",") if k.strip())
+    if args.nats_cluster == 1 and kinds and (needs := faults.CLUSTER_ONLY & set(kinds)):
+        parser.error(f"{', '.join(sorted(needs))} needs --nats-cluster 3")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    logs = args.logs or REPO / "test-logs" / f"soak-seed{args.seed}-{stamp}"
+    cluster = f"-nats{args.nats_cluster}" if args.nats_cluster > 1 else ""
+    logs = args.logs or REPO / "test-logs" / f"soak-seed{args.seed}{cluster}-{stamp}"
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="kadence-soak-"))
     try:
@@ -60,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 settle_timeout=args.settle_timeout,
                 logs_to=logs,
                 always_keep_logs=True,
+                nats_cluster=args.nats_cluster,
             ),
             _say,
         )

@@ -16,6 +16,12 @@ switches to answering 409 and 429; the run's own checks and manifests go to the 
 directly (``kube.kubeconfig``). Each worker reaches nats-server, and that proxy, through routes
 of its own in :mod:`.tcpproxy` (``<worker>-nats``, ``<worker>-api``), which the
 ``worker-partition`` fault blackholes.
+
+With ``nats_cluster=3`` NATS is a 3-node JetStream cluster: the operators get every node's URL,
+each worker one proxy route per node (``<worker>-nats-n0`` ...), and the Queues ``replicas: 3``.
+The nodes do not advertise the cluster to clients (``--no_advertise``), so a worker that
+reconnects stays on its proxy routes (which ``worker-partition`` cuts) and never learns a node's
+own port.
 """
 
 from __future__ import annotations
@@ -97,12 +103,19 @@ class Stack:
     #: Start the operators with libfaketime (:mod:`.clockjump`), for the ``clock-jump`` fault.
     clock_jumps: bool = False
     clocks: clockjump.Clocks = field(init=False)
+    #: Nodes of NATS: 1 (one nats-server) or 3 (a JetStream cluster; the Queues get 3 replicas).
+    nats_cluster: int = 1
 
     def __post_init__(self) -> None:
         self.clocks = clockjump.Clocks(self.workdir / "clocks", enabled=self.clock_jumps)
         # Not started yet; stopping a server that never started does nothing.
         self.kube = KubeControlPlane(self.workdir / "kube", with_controller_manager=False)
-        self.nats = NatsServer(self.workdir / "nats")
+        if self.nats_cluster == 1:
+            self.nats = NatsServer(self.workdir / "nats")
+        else:
+            self.nats = NatsServer(
+                self.workdir / "nats", cluster_size=self.nats_cluster, no_advertise=True
+            )
         self.s3 = S3Server(self.workdir / "s3")
         self.proxy = apiproxy.ApiProxy(
             workdir=self.workdir / "apiproxy", log_path=self.workdir / "logs" / "apiproxy.log"
@@ -130,10 +143,16 @@ class Stack:
     # -- start ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.say("starting etcd + kube-apiserver (and its proxy), nats-server, S3 ...")
+        nats = (
+            "nats-server" if self.nats_cluster == 1 else f"a {self.nats_cluster}-node NATS cluster"
+        )
+        self.say(f"starting etcd + kube-apiserver (and its proxy), {nats}, S3 ...")
         self.kube.start()
         self._start_proxy()
         self.nats.start()
+        if self.nats_cluster > 1:
+            # A cluster answers stream creation with a timeout until it has a meta leader.
+            self.nats.wait_healthy(timeout=START_TIMEOUT)
         self.s3.start()
         harness.install_crds(self.kube)
         bucket = self.minio()
@@ -154,7 +173,9 @@ class Stack:
             )
         self.start_operators(*OPERATOR_IDS)
 
-        harness.apply(self.kube, *(workload.queue_manifest(q) for q in workload.QUEUES))
+        replicas = self.nats_cluster  # one copy per node: the streams outlive a node's loss
+        queues = (workload.queue_manifest(q, replicas=replicas) for q in workload.QUEUES)
+        harness.apply(self.kube, *queues)
         for queue in workload.QUEUES:
             harness.wait_for(
                 functools.partial(self.queue_ready, queue.name),
@@ -193,13 +214,21 @@ class Stack:
         for name in self.workers:
             self.start_worker(name)
 
+    def nats_routes(self, name: str) -> list[str]:
+        """The worker's routes to NATS: ``<worker>-nats``, or one per node of a cluster."""
+        if self.nats_cluster == 1:
+            return [f"{name}-nats"]
+        return [f"{name}-nats-{node.name}" for node in self.nats.nodes]
+
     def _start_tcpproxy(self) -> None:
-        """Routes ``<worker>-nats`` (to nats-server's port, the same across its restarts) and
-        ``<worker>-api`` (to :attr:`proxy`) per worker, and each worker's kubeconfig naming its
-        own API route (the proxy's certificate is for 127.0.0.1, whatever the port)."""
+        """Routes ``<worker>-nats`` (to nats-server's port, the same across its restarts; in a
+        cluster, ``<worker>-nats-<node>`` to each node's) and ``<worker>-api`` (to :attr:`proxy`)
+        per worker, and each worker's kubeconfig naming its own API route (the proxy's
+        certificate is for 127.0.0.1, whatever the port)."""
         backends: dict[str, tuple[str, int]] = {}
         for plan in workload.WORKERS:
-            backends[f"{plan.name}-nats"] = ("127.0.0.1", self.nats.nodes[0].port)
+            for route, node in zip(self.nats_routes(plan.name), self.nats.nodes, strict=True):
+                backends[route] = ("127.0.0.1", node.port)
             backends[f"{plan.name}-api"] = ("127.0.0.1", self.proxy.port)
         self.tcpproxy.start(backends)
         for plan in workload.WORKERS:
@@ -219,7 +248,7 @@ class Stack:
     def partition_worker(self, name: str, *, api: bool) -> None:
         """Blackhole the worker's connections to nats-server (and, with ``api``, to the API
         server); :meth:`heal_partition` ends it."""
-        routes = [f"{name}-nats", *([f"{name}-api"] if api else [])]
+        routes = [*self.nats_routes(name), *([f"{name}-api"] if api else [])]
         self.tcpproxy.partition(*routes)
 
     def heal_partition(self) -> None:
@@ -248,8 +277,10 @@ class Stack:
             "HOME": os.environ.get("HOME", "/tmp"),
             "PYTHONPATH": self._python_path(),
             "PYTHONUNBUFFERED": "1",
-            # Its own route to nats-server, through the proxy the partition cuts.
-            "KADENCE_NATS_URL": f"nats://127.0.0.1:{self.tcpproxy.port(f'{name}-nats')}",
+            # Its own route to nats-server (to each node), through the proxy the partition cuts.
+            "KADENCE_NATS_URL": ",".join(
+                f"nats://127.0.0.1:{self.tcpproxy.port(route)}" for route in self.nats_routes(name)
+            ),
             "KADENCE_NAMESPACE": workload.NAMESPACE,
             "KADENCE_WORKER_NAME": name,
             "KADENCE_S3_ENDPOINT": self.s3.endpoint,
@@ -279,6 +310,56 @@ class Stack:
 
     def start_worker(self, name: str) -> None:
         launch_until(self.workers[name], WORKER_READY)
+
+    def nats_node(self, name: str) -> int:
+        """The index of the NATS node called ``name`` (``n0``, ``n1``, ...)."""
+        return next(i for i, node in enumerate(self.nats.nodes) if node.name == name)
+
+    def restart_nats(self, *indices: int) -> str:
+        """Start these stopped NATS nodes again (same ports and store), together, and wait until
+        each has JetStream up; in a cluster, then until each is healthy (``/healthz``: a meta
+        leader, its streams and consumers current). Empty, or why one is not healthy yet."""
+        if self.nats_cluster == 1:
+            self.nats.restart_node(0)
+            return ""
+        nodes = [self.nats.nodes[i] for i in indices]
+        for node in nodes:  # together: a node waits for a quorum
+            node.process.launch()
+        for node in nodes:
+            ready = functools.partial(_jetstream_up, node.monitor_port)
+            node.process.wait_ready(ready=ready, timeout=START_TIMEOUT)
+        try:
+            self.nats.wait_healthy(timeout=START_TIMEOUT, nodes=list(indices))
+        except TimeoutError as error:
+            return str(error)
+        return ""
+
+    def nats_leaders(self) -> dict[str, str]:
+        """Each raft group's leader as a running node sees it: ``meta``, ``<stream>`` and
+        ``<stream>/<consumer>`` -> node name (empty while it has none). Empty when no node answers
+        (it is only reported)."""
+        for node in self.nats.nodes:
+            if not node.process.running:
+                continue
+            try:
+                answer = requests.get(
+                    f"http://127.0.0.1:{node.monitor_port}/jsz",
+                    params={"accounts": "true", "streams": "true", "consumers": "true"},
+                    timeout=2,
+                )
+                answer.raise_for_status()
+                body = answer.json()
+            except (requests.RequestException, ValueError):
+                continue
+            leaders = {"meta": (body.get("meta_cluster") or {}).get("leader", "")}
+            for account in body.get("account_details") or []:
+                for stream in account.get("stream_detail") or []:
+                    leaders[stream["name"]] = (stream.get("cluster") or {}).get("leader", "")
+                    for consumer in stream.get("consumer_detail") or []:
+                        group = f"{stream['name']}/{consumer['name']}"
+                        leaders[group] = (consumer.get("cluster") or {}).get("leader", "")
+            return leaders
+        return {}
 
     def apiserver(self) -> ManagedProcess:
         return next(p for p in self.kube.processes if p.name == "kube-apiserver")
@@ -349,6 +430,12 @@ class Stack:
                 stop()
             except Exception as error:  # keep stopping the others
                 self.say(f"stopping: {type(error).__name__}: {error}")
+
+
+def _jetstream_up(monitor_port: int) -> bool:
+    """JetStream is enabled on the node (what ``NatsServer.start`` waits for)."""
+    url = f"http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true"
+    return requests.get(url, timeout=1).ok
 
 
 def freeze(proc: ManagedProcess) -> None:

@@ -7,12 +7,14 @@ code for longer. The other tests here are pure: the plan is seeded and bounded.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.faults import clockjump, faults, run, verdict, workload
+from tests.faults import clockjump, faults, run, soak, verdict, workload
 from tests.faults import stack as stacks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +97,79 @@ def test_a_longer_plan_fills_its_duration() -> None:
     plan = faults.plan(1, duration=600)
     assert plan.kinds() == set(faults.ALL_KINDS)
     assert 540 < plan.length <= 600
+
+
+#: Default plans (one nats-server, every kind, 600 s) as drawn before the cluster mode existed
+#: (commit 316324e): seed -> (digest of :func:`_fingerprint`, number of faults). Seeds soaked before
+#: the cluster mode must keep their plans.
+DEFAULT_PLANS = {
+    1: ("6eb484979e6c0961", 35),
+    2: ("eab63d4ae199da58", 36),
+    3: ("3e26c9d36e9a89bf", 34),
+    29: ("5f530e6a6b6c2d90", 38),
+}
+
+
+def _fingerprint(plan: faults.FaultPlan) -> str:
+    rows = [
+        [f.at, f.kind.value, f.target, f.hold, f.signal, f.rate, f.seed, f.jump, f.api]
+        for f in plan.faults
+    ]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def test_default_plans_are_the_ones_drawn_before_the_cluster_mode() -> None:
+    for seed, (digest, count) in DEFAULT_PLANS.items():
+        plan = faults.plan(seed, duration=600)
+        assert (_fingerprint(plan), len(plan.faults)) == (digest, count), seed
+        assert plan == faults.plan(seed, duration=600, nats_cluster=1)
+        assert faults.FaultKind.NATS_NODE_KILL not in plan.kinds()
+    assert faults.FaultKind.NATS_NODE_KILL not in faults.ALL_KINDS
+    assert faults.kinds_for(1) == faults.ALL_KINDS
+    assert run.RunConfig(seed=1, duration=1, workdir=REPO).fault_kinds == faults.ALL_KINDS
+    # Against one nats-server there is no node to kill.
+    with pytest.raises(ValueError, match="needs a NATS cluster"):
+        faults.plan(1, duration=600, kinds=(faults.FaultKind.NATS_NODE_KILL,))
+    with pytest.raises(SystemExit):
+        soak.main(["--kinds", "nats-node-kill,worker-kill"])
+
+
+def test_a_cluster_plan_kills_nats_nodes() -> None:
+    kind = faults.FaultKind.NATS_NODE_KILL
+    assert kind.value == "nats-node-kill"
+    config = run.RunConfig(seed=1, duration=1, workdir=REPO, nats_cluster=3)
+    assert config.fault_kinds == faults.CLUSTER_KINDS == (*faults.ALL_KINDS, kind)
+    for seed in (*DEFAULT_PLANS, 6):
+        plan = faults.plan(seed, duration=600, nats_cluster=3)
+        assert plan == faults.plan(seed, duration=600, nats_cluster=3)
+        assert plan.kinds() == set(faults.CLUSTER_KINDS)
+        # nats-restart takes the whole cluster down.
+        restarts = [f for f in plan.faults if f.kind is faults.FaultKind.NATS_RESTART]
+        assert {f.target for f in restarts} == {"nats cluster (all 3 nodes)"}
+    assert 540 < faults.plan(1, duration=600, nats_cluster=3).length <= 600
+    # The verification run's kinds.
+    few = (kind, faults.FaultKind.WORKER_KILL, faults.FaultKind.OPERATOR_KILL)
+    assert kind in faults.plan(6, duration=120, kinds=few, nats_cluster=3).kinds()
+
+    kills = faults.plan(SEED, duration=600, kinds=(kind,), nats_cluster=3).faults
+    assert len(kills) > 10
+    for fault in kills:
+        assert fault.target in {"n0", "n1", "n2"}  # kadence_devstack's node names
+        assert 2.0 <= fault.hold <= 10.0
+        assert fault.signal == "SIGKILL"
+    assert {f.target for f in kills} == {"n0", "n1", "n2"}
+    assert (
+        kills[0].describe()
+        == f"nats-node-kill {kills[0].target} (SIGKILL), down {kills[0].hold:.1f}s"
+    )
+    with pytest.raises(ValueError, match="nats_cluster"):
+        faults.plan(1, duration=600, nats_cluster=2)
+
+
+def test_queues_are_replicated_against_a_cluster() -> None:
+    queue = workload.QUEUES[0]
+    assert "replicas" not in workload.queue_manifest(queue)["spec"]
+    assert workload.queue_manifest(queue, replicas=3)["spec"]["replicas"] == 3
 
 
 @pytest.mark.integration

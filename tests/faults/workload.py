@@ -88,15 +88,19 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def queue_manifest(queue: QueuePlan) -> dict[str, Any]:
+def queue_manifest(queue: QueuePlan, *, replicas: int = 1) -> dict[str, Any]:
+    """The Queue; ``replicas`` (3 against a 3-node NATS cluster) copies of its streams."""
+    spec: dict[str, Any] = {
+        "partitions": queue.partitions,
+        "delivery": {"ackWait": f"{queue.ack_wait}s", "maxDeliver": MAX_DELIVER},
+    }
+    if replicas != 1:  # against one nats-server, the manifest the default run always had
+        spec["replicas"] = replicas
     return {
         "apiVersion": GROUP_VERSION,
         "kind": "Queue",
         "metadata": {"name": queue.name, "namespace": NAMESPACE},
-        "spec": {
-            "partitions": queue.partitions,
-            "delivery": {"ackWait": f"{queue.ack_wait}s", "maxDeliver": MAX_DELIVER},
-        },
+        "spec": spec,
     }
 
 

@@ -41,6 +41,9 @@ class NatsServer:
     #: JetStream's ``sync_interval`` (``"always"``: fsync before every acknowledgement, as the
     #: chart's bundled server does); None: the server's default (a flush every two minutes).
     sync_interval: str | None = None
+    #: A cluster's nodes do not tell clients the other nodes' URLs (``--no_advertise``): a
+    #: client stays on the URLs it was given (a proxy's, in the fault suite).
+    no_advertise: bool = False
     nodes: list[NatsNode] = field(default_factory=list)
 
     @property
@@ -91,6 +94,8 @@ class NatsServer:
                     "--routes",
                     routes,
                 ]
+                if self.no_advertise:
+                    argv.append("--no_advertise")
             proc = ManagedProcess(
                 name=f"nats-server {name}", argv=argv, log_path=self.workdir / f"{name}.log"
             )
