@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,15 +29,26 @@ def _open_connections(api: client.ApiClient) -> int:
     return sum(pool.num_connections for pool in pools._container.values())
 
 
-def test_lease_rounds_reuse_one_connection(kube: KubeControlPlane) -> None:
-    """Every round lists the Leases and rewrites the held ones; the writes' unread answers must
-    go back to the pool, or each write opens (and TLS-handshakes) a connection of its own."""
+@pytest.fixture
+def shard_space(kube: KubeControlPlane) -> Iterator[tuple[client.ApiClient, str]]:
+    """An API client and a namespace of its own (other tests' operators keep their shard
+    Leases in "default"), deleted afterwards."""
     new_client: Any = config.new_client_from_config
     api: client.ApiClient = new_client(config_file=str(kube.kubeconfig))
-    # A namespace of its own: other tests' operators keep their shard Leases in "default".
     namespace = f"shards-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    try:
+        yield api, namespace
+    finally:
+        core.delete_namespace(namespace)
+        api.close()
+
+
+def test_lease_rounds_reuse_one_connection(shard_space: tuple[client.ApiClient, str]) -> None:
+    """Every round lists the Leases and rewrites the held ones; the writes' unread answers must
+    go back to the pool, or each write opens (and TLS-handshakes) a connection of its own."""
+    api, namespace = shard_space
     settings = OperatorSettings(
         operator_namespace=namespace,
         operator_id=f"op-{uuid.uuid4().hex[:6]}",
@@ -46,23 +58,19 @@ def test_lease_rounds_reuse_one_connection(kube: KubeControlPlane) -> None:
         lease_retry=1,
     )
     leases = ShardLeases(api=api, settings=settings)
-    try:
-        rounds = 5
-        for _ in range(rounds):
-            assert leases._step() == []
-            time.sleep(0.06)
-        assert leases.owned() == frozenset(range(4))
-        held = [
-            lease
-            for lease in client.CoordinationV1Api(api).list_namespaced_lease(namespace).items
-            if lease.spec.holder_identity == settings.operator_id
-        ]
-        assert len(held) == 5  # four shards and the member Lease
-        # 5 rounds x (1 list + 4 shard writes) + member writes: 25+ requests on one connection.
-        assert _open_connections(api) == 1
-    finally:
-        core.delete_namespace(namespace)
-        api.close()
+    rounds = 5
+    for _ in range(rounds):
+        assert leases._step() == []
+        time.sleep(0.06)
+    assert leases.owned() == frozenset(range(4))
+    held = [
+        lease
+        for lease in client.CoordinationV1Api(api).list_namespaced_lease(namespace).items
+        if lease.spec.holder_identity == settings.operator_id
+    ]
+    assert len(held) == 5  # four shards and the member Lease
+    # 5 rounds x (1 list + 4 shard writes) + member writes: 25+ requests on one connection.
+    assert _open_connections(api) == 1
 
 
 def _renew_as(api: client.ApiClient, namespace: str, holder: str, shards: int) -> None:
@@ -88,16 +96,14 @@ def _renew_as(api: client.ApiClient, namespace: str, holder: str, shards: int) -
         leases.replace_namespaced_lease(name, namespace, body)
 
 
-def test_a_live_replica_with_its_clock_behind_keeps_its_shards(kube: KubeControlPlane) -> None:
+def test_a_live_replica_with_its_clock_behind_keeps_its_shards(
+    shard_space: tuple[client.ApiClient, str],
+) -> None:
     """Whether another replica's Lease expired is judged by this replica's clock, from when it
     saw the Lease change (as client-go's leader election does), not from the ``renewTime`` the
     holder's clock wrote: the fault suite's clock-jump had a replica take all the shards of one
     whose clock had jumped back, although it kept renewing them."""
-    new_client: Any = config.new_client_from_config
-    api: client.ApiClient = new_client(config_file=str(kube.kubeconfig))
-    namespace = f"shards-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    api, namespace = shard_space
     settings = OperatorSettings(
         operator_namespace=namespace,
         operator_id="op-b",
@@ -107,19 +113,15 @@ def test_a_live_replica_with_its_clock_behind_keeps_its_shards(kube: KubeControl
         lease_retry=1,
     )
     other = ShardLeases(api=api, settings=settings)
-    try:
-        for _ in range(4):  # 4 s of rounds: longer than the lease duration
-            _renew_as(api, namespace, "op-a", shards=2)
-            renewed = time.monotonic()
-            assert other._step() == []
-            assert other.owned() == frozenset()
-            time.sleep(1.0)
-        # op-a stops renewing: its shards are taken once they stayed unchanged 3 s.
-        while not other.owned() and time.monotonic() - renewed < 10:
-            other._step()
-            time.sleep(0.2)
-        assert other.owned() == frozenset({0, 1})
-        assert time.monotonic() - renewed >= 3.0
-    finally:
-        core.delete_namespace(namespace)
-        api.close()
+    for _ in range(4):  # 4 s of rounds: longer than the lease duration
+        _renew_as(api, namespace, "op-a", shards=2)
+        renewed = time.monotonic()
+        assert other._step() == []
+        assert other.owned() == frozenset()
+        time.sleep(1.0)
+    # op-a stops renewing: its shards are taken once they stayed unchanged 3 s.
+    while not other.owned() and time.monotonic() - renewed < 10:
+        other._step()
+        time.sleep(0.2)
+    assert other.owned() == frozenset({0, 1})
+    assert time.monotonic() - renewed >= 3.0

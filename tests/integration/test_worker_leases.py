@@ -266,20 +266,23 @@ async def test_forbid_never_runs_two_attempts_of_a_job_at_once(
         assert lease.holder is None  # released after the run
 
 
+def replace_run(job: JobRef, seconds: float, *, slot: datetime | None = None) -> RunRequest:
+    """A Replace run of ``job`` that works ``seconds``, scheduled for ``slot`` if given."""
+    return RunRequest(
+        run_id=unique("run-"),
+        task="jobs.exclusive",
+        payload=seconds,
+        job=job,
+        concurrency_policy=ConcurrencyPolicy.REPLACE,
+        ack_wait_seconds=10,
+        scheduled_at=slot,
+        trigger="Schedule" if slot is not None else None,
+    )
+
+
 def replace_runs(job: JobRef) -> tuple[RunRequest, RunRequest]:
     """A long Replace run (60 s) and the short one (0.5 s) that replaces it."""
-    old, new = (
-        RunRequest(
-            run_id=unique("run-"),
-            task="jobs.exclusive",
-            payload=seconds,
-            job=job,
-            concurrency_policy=ConcurrencyPolicy.REPLACE,
-            ack_wait_seconds=10,
-        )
-        for seconds in (60.0, 0.5)
-    )
-    return old, new
+    return replace_run(job, 60.0), replace_run(job, 0.5)
 
 
 async def test_replace_preempts_the_running_attempt(
@@ -547,16 +550,7 @@ async def test_an_older_replace_run_ends_cancelled_without_stopping_the_newer(
     Lease, or was redelivered) ends ``Cancelled`` at once; the newer run goes on."""
     job = a_job()
     newer, older = (
-        RunRequest(
-            run_id=unique("run-"),
-            task="jobs.exclusive",
-            payload=seconds,
-            job=job,
-            concurrency_policy=ConcurrencyPolicy.REPLACE,
-            ack_wait_seconds=10,
-            scheduled_at=datetime(2026, 12, 6, 12, 0, second, tzinfo=UTC),
-            trigger="Schedule",
-        )
+        replace_run(job, seconds, slot=datetime(2026, 12, 6, 12, 0, second, tzinfo=UTC))
         for seconds, second in ((2.0, 4), (0.5, 0))
     )
     leases = LeaseClient.from_kubeconfig(str(worker_kubeconfig))
