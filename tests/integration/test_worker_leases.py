@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
@@ -50,6 +51,7 @@ from kadence.storage import OutputWriter, S3Storage, output_location
 from kadence_devstack.kube import KubeControlPlane
 from kadence_devstack.nats import NatsServer
 from kadence_devstack.s3 import S3Server
+from tests.faults.tcpproxy import TcpProxy
 from tests.integration.test_worker_support import (
     WorkerProcess,
     connected,
@@ -635,9 +637,8 @@ async def test_a_run_holds_its_lease_until_its_report_and_ack_are_through(
     from kadence.client import KadenceClient
     from kadence.config import Settings
     from kadence.runtime import Worker
-    from tests.faults import tcpproxy
 
-    proxy = tcpproxy.TcpProxy(workdir=tmp_path / "tcpproxy", log_path=tmp_path / "tcpproxy.log")
+    proxy = TcpProxy(workdir=tmp_path / "tcpproxy", log_path=tmp_path / "tcpproxy.log")
     proxy.start({"nats": ("127.0.0.1", nats_server.nodes[0].port)})
     job = a_job()
     request = RunRequest(
@@ -692,3 +693,99 @@ async def test_a_run_holds_its_lease_until_its_report_and_ack_are_through(
         assert [(r.state, r.attempt) for r in results if r.is_final] == [(RunState.SUCCEEDED, 1)]
     finally:
         proxy.stop()
+
+
+async def test_a_preemption_request_after_the_attempt_ended_does_not_end_the_hold(
+    worker_kubeconfig: Path, kube: KubeControlPlane
+) -> None:
+    """Soak seed 3's worker-partition: a Replace attempt ended as the worker was cut off from
+    NATS, and the next run asked for the Lease. The renewals stopped at that request, the Lease
+    ran out while the report waited, and the run's redelivery took it and ran the run again:
+    Succeeded, then Cancelled, in the results stream. After the attempt, a preemption request
+    only waits for the release; a keeper it had stopped already is started again."""
+    leases = LeaseClient.from_kubeconfig(str(worker_kubeconfig))
+    job = unique("job-")
+    for early in (False, True):
+        holder = f"w1/{job}-{early}/1"
+        lock = leases.lock(namespace=NAMESPACE, job=job, holder=holder, duration=2)
+        newer = leases.lock(namespace=NAMESPACE, job=job, holder="w2/newer/1", duration=2)
+        await lock.aacquire()
+        keeper = lock.keeping()
+        if early:  # the request came as the handler returned: the keeper stopped at it
+            assert await newer.apreempt()
+            with pytest.raises(LeasePreempted):
+                await asyncio.wait_for(keeper, 5)
+        lock.attempt_ended()
+        assert await newer.apreempt() or early
+        await asyncio.sleep(3.0)  # longer than the Lease (2 s): renewed meanwhile
+        lease = read_lease(kube, job)
+        assert lease is not None
+        assert (lease.holder, lease.live()) == (holder, True)
+        with pytest.raises(LeaseHeld):
+            await newer.aacquire()
+        await lock.arelease()
+        assert (await newer.aacquire()) >= 1
+        await newer.arelease()
+
+
+def through_a_proxy(kubeconfig: Path, tmp_path: Path) -> tuple[TcpProxy, Path]:
+    """A TCP proxy to the API server (route ``api``), and a copy of ``kubeconfig`` naming it."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    host, port = cluster["server"].removeprefix("https://").rsplit(":", 1)
+    proxy = TcpProxy(workdir=tmp_path / "tcpproxy", log_path=tmp_path / "tcpproxy.log")
+    proxy.start({"api": (host, int(port))})
+    cluster["server"] = f"https://{host}:{proxy.port('api')}"
+    path = tmp_path / "kubeconfig-proxied"
+    path.write_text(yaml.safe_dump(config))
+    return proxy, path
+
+
+async def test_a_holder_that_cannot_reach_the_api_server_reports_no_final_state(
+    worker_kubeconfig: Path, kube: KubeControlPlane, tmp_path: Path
+) -> None:
+    """Soak seed 3, the other half: a worker cut off from the API server could not verify its
+    Lease and reported its success anyway; the report came after the run's redelivery had taken
+    the Lease and run it again elsewhere. Verifying is retried until the hold would have run
+    out, then the outcome is ``LeaseLost`` (not final, the message left for the redelivery)."""
+    proxy, cut = through_a_proxy(worker_kubeconfig, tmp_path)
+    try:
+        job = a_job()
+        lock = LeaseClient.from_kubeconfig(str(cut)).lock(
+            namespace=NAMESPACE, job=job.name, holder="cut/run/1", duration=3
+        )
+        await lock.aacquire()
+        request = RunRequest(
+            run_id="run",
+            task="jobs.exclusive",
+            payload=0.5,
+            job=job,
+            concurrency_policy=ConcurrencyPolicy.FORBID,
+        )
+        spec = app.get("jobs.exclusive")
+        assert spec is not None
+        cancel = CancelFlag()
+        ctx = Context(
+            request=request,
+            attempt=1,
+            output=OutputWriter(
+                None, output_location(request, namespace=NAMESPACE, bucket="b", attempt=1)
+            ),
+            heartbeat=lambda: None,
+            worker="cut",
+            cancel_event=cancel,
+        )
+        attempt = asyncio.ensure_future(
+            run_attempt(spec, ctx, executor=None, cancel_event=cancel, store=None, lock=lock)
+        )
+        proxy.partition("api")  # the handler (0.5 s) returns with the API server out of reach
+        outcome = await asyncio.wait_for(attempt, 60)  # the client retries timed-out requests
+        lock.stop_keeping()
+    finally:
+        proxy.stop()
+    assert outcome.state is RunState.RETRYING
+    assert outcome.disposition is Disposition.NONE
+    assert outcome.error is not None
+    assert outcome.error.type == "LeaseLost"
+    assert "could not verify" in outcome.error.message
+    assert "Succeeded is not reported" in outcome.error.message

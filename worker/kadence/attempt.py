@@ -39,6 +39,8 @@ log = logging.getLogger("kadence.worker")
 
 #: Seconds a cancelled async handler gets to unwind before it is abandoned.
 HANDLER_CLEANUP = 5.0
+#: Seconds between tries to verify the Job's Lease before a final report, while unreachable.
+VERIFY_RETRY_SECONDS = 0.5
 
 
 def store_value(value: Any, output: OutputWriter) -> None:
@@ -139,25 +141,45 @@ async def run_attempt(
         replaced=replaced,
         processes=processes,
     )
-    if lock is not None and outcome.state not in (RunState.RETRYING, RunState.RUNNING):
-        return await _fenced(outcome, lock)
+    if lock is not None:
+        lock.attempt_ended()  # held, whoever asks for it, until the report and ack are through
+        if outcome.state not in (RunState.RETRYING, RunState.RUNNING):
+            return await _fenced(outcome, lock)
     return outcome
 
 
 async def _fenced(outcome: Outcome, lock: JobLock) -> Outcome:
-    """``outcome``, or :func:`~kadence.outcomes.lease_lost` if ``lock`` is no longer held."""
+    """``outcome``, or :func:`~kadence.outcomes.lease_lost` unless ``lock`` is verified held.
+
+    An API server this worker cannot reach (a partition of its own, a 429 storm) makes the hold
+    unknown: verifying is retried until the hold would have run out by this worker's clock, as
+    the renewals are. Past that another worker may have taken the Lease and be running the run
+    again, so this outcome is not reported: reported anyway, it reached the results stream after
+    that attempt's own (soak seed 3), two final states for one run.
+    """
     from kadence.leases import LeaseError, LeaseLost
 
-    try:
-        await lock.averify()
-    except LeaseLost as error:
-        lost = outcomes.lease_lost(f"{error}; this attempt's {outcome.state} is not reported")
+    while True:
+        try:
+            await lock.averify()
+            return outcome
+        except LeaseLost as error:
+            why = str(error)
+        except LeaseError as error:
+            left = lock.expires_in() - lock.renew_interval / 2
+            if left > 0:
+                log.warning(
+                    "could not verify lease %s before reporting (%s); retrying for %.1fs more",
+                    lock.name,
+                    error,
+                    left,
+                )
+                await asyncio.sleep(min(VERIFY_RETRY_SECONDS, left))
+                continue
+            why = f"could not verify lease {lock.name} before it would run out ({error})"
+        lost = outcomes.lease_lost(f"{why}; this attempt's {outcome.state} is not reported")
         lost.duration, lost.abandoned = outcome.duration, outcome.abandoned
         return lost
-    except LeaseError as error:
-        # Unknown (the API server is unreachable): report; the outputs are in its own folder.
-        log.warning("could not verify lease %s before reporting: %s", lock.name, error)
-    return outcome
 
 
 async def _handle(

@@ -8,7 +8,9 @@ holds the ``coordination.k8s.io/v1`` Lease ``kadence-job-<job>`` in the Job's na
   ``resourceVersion``-guarded replace that increments ``leaseTransitions``. A 409 means another
   worker won the race: held.
 - **renew** every ``duration / 3``; a Lease found with another holder is lost (:class:`LeaseLost`),
-  and the attempt must stop.
+  and the attempt must stop. A preemption request (Replace) stops the attempt too; once the
+  attempt has ended (:meth:`JobLock.attempt_ended`) the renewals go on until the release and
+  the newer run waits for it.
 - **release**: clear the holder at the end of the attempt.
 - **order** (``Replace`` only): a lock given the run's ``scheduled_at`` records the newest slot
   that took the Lease in an annotation (kept across holders) and refuses an older run with
@@ -256,6 +258,8 @@ class JobLock:
         self._mine: LeaseRecord | None = None
         #: The background renewals (:meth:`keeping`), until the release.
         self._keeper: asyncio.Future[NoReturn] | None = None
+        #: Whether the attempt ended (:meth:`attempt_ended`): preemption requests are ignored.
+        self._ended = False
 
     def __repr__(self) -> str:
         return f"JobLock({self.namespace}/{self.name}, holder={self.holder!r}, token={self.token})"
@@ -520,6 +524,32 @@ class JobLock:
             self._keeper.add_done_callback(lambda f: f.cancelled() or f.exception())
         return self._keeper
 
+    def attempt_ended(self) -> None:
+        """The attempt's handler is done: hold the Lease until :meth:`arelease` whatever run
+        asks for it meanwhile.
+
+        While the handler runs, a newer run's preemption request (Replace) stops it. After that
+        the run is only reporting its end and acking its message; giving the Lease up then (the
+        renewals used to stop at the request) let it run out while a report waited on a cut-off
+        NATS connection, and the run's redelivery took it and ran the run a second time (soak
+        seed 3: Succeeded, then Cancelled). The newer run takes the Lease at the release. A
+        keeper already stopped by a preemption request is started again.
+        """
+        self._ended = True
+        keeper = self._keeper
+        if (
+            keeper is not None
+            and keeper.done()
+            and not keeper.cancelled()
+            and isinstance(keeper.exception(), LeasePreempted)
+        ):
+            self._keeper = None
+            self.keeping()
+
+    def expires_in(self) -> float:
+        """Seconds until this hold runs out by this worker's clock, from its last renewal."""
+        return self._renewed_at + self.duration - time.monotonic()
+
     def stop_keeping(self) -> asyncio.Future[NoReturn] | None:
         """Stop the background renewals (the Lease then runs out on its own, or is released)."""
         keeper = self._keeper
@@ -535,15 +565,15 @@ class JobLock:
 
         Transient API errors are retried until the hold would have expired: after that nobody can
         tell whether another worker took over, so the attempt must stop (:class:`LeaseLost`).
+        A preemption request raises :class:`LeasePreempted` until :meth:`attempt_ended`.
         """
         while True:
             await asyncio.sleep(self.renew_interval)
             try:
-                await self.arenew()
+                await asyncio.to_thread(self.renew, check_preempted=not self._ended)
             except LeaseLost:
                 raise
             except LeaseError as error:
-                expires_in = self._renewed_at + self.duration - time.monotonic()
-                if expires_in <= self.renew_interval / 2:
+                if self.expires_in() <= self.renew_interval / 2:
                     raise LeaseLost(f"could not renew lease {self.name}: {error}") from error
                 log.warning("renewing lease %s failed (%s); retrying", self.name, error)
