@@ -278,3 +278,40 @@ def test_ready_is_written_after_the_runs_also_when_a_publish_fails() -> None:
     assert isinstance(ready.mutation, functools.partial)
     assert ready.mutation.func is fold.set_ready
     assert ready.mutation.keywords["ok"] is True
+
+
+def test_a_missed_count_from_a_stale_view_counts_only_what_nobody_counted() -> None:
+    """Soak seed 3 counted one slot more than the schedule had (missed), after the Job's shard
+    went from one replica to the other and back within seconds. A replica decides from its own
+    view of the Job; when another replica's count of the same outage reached the status first,
+    the range overlaps it: the slots that count already must not count again."""
+
+    def replica(last_slot: datetime) -> Entry:
+        entry = Entry("ns", "job", UID, 1, ANCHOR, b"", None, 0, queue_name="q")
+        entry.schedule = scheduling.Schedule(interval=timedelta(seconds=10), anchor=ANCHOR)
+        entry.catch_up = scheduling.CatchUpPolicy.NONE
+        entry.grace = timedelta(0)
+        entry.ready_written = True
+        entry.last_slot = last_slot
+        return entry
+
+    status: fold.Status = {"lastHandledSlot": "2026-03-28T23:00:00Z"}
+    # One replica counts the slots :10, :20 and :30 missed (decided at :35, written first) ...
+    first = replica(ANCHOR)
+    status = _apply(
+        status, plan.decide(first, QUEUE, ANCHOR + timedelta(seconds=35)).effects, first
+    )
+    assert status["counters"]["missed"] == 3
+    # ... the other, whose view still ends at :00, counts (:00, :50] at :55: only :40 and :50.
+    second = replica(ANCHOR)
+    at = ANCHOR + timedelta(seconds=55)
+    status = _apply(status, plan.decide(second, QUEUE, at).effects, second)
+    assert status["counters"]["missed"] == 5
+    assert status["lastHandledSlot"] == "2026-03-28T23:00:50Z"
+    # And a Catch-up One decision runs its newest late slot and counts the rest only.
+    third = replica(ANCHOR)
+    third.catch_up = scheduling.CatchUpPolicy.ONE
+    status = {"lastHandledSlot": "2026-03-28T23:00:30Z", "counters": {"missed": 3}}
+    status = _apply(status, plan.decide(third, QUEUE, at).effects, third)
+    assert status["counters"]["missed"] == 4  # :40; :50 runs
+    assert [r["scheduledAt"] for r in status["runs"]] == ["2026-03-28T23:00:50Z"]

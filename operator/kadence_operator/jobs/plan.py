@@ -154,6 +154,20 @@ class _View:
                 self.backfill_pending = False
 
 
+def _missed_after(
+    schedule: scheduling.Schedule,
+    since: datetime,
+    *,
+    through: datetime,
+    running: tuple[datetime, ...],
+) -> int:
+    """How many slots in ``(since, through]`` a catch-up decision counts missed: all but the
+    late ones it runs (:func:`kadence_operator.results.fold.record_missed`)."""
+    limit = scheduling.MISSED_COUNT_LIMIT if schedule.interval is None else None
+    due = scheduling.count_fire_times(schedule, after=since, until=through, limit=limit)
+    return max(0, due - sum(1 for slot in running if slot > since))
+
+
 def decide(entry: Entry, queue: QueueInfo | None, now: datetime) -> Plan:
     """The fire of ``entry`` at ``now`` with its Queue as ``queue`` (None: not found)."""
     problem = None
@@ -273,6 +287,7 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
                 schedule, at_or_before=catch_up.on_time - timedelta(microseconds=1)
             )
         assert late_until is not None  # there were late slots
+        running = tuple(s for s in catch_up.to_run if s != catch_up.on_time)
         view.add(
             Post(
                 functools.partial(
@@ -280,6 +295,9 @@ def _decide_ready(entry: Entry, view: _View, now: datetime) -> None:
                     missed=catch_up.missed,
                     after=view.last_slot,
                     through=late_until,
+                    missed_after=functools.partial(
+                        _missed_after, schedule, through=late_until, running=running
+                    ),
                 )
             ),
             Count("missed", catch_up.missed),

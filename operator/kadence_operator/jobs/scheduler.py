@@ -609,6 +609,15 @@ class Scheduler:
             self._dispatcher.arm(entry, effect)
         elif isinstance(effect, plan.Count):
             self._dispatcher.count(effect.reason, effect.amount)
+            if effect.reason == "missed":
+                logger.info(
+                    "%s/%s: %d slot(s) missed since %s (catchUp %s)",
+                    entry.namespace,
+                    entry.name,
+                    effect.amount,
+                    _iso(entry.last_slot) if entry.last_slot else "creation",
+                    entry.catch_up.value,
+                )
         elif isinstance(effect, plan.ForgetTemplate):
             entry.template = entry.template_queue = entry.job_ref = None
         else:

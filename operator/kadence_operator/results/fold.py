@@ -23,6 +23,7 @@ successor's missed count — :func:`record_missed` leaves out the slots already 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -181,7 +182,12 @@ def record_passed(status: Status, *, through: datetime) -> Status:
 
 
 def record_missed(
-    status: Status, *, missed: int, after: datetime | None, through: datetime
+    status: Status,
+    *,
+    missed: int,
+    after: datetime | None,
+    through: datetime,
+    missed_after: Callable[[datetime], int] | None = None,
 ) -> Status:
     """``missed`` slots in ``(after, through]`` were due while no replica could run them (or
     later than the catch-up policy runs) and are not run.
@@ -189,6 +195,12 @@ def record_missed(
     Idempotent: a count whose ``through`` is not newer than ``lastHandledSlot`` was made
     already. A slot of the range already recorded as run (its result came in before this count:
     the previous operator published it and died before recording it) is not missed.
+
+    A ``lastHandledSlot`` inside the range means another decision dealt with its start since
+    this one was made (a replica that held the Job's shard meanwhile, whose write reached the
+    status first): only the slots after it count then, ``missed_after(lastHandledSlot)`` of
+    them (the decision's count of its missed slots after an instant). Without it, a slot
+    counted missed there was counted a second time here.
     """
     last = status.get("lastHandledSlot")
     end = _ts(through)
@@ -196,6 +208,8 @@ def record_missed(
     if last is not None and last >= end:
         return status
     start = _ts(after)
+    if last is not None and missed_after is not None and (start is None or last > start):
+        missed, start = missed_after(datetime.fromisoformat(last)), last
     ran = sum(
         1
         for run in status.get("runs") or []
