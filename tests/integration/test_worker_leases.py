@@ -511,7 +511,7 @@ def test_replace_orders_its_runs_by_slot(worker_kubeconfig: Path, kube: KubeCont
     t1, t2 = (datetime(2026, 12, 6, 12, 0, s, tzinfo=UTC) for s in (0, 4))
 
     def ordered(holder: str, slot: datetime) -> JobLock:
-        return leases.ordered_lock(
+        return leases.lock(
             namespace=NAMESPACE, job=job, holder=holder, scheduled_at=slot, duration=5
         )
 

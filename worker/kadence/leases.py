@@ -198,20 +198,17 @@ class LeaseClient:
         return LeaseRecord.from_api(lease)
 
     def lock(
-        self, *, namespace: str, job: str, holder: str, duration: int = DEFAULT_LEASE_SECONDS
-    ) -> JobLock:
-        return JobLock(self, namespace=namespace, job=job, holder=holder, duration=duration)
-
-    def ordered_lock(
         self,
         *,
         namespace: str,
         job: str,
         holder: str,
-        scheduled_at: datetime,
         duration: int = DEFAULT_LEASE_SECONDS,
+        scheduled_at: datetime | None = None,
     ) -> JobLock:
-        """A lock an older run than the Lease's newest never gets (:class:`LeaseSuperseded`)."""
+        """A lock on the Job's Lease. Given the run's ``scheduled_at`` (Replace), the lock is
+        ordered: a run older than the newest that took the Lease never gets it
+        (:class:`LeaseSuperseded`)."""
         return JobLock(
             self,
             namespace=namespace,

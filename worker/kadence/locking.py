@@ -8,10 +8,10 @@ shortened to its renew interval. Such a run was not attempted, so nothing is rep
 attempt renews the Lease while it runs (:mod:`kadence.attempt`); settling releases it after the
 ack (:mod:`kadence.settling`).
 
-``Replace`` orders its runs by slot (:meth:`~kadence.leases.LeaseClient.ordered_lock`): a run
-older than the newest that took the Lease was replaced by it while it waited, and ends
-``Cancelled`` without an attempt (:attr:`Taken.superseded`) instead of waiting, running late or
-stopping the newer run.
+``Replace`` orders its runs by slot (:meth:`~kadence.leases.LeaseClient.lock` given
+``scheduled_at``): a run older than the newest that took the Lease was replaced by it while it
+waited, and ends ``Cancelled`` without an attempt (:attr:`Taken.superseded`) instead of
+waiting, running late or stopping the newer run.
 """
 
 from __future__ import annotations
@@ -87,21 +87,14 @@ class JobLocks:
             return _WAIT
         holder = f"{self.worker}/{request.run_id}/{attempt}"
         replace = request.concurrency_policy is ConcurrencyPolicy.REPLACE
-        if replace and request.scheduled_at is not None:
-            lock = self.leases.ordered_lock(
-                namespace=request.job.namespace,
-                job=request.job.name,
-                holder=holder,
-                scheduled_at=request.scheduled_at,
-                duration=self.duration,
-            )
-        else:
-            lock = self.leases.lock(
-                namespace=request.job.namespace,
-                job=request.job.name,
-                holder=holder,
-                duration=self.duration,
-            )
+        # Replace orders its runs by slot: an older run never takes the Lease after a newer one.
+        lock = self.leases.lock(
+            namespace=request.job.namespace,
+            job=request.job.name,
+            holder=holder,
+            duration=self.duration,
+            scheduled_at=request.scheduled_at if replace else None,
+        )
         try:
             token = await lock.aacquire()
             return Taken(proceed=True, lock=lock, token=token)
