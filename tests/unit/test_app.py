@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -546,3 +547,27 @@ def test_example_app_tasks() -> None:
     assert runs["r-import"].result_json()["sums"] == {"units": 7.5}
     assert runs["r-fail"].state is RunState.FAILED
     assert runs["r-fail"].attempts == 2
+
+
+def test_settings_token_file_is_read_at_every_connect(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("first-token\n")
+    settings = Settings.from_env(
+        {"KADENCE_NATS_TOKEN_FILE": str(token), "KADENCE_NATS_INBOX_PREFIX": "_INBOX.team-a.w"}
+    )
+    options = settings.nats_options()
+    assert options["inbox_prefix"] == "_INBOX.team-a.w"
+    read = options["token"]
+    assert callable(read)
+    assert read() == "first-token"
+    token.write_text("rotated-token")  # the kubelet rotates projected tokens in place
+    assert read() == "rotated-token"
+    assert "token" not in Settings().nats_options()
+    assert "inbox_prefix" not in Settings().nats_options()
+
+
+def test_settings_token_and_token_file_exclude_each_other() -> None:
+    with pytest.raises(ValueError, match="exclude each other"):
+        Settings.from_env({"KADENCE_NATS_TOKEN": "t", "KADENCE_NATS_TOKEN_FILE": "/t"})
+    with pytest.raises(ValueError, match="not a subject prefix"):
+        Settings(nats_inbox_prefix="_INBOX.>")

@@ -4,37 +4,44 @@ The operator's worker Deployment and users' shells configure Kadence the same wa
 environment. :meth:`Settings.from_env` reads it once into an immutable model; secrets are
 :class:`~pydantic.SecretStr`, so neither ``repr`` nor logs ever show them.
 
-===========================  =================================================================
-variable                     meaning
-===========================  =================================================================
-``KADENCE_NATS_URL``         NATS server URL(s), comma-separated (default nats://127.0.0.1:4222)
-``KADENCE_NATS_USER``        user name (with ``KADENCE_NATS_PASSWORD``)
-``KADENCE_NATS_PASSWORD``    password
-``KADENCE_NATS_TOKEN``       token authentication
-``KADENCE_NATS_CREDS``       path of a ``.creds`` file (JWT + NKey)
-``KADENCE_NATS_CA``          path of a CA bundle; enables TLS
-``KADENCE_S3_ENDPOINT``      ``host:port`` of the S3 service; unset: no output storage
-``KADENCE_S3_ACCESS_KEY``    access key
-``KADENCE_S3_SECRET_KEY``    secret key
-``KADENCE_S3_SECURE``        use HTTPS (default true)
-``KADENCE_OUTPUT_BUCKET``    bucket for run outputs (default ``kadence-outputs``)
-``KADENCE_NAMESPACE``        namespace of the Queue served or published to (default ``default``)
-``KADENCE_WORKER_NAME``      identity in results and Leases (default ``<hostname>-<pid>``)
-``KUBECONFIG``               kubeconfig for Leases; unset: in-cluster service account
-===========================  =================================================================
+===============================  =================================================================
+variable                         meaning
+===============================  =================================================================
+``KADENCE_NATS_URL``             NATS server URL(s), comma-separated (default nats://127.0.0.1:4222)
+``KADENCE_NATS_USER``            user name (with ``KADENCE_NATS_PASSWORD``)
+``KADENCE_NATS_PASSWORD``        password
+``KADENCE_NATS_TOKEN``           token authentication
+``KADENCE_NATS_TOKEN_FILE``      file holding the token, read again at every (re)connect: a
+                                 projected ServiceAccount token, which the kubelet rotates
+``KADENCE_NATS_INBOX_PREFIX``    prefix of reply inboxes (default ``_INBOX``); with the auth
+                                 callout ``_INBOX.<namespace>.<serviceaccount>``, the only inbox
+                                 that identity may subscribe to
+``KADENCE_NATS_CREDS``           path of a ``.creds`` file (JWT + NKey)
+``KADENCE_NATS_CA``              path of a CA bundle; enables TLS
+``KADENCE_S3_ENDPOINT``          ``host:port`` of the S3 service; unset: no output storage
+``KADENCE_S3_ACCESS_KEY``        access key
+``KADENCE_S3_SECRET_KEY``        secret key
+``KADENCE_S3_SECURE``            use HTTPS (default true)
+``KADENCE_OUTPUT_BUCKET``        bucket for run outputs (default ``kadence-outputs``)
+``KADENCE_NAMESPACE``            namespace of the Queue served or published to (default ``default``)
+``KADENCE_WORKER_NAME``          identity in results and Leases (default ``<hostname>-<pid>``)
+``KUBECONFIG``                   kubeconfig for Leases; unset: in-cluster service account
+===============================  =================================================================
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from kadence.constants import DEFAULT_OUTPUT_BUCKET
 
@@ -68,6 +75,8 @@ class Settings(BaseModel):
     nats_user: str | None = None
     nats_password: SecretStr | None = None
     nats_token: SecretStr | None = None
+    nats_token_file: str | None = None
+    nats_inbox_prefix: str | None = None
     nats_creds: str | None = None
     nats_ca: str | None = None
     s3_endpoint: str | None = None
@@ -87,6 +96,22 @@ class Settings(BaseModel):
             raise ValueError("at least one NATS URL is required")
         return cleaned
 
+    @field_validator("nats_inbox_prefix")
+    @classmethod
+    def _inbox_prefix(cls, prefix: str | None) -> str | None:
+        if prefix is None:
+            return None
+        prefix = prefix.strip().rstrip(".")
+        if not prefix or any(c in prefix for c in " *>") or ".." in prefix:
+            raise ValueError(f"not a subject prefix: {prefix!r}")
+        return prefix
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Settings:
+        if self.nats_token is not None and self.nats_token_file is not None:
+            raise ValueError("KADENCE_NATS_TOKEN and KADENCE_NATS_TOKEN_FILE exclude each other")
+        return self
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``environ`` (default ``os.environ``); keyword overrides win."""
@@ -103,6 +128,8 @@ class Settings(BaseModel):
             "nats_user": "KADENCE_NATS_USER",
             "nats_password": "KADENCE_NATS_PASSWORD",
             "nats_token": "KADENCE_NATS_TOKEN",
+            "nats_token_file": "KADENCE_NATS_TOKEN_FILE",
+            "nats_inbox_prefix": "KADENCE_NATS_INBOX_PREFIX",
             "nats_creds": "KADENCE_NATS_CREDS",
             "nats_ca": "KADENCE_NATS_CA",
             "s3_endpoint": "KADENCE_S3_ENDPOINT",
@@ -140,11 +167,24 @@ class Settings(BaseModel):
             options["password"] = self.nats_password.get_secret_value()
         if self.nats_token is not None:
             options["token"] = self.nats_token.get_secret_value()
+        if self.nats_token_file is not None:
+            # nats-py calls a callable token at every CONNECT, reconnects included, so a token
+            # the kubelet rotated is the one sent.
+            options["token"] = functools.partial(read_token, self.nats_token_file)
+        if self.nats_inbox_prefix is not None:
+            # Every reply inbox of the client (nats-py's requests, JetStream API calls, pull
+            # subscriptions, and Kadence's own through ``nc.new_inbox``) starts with it.
+            options["inbox_prefix"] = self.nats_inbox_prefix
         if self.nats_creds is not None:
             options["user_credentials"] = self.nats_creds
         if self.nats_ca is not None:
             options["tls"] = ssl.create_default_context(cafile=self.nats_ca)
         return options
+
+
+def read_token(path: str) -> str:
+    """The token in ``path`` (surrounding whitespace removed), read afresh on every call."""
+    return Path(path).read_text().strip()
 
 
 def nats_event_callbacks(
