@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,36 @@ def _ready(monitor_port: int) -> bool:
     import requests
 
     return requests.get(f"http://127.0.0.1:{monitor_port}{_HEALTH}", timeout=1).ok
+
+
+@dataclass(frozen=True)
+class AuthCallout:
+    """nats-server's ``authorization { users, auth_callout }`` (config mode, account ``$G``).
+
+    Every client but the callout's own static user is sent to the auth callout service on
+    ``$SYS.REQ.USER.AUTH``; the user JWTs it answers with must be signed by ``issuer`` (an
+    account public key, ``A…``). The static user may only take those requests and answer them.
+    """
+
+    issuer: str
+    user: str
+    password: str = field(repr=False)
+
+    def config(self) -> str:
+        # JSON strings are valid in nats-server's config syntax, and quote anything.
+        return (
+            "authorization {\n"
+            "  users: [\n"
+            f"    {{ user: {json.dumps(self.user)}, password: {json.dumps(self.password)},\n"
+            '      permissions: { subscribe: ["$SYS.REQ.USER.AUTH"], publish: { deny: [">"] },\n'
+            "                     allow_responses: true } }\n"
+            "  ]\n"
+            "  auth_callout {\n"
+            f"    issuer: {json.dumps(self.issuer)}\n"
+            f"    auth_users: [{json.dumps(self.user)}]\n"
+            "  }\n"
+            "}\n"
+        )
 
 
 @dataclass
@@ -44,6 +75,8 @@ class NatsServer:
     #: A cluster's nodes do not tell clients the other nodes' URLs (``--no_advertise``): a
     #: client stays on the URLs it was given (a proxy's, in the fault suite).
     no_advertise: bool = False
+    #: Clients authenticate through an auth callout service (tests of kadence_operator.identity).
+    auth_callout: AuthCallout | None = None
     nodes: list[NatsNode] = field(default_factory=list)
 
     @property
@@ -78,12 +111,18 @@ class NatsServer:
                 "-n",
                 name,
             ]
-            if self.sync_interval is not None:
-                # No command-line flag for it: a config file with only that, the flags above
-                # set the rest.
+            if self.sync_interval is not None or self.auth_callout is not None:
+                # No command-line flags for these: a config file with only them, the flags
+                # above set the rest.
+                text = ""
+                if self.sync_interval is not None:
+                    text += f"jetstream {{\n  sync_interval: {self.sync_interval}\n}}\n"
+                if self.auth_callout is not None:
+                    text += self.auth_callout.config()
                 conf = self.workdir / f"{name}.conf"
                 conf.parent.mkdir(parents=True, exist_ok=True)
-                conf.write_text(f"jetstream {{\n  sync_interval: {self.sync_interval}\n}}\n")
+                conf.write_text(text)
+                conf.chmod(0o600)
                 argv += ["-c", str(conf)]
             if self.cluster_size > 1:
                 argv += [
