@@ -66,6 +66,11 @@ class OperatorSettings(BaseModel):
         default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
     )
 
+    #: NATS identities: the audience of the ServiceAccount token the operator-run workers present
+    #: to NATS (the auth callout's, ``kadence.io/nats``). Their pods get it projected and rotated;
+    #: the Secret above then needs no NATS credentials. Empty: shared credentials.
+    nats_token_audience: str | None = Field(default=None, max_length=253)
+
     @model_validator(mode="after")
     def _check_timings(self) -> OperatorSettings:
         if self.lease_renew >= self.lease_duration:

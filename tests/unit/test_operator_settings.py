@@ -18,6 +18,7 @@ def test_defaults() -> None:
     assert (s.shards, s.lease_duration, s.lease_renew, s.lease_retry) == (32, 15.0, 10.0, 2.0)
     assert (s.status_interval, s.dispatch_quiet, s.dispatch_burst) == (5.0, 0.2, 100)
     assert s.dispatch_stage == 16
+    assert s.nats_token_audience is None  # shared NATS credentials
 
 
 def test_values_are_read_from_kadence_variables_and_empty_ones_ignored() -> None:
@@ -28,9 +29,11 @@ def test_values_are_read_from_kadence_variables_and_empty_ones_ignored() -> None
             "KADENCE_DISPATCH_BURST": "25",
             "KADENCE_DISPATCH_STAGE": "0",
             "KADENCE_STATUS_INTERVAL": "",
+            "KADENCE_NATS_TOKEN_AUDIENCE": "kadence.io/nats",
             "SHARDS": "99",
         }
     )
+    assert s.nats_token_audience == "kadence.io/nats"
     assert (s.shards, s.dispatch_quiet, s.dispatch_burst, s.status_interval) == (8, 0.0, 25, 5.0)
     assert s.dispatch_stage == 0
 

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from kadence_operator.api import QueueSpec
+from kadence_operator.identity.permissions import UnusableName
 from kadence_operator.queues.workers import (
+    NATS_TOKEN_DIR,
     SCALED_AT_ANNOTATION,
     decide_replicas,
     deployment_name,
@@ -299,3 +301,41 @@ def test_rendered_deployment_carries_qualified_endpoints() -> None:
     assert env["KADENCE_S3_ENDPOINT"] == "seaweedfs.kadence-system.svc:8333"
     assert env["KADENCE_NATS_URL"].split(",")[0] == "nats://nats.kadence-system.svc:4222"
     assert env["KADENCE_NAMESPACE"] == "team-a"
+
+
+def test_with_nats_identities_the_workers_present_their_projected_service_account_token() -> None:
+    deployment = render(
+        spec(serviceAccountName="reports-worker"), nats_token_audience="kadence.io/nats"
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+    assert env["KADENCE_NATS_TOKEN_FILE"] == "/var/run/secrets/kadence.io/nats/token"
+    assert env["KADENCE_NATS_INBOX_PREFIX"] == "_INBOX.team-a.reports-worker"
+    (projected,) = [v for v in pod["volumes"] if v["name"] == "kadence-nats-token"]
+    assert projected["projected"]["sources"] == [
+        {
+            "serviceAccountToken": {
+                "audience": "kadence.io/nats",
+                "expirationSeconds": 3600,
+                "path": "token",
+            }
+        }
+    ]
+    assert {"name": "kadence-nats-token", "mountPath": NATS_TOKEN_DIR, "readOnly": True} in (
+        container(deployment)["volumeMounts"]
+    )
+    # The pod's own ServiceAccount, or the namespace's default one.
+    env = {e["name"]: e["value"] for e in container(render(spec(), nats_token_audience="a"))["env"]}
+    assert env["KADENCE_NATS_INBOX_PREFIX"] == "_INBOX.team-a.default"
+
+
+def test_without_nats_identities_no_token_is_projected() -> None:
+    deployment = render(spec(serviceAccountName="reports-worker"))
+    assert [v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+    names = {e["name"] for e in container(deployment)["env"]}
+    assert not names & {"KADENCE_NATS_TOKEN_FILE", "KADENCE_NATS_INBOX_PREFIX"}
+
+
+def test_a_service_account_name_with_dots_cannot_name_a_nats_inbox() -> None:
+    with pytest.raises(UnusableName, match=r"workers\.v1"):
+        render(spec(serviceAccountName="workers.v1"), nats_token_audience="kadence.io/nats")

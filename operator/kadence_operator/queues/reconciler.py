@@ -26,6 +26,7 @@ from kadence import constants
 from kadence_operator import events, runtime, timefmt
 from kadence_operator.api import InvalidResource, QueueSpec, parse_queue
 from kadence_operator.api.durations import parse_duration
+from kadence_operator.identity import permissions
 from kadence_operator.jobs.runs import QueueInfo
 from kadence_operator.queues import streams, workers
 from kadence_operator.results import fold
@@ -386,6 +387,28 @@ class QueueReconciler:
                 logger.warning("%s/%s: cannot scale the workers: %s", *key, error)
         self._rt.queue_writer.submit(*key, lambda s: {**s, **stats}, uid=uid)
 
+    def _render_workers(
+        self, namespace: str, queue: str, spec: QueueSpec, *, replicas: int, scaled_at: str | None
+    ) -> dict[str, Any]:
+        connection = self._rt.connection
+        return workers.render_deployment(
+            namespace=namespace,
+            queue=queue,
+            spec=spec,
+            replicas=replicas,
+            worker_env=workers.worker_env(
+                namespace=namespace,
+                operator_namespace=self._rt.settings.operator_namespace,
+                nats_urls=connection.nats_urls,
+                output_bucket=connection.output_bucket,
+                s3_endpoint=connection.s3_endpoint,
+                s3_secure=connection.s3_secure,
+            ),
+            secret_name=self._rt.settings.worker_secret,
+            scaled_at=scaled_at,
+            nats_token_audience=self._rt.settings.nats_token_audience,
+        )
+
     async def _ensure_workers(
         self, body: dict[str, Any], spec: QueueSpec, *, pending: int | None
     ) -> dict[str, int]:
@@ -419,23 +442,15 @@ class QueueReconciler:
         )
         if current != decision.replicas:
             scaled_at = workers.format_time(now)
-        connection = self._rt.connection
-        deployment = workers.render_deployment(
-            namespace=namespace,
-            queue=queue,
-            spec=spec,
-            replicas=decision.replicas,
-            worker_env=workers.worker_env(
-                namespace=namespace,
-                operator_namespace=self._rt.settings.operator_namespace,
-                nats_urls=connection.nats_urls,
-                output_bucket=connection.output_bucket,
-                s3_endpoint=connection.s3_endpoint,
-                s3_secure=connection.s3_secure,
-            ),
-            secret_name=self._rt.settings.worker_secret,
-            scaled_at=scaled_at,
-        )
+        try:
+            deployment = self._render_workers(
+                namespace, queue, spec, replicas=decision.replicas, scaled_at=scaled_at
+            )
+        except permissions.UnusableName as error:
+            raise _WorkersRejected(
+                f"spec.workers.serviceAccountName: {error}; with NATS identities the workers' "
+                "ServiceAccount name is part of their reply subjects, so it must have no dots"
+            ) from None
         # Only the owner reference: copying the Queue's labels (kopf.adopt) would copy e.g. Argo
         # CD's tracking label, and Argo CD would then prune the Deployment as not in Git.
         kopf.append_owner_reference(deployment, owner=cast(Any, body))

@@ -14,6 +14,11 @@ The NATS and S3 endpoints the workers get are the operator's own, and a short na
 (``nats://nats:4222``, ``seaweedfs:8333``) means a Service in the operator's namespace — it would
 resolve in the Queue's namespace instead, or not at all. :func:`worker_env` qualifies such names
 with the operator's namespace for workers elsewhere.
+
+With NATS identities (the operator's ``KADENCE_NATS_TOKEN_AUDIENCE``), the workers present their
+ServiceAccount to NATS instead of shared credentials: the pod gets a projected token of that
+audience, which the kubelet rotates, and the worker reads it at every (re)connect
+(``KADENCE_NATS_TOKEN_FILE``) and takes its replies under its identity's own inbox prefix.
 """
 
 from __future__ import annotations
@@ -27,8 +32,13 @@ from typing import Any
 
 from kadence_operator import timefmt
 from kadence_operator.api import QueueSpec, parse_duration
+from kadence_operator.identity import permissions
 
 MANAGED_BY = "kadence-operator"
+#: Where the worker container finds its projected NATS token (file ``token``).
+NATS_TOKEN_DIR = "/var/run/secrets/kadence.io/nats"
+#: The projected token's lifetime; the kubelet rotates it at 80 %.
+NATS_TOKEN_SECONDS = 3600
 #: Annotation on the worker Deployment: when the operator last changed its replicas (RFC 3339).
 SCALED_AT_ANNOTATION = "kadence.io/scaled-at"
 
@@ -181,6 +191,7 @@ def render_deployment(
     worker_env: dict[str, str],
     secret_name: str | None = None,
     scaled_at: str | None = None,
+    nats_token_audience: str | None = None,
 ) -> dict[str, Any]:
     """The worker Deployment (without ownerReferences; the caller adds the Queue as owner).
 
@@ -188,7 +199,9 @@ def render_deployment(
     credentials: those come from the Secret ``secret_name`` in the Queue's namespace, referenced
     with ``envFrom`` (optional, so the workers start without it where no credentials are needed).
     The Queue's own ``workers.env`` wins over both. ``scaled_at`` becomes the
-    :data:`SCALED_AT_ANNOTATION`.
+    :data:`SCALED_AT_ANNOTATION`. ``nats_token_audience`` (NATS identities): the pod's
+    ServiceAccount token for that audience is projected at :data:`NATS_TOKEN_DIR` and the
+    workers connect with it, replies under ``_INBOX.<namespace>.<serviceaccount>``.
     """
     workers = spec.workers
     if workers is None:
@@ -213,6 +226,30 @@ def render_deployment(
             str(workers.concurrency),
             *args,
         ]
+    worker_env = dict(worker_env)
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if nats_token_audience:
+        account = workers.service_account_name or "default"
+        worker_env["KADENCE_NATS_TOKEN_FILE"] = f"{NATS_TOKEN_DIR}/token"
+        worker_env["KADENCE_NATS_INBOX_PREFIX"] = permissions.inbox_prefix(namespace, account)
+        volumes.append(
+            {
+                "name": "kadence-nats-token",
+                "projected": {
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "audience": nats_token_audience,
+                                "expirationSeconds": NATS_TOKEN_SECONDS,
+                                "path": "token",
+                            }
+                        }
+                    ]
+                },
+            }
+        )
+        mounts.append({"name": "kadence-nats-token", "mountPath": NATS_TOKEN_DIR, "readOnly": True})
     own = {e.name for e in workers.env}  # the Queue's env wins; names stay unique (a list map)
     env = [{"name": k, "value": v} for k, v in sorted(worker_env.items()) if k not in own]
     env += [{"name": e.name, "value": e.value} for e in workers.env]
@@ -223,7 +260,7 @@ def render_deployment(
         "args": args,
         "env": env,
         "securityContext": dict(_RESTRICTED_CONTAINER),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
     if secret_name:
         container["envFrom"] = [{"secretRef": {"name": secret_name, "optional": True}}]
@@ -238,7 +275,7 @@ def render_deployment(
         },
         # Long enough for in-flight tasks to drain after SIGTERM.
         "terminationGracePeriodSeconds": 60,
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": volumes,
     }
     if workers.service_account_name:
         pod_spec["serviceAccountName"] = workers.service_account_name
