@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import secrets
@@ -52,12 +50,10 @@ from typing import Any
 import requests
 import urllib3
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
-from kadence_devstack import binaries, hostpkgs, images
+from kadence_devstack import binaries, hostpkgs, images, pki
 from kadence_devstack.kube import ADMIN_USER, kubeconfig_dict
 from kadence_devstack.procs import ManagedProcess, SetupError, StartError, free_port, tail
 
@@ -250,96 +246,39 @@ def corefile(*, kubeconfig: Path) -> str:
 
 def _write_pki(folder: Path) -> tuple[Path, Path, Path]:
     """A CA and an API server serving certificate for every name the node's clients use: the
-    node IP (kubelet, CoreDNS), 127.0.0.1 (the host's relay), the ``kubernetes`` Service (pods).
+    node IP (kubelet, CoreDNS), 127.0.0.1 (the host's relay), the ``kubernetes`` Service (pods);
+    and the ServiceAccount signing key pair (``sa.key``, ``sa.pub``, RSA).
     Returns (ca.crt, apiserver.crt, apiserver.key)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-
-    def key() -> rsa.RSAPrivateKey:
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def write_key(path: Path, private: rsa.RSAPrivateKey) -> None:
-        path.write_bytes(
-            private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        )
-        path.chmod(0o600)
-
-    ca_key = key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kadence-node-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = key()
-    names: list[x509.GeneralName] = [
-        x509.DNSName(name)
-        for name in (
+    files = pki.write_server_certificate(
+        folder,
+        ca_name="kadence-node-ca",
+        common_name="kube-apiserver",
+        dns_names=(
             "kubernetes",
             "kubernetes.default",
             "kubernetes.default.svc",
             f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
             "localhost",
-        )
-    ]
-    names += [
-        x509.IPAddress(ipaddress.ip_address(ip))
-        for ip in (NODE_IP, "127.0.0.1", KUBERNETES_SERVICE_IP)
-    ]
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+        ),
+        ip_addresses=(NODE_IP, "127.0.0.1", KUBERNETES_SERVICE_IP),
+        name="apiserver",
     )
-    ca_file, cert_file, key_file = (
-        folder / "ca.crt",
-        folder / "apiserver.crt",
-        folder / "apiserver.key",
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sa_file = folder / "sa.key"
+    sa_file.write_bytes(
+        sa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
     )
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    write_key(key_file, server_key)
-    sa_key = key()
-    write_key(folder / "sa.key", sa_key)
+    sa_file.chmod(0o600)
     (folder / "sa.pub").write_bytes(
         sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    return ca_file, cert_file, key_file
+    return files.ca, files.cert, files.key
 
 
 # --- host plumbing -------------------------------------------------------------------------------
