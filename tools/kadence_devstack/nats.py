@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kadence_devstack import binaries
+from kadence_devstack import binaries, pki
 from kadence_devstack.procs import ManagedProcess, free_ports
 
 # The monitoring endpoint answers /healthz?js-enabled-only=true once JetStream is up.
@@ -77,7 +77,13 @@ class NatsServer:
     no_advertise: bool = False
     #: Clients authenticate through an auth callout service (tests of kadence_operator.identity).
     auth_callout: AuthCallout | None = None
+    #: Clients must connect with TLS (a CA and certificate of the server's own, for 127.0.0.1;
+    #: :attr:`ca_file` is what clients trust). nats-server then refuses plain connections.
+    tls: bool = False
     nodes: list[NatsNode] = field(default_factory=list)
+    #: The CA certificate clients verify the server with (``tls`` only).
+    ca_file: Path | None = None
+    _cert: tuple[Path, Path] = field(init=False, repr=False, default=(Path(), Path()))
 
     @property
     def url(self) -> str:
@@ -111,7 +117,7 @@ class NatsServer:
                 "-n",
                 name,
             ]
-            if self.sync_interval is not None or self.auth_callout is not None:
+            if self.sync_interval is not None or self.auth_callout is not None or self.tls:
                 # No command-line flags for these: a config file with only them, the flags
                 # above set the rest.
                 text = ""
@@ -119,6 +125,8 @@ class NatsServer:
                     text += f"jetstream {{\n  sync_interval: {self.sync_interval}\n}}\n"
                 if self.auth_callout is not None:
                     text += self.auth_callout.config()
+                if self.tls:
+                    text += self._tls_config()
                 conf = self.workdir / f"{name}.conf"
                 conf.parent.mkdir(parents=True, exist_ok=True)
                 conf.write_text(text)
@@ -146,6 +154,23 @@ class NatsServer:
             node.process.wait_ready(
                 ready=functools.partial(_ready, node.monitor_port), timeout=timeout
             )
+
+    def _tls_config(self) -> str:
+        """``tls { cert_file, key_file }``: every client connection must be TLS (the monitoring
+        port stays plain HTTP on loopback, for the health checks)."""
+        if self.ca_file is None:
+            files = pki.write_server_certificate(
+                self.workdir / "pki", ca_name="kadence nats CA", common_name="127.0.0.1"
+            )
+            self.ca_file, self._cert = files.ca, (files.cert, files.key)
+        cert, key = self._cert
+        return (
+            "tls {\n"
+            f"  cert_file: {json.dumps(str(cert))}\n"
+            f"  key_file: {json.dumps(str(key))}\n"
+            "  timeout: 5\n"
+            "}\n"
+        )
 
     def wait_healthy(self, *, timeout: float = 30.0, nodes: list[int] | None = None) -> None:
         """Wait until the (running) nodes pass the full ``/healthz``: a cluster has a meta leader.
