@@ -366,7 +366,8 @@ def test_default_render(helm: Path) -> None:
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "verbs": ["get", "create", "update", "patch", "delete"],
-        }
+        },
+        {"apiGroups": ["kadence.io"], "resources": ["queues"], "verbs": ["consume"]},
     ]
 
 
@@ -688,7 +689,11 @@ def test_worker_rbac_is_leases_in_its_namespace_only(
         (v, "leases.coordination.k8s.io", team_a)
         for v in ("get", "create", "update", "patch", "delete")
     ]
+    # What the NATS auth callout asks for (kubectl auth can-i consume queues/... --as=...).
+    allowed.append(("consume", "queues.kadence.io", team_a))
     denied = [
+        ("consume", "queues.kadence.io", team_b),
+        ("publish", "queues.kadence.io", team_a),
         ("create", "leases.coordination.k8s.io", team_b),
         ("get", "leases.coordination.k8s.io", team_b),
         ("create", "leases.coordination.k8s.io", all_features_install.namespace),
