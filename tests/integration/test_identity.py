@@ -160,6 +160,33 @@ def stack(kube: KubeControlPlane, tmp_path_factory: pytest.TempPathFactory) -> I
         docs += role(team, WORKER_SA, ["consume", "publish"])
     apply(kube, *docs)
 
+    with serving(kube, workdir) as running:
+        yield running
+
+
+#: The line the callout logs once it is subscribed (its readiness).
+CALLOUT_READY = "answering NATS authorization requests"
+
+
+def start_callout(callout: ManagedProcess) -> None:
+    """Start (or start again) the callout and wait until it answers; only the log written by
+    this start counts, since a restarted callout appends to the same file."""
+    log = callout.log_path
+    offset = log.stat().st_size if log.exists() else 0
+
+    def ready() -> bool:
+        with log.open("rb") as f:
+            f.seek(offset)
+            return CALLOUT_READY.encode() in f.read()
+
+    callout.start(ready=ready, timeout=30)
+
+
+@contextlib.contextmanager
+def serving(kube: KubeControlPlane, workdir: Path) -> Iterator[Stack]:
+    """A nats-server whose clients all go through the auth callout, and the callout service as
+    a process of its own, with a fresh issuer key and callout password in ``workdir``; both
+    stopped (by PID) on the way out. The Kubernetes objects are the module fixture's."""
     issuer = natsjwt.new_account_key()
     seed_file = workdir / "issuer.seed"
     seed_file.write_bytes(bytes(issuer.seed))
@@ -174,38 +201,34 @@ def stack(kube: KubeControlPlane, tmp_path_factory: pytest.TempPathFactory) -> I
             issuer=natsjwt.public_key(issuer), user="kadence-callout", password=password
         ),
     )
-    callout: ManagedProcess | None = None
+    callout = ManagedProcess(
+        name="kadence-nats-callout",
+        argv=[
+            sys.executable,
+            "-m",
+            "kadence_operator.identity",
+            "--issuer-seed-file",
+            str(seed_file),
+            "--password-file",
+            str(password_file),
+            "--operator-service-account",
+            "/".join(OPERATOR),
+        ],
+        log_path=workdir / "callout.log",
+    )
     try:
         server.start()
         track([n.process for n in server.nodes])
-        callout = ManagedProcess(
-            name="kadence-nats-callout",
-            argv=[
-                sys.executable,
-                "-m",
-                "kadence_operator.identity",
-                "--issuer-seed-file",
-                str(seed_file),
-                "--password-file",
-                str(password_file),
-                "--operator-service-account",
-                "/".join(OPERATOR),
-            ],
-            log_path=workdir / "callout.log",
-            env={**os.environ, "KUBECONFIG": str(kube.kubeconfig), "KADENCE_NATS_URL": server.url},
-        )
-        log = callout.log_path
-        callout.start(
-            ready=lambda: (
-                log.exists() and "answering NATS authorization requests" in log.read_text()
-            ),
-            timeout=30,
-        )
+        callout.env = {
+            **os.environ,
+            "KUBECONFIG": str(kube.kubeconfig),
+            "KADENCE_NATS_URL": server.url,
+        }
+        start_callout(callout)
         track([callout])
         yield Stack(kube=kube, nats=server, callout=callout, workdir=workdir)
     finally:
-        if callout is not None:
-            callout.stop()
+        callout.stop()
         server.stop()
 
 
@@ -572,3 +595,99 @@ async def test_the_token_file_is_read_again_at_every_reconnect(
         rotate(path, stack.token("team-a", WORKER_SA))
         await eventually(works, within=20, what="a reconnect with the good token")
         assert "admitted" in log.read_text()[start:]
+
+
+# -- when the callout is down ----------------------------------------------------------------
+
+#: nats-server's ``auth_timeout`` without TLS (``AUTH_TIMEOUT``, server/const.go): how long it
+#: waits for the callout's answer before it refuses the CONNECT (server/auth_callout.go).
+AUTH_TIMEOUT = 2.0
+
+
+async def test_without_the_callout_admitted_connections_work_and_new_ones_wait_for_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The callout sits on the path of every CONNECT and of nothing after it. Killed
+    (SIGKILL): an admitted worker keeps publishing, fetching and acking, since its
+    permissions were fixed when it was admitted; a new connection is refused with
+    ``Authorization Violation`` once the server's auth_timeout passes unanswered (no responder
+    is not an answer: nats-server sends the request and waits); a worker dropped meanwhile
+    (its nats-server restarted) keeps trying. Started again: new connections are admitted and
+    the dropped worker gets back in by itself.
+
+    Its own nats-server and callout (the module's Kubernetes objects): killing the shared
+    callout or restarting the shared server would break the tests around it."""
+    with serving(stack.kube, tmp_path) as own:
+        stream = constants.stream_name("team-a", QUEUE)
+        async with as_operator(own) as op:
+            await ensure_queue_stream(op.js, namespace="team-a", queue=QUEUE, ack_wait=30)
+        async with as_identity(own, "team-a") as (worker, errors):
+
+            async def round_trip(data: bytes) -> None:
+                """Publish on its own Queue, fetch it back, ack it: what a worker does."""
+                pull = await worker.js.pull_subscribe_bind(constants.consumer_name(0), stream)
+                try:
+                    await worker.publish(QUEUE, data, partition=0, timeout=5)
+                    (message,) = await pull.fetch(1, timeout=5)
+                    assert message.data == data
+                    await message.ack_sync(timeout=5)
+                finally:
+                    await pull.unsubscribe()
+
+            await round_trip(b"before")
+            own.callout.kill()
+            assert not own.callout.running
+
+            # The admitted connection does not notice.
+            await round_trip(b"while the callout is down")
+
+            # A new one is refused, after the server's wait for an answer, and not sooner.
+            started = time.monotonic()
+            told = await refused(own, own.token("team-a", WORKER_SA))
+            waited = time.monotonic() - started
+            assert "authorization violation" in told.lower(), told
+            assert AUTH_TIMEOUT - 0.2 <= waited < AUTH_TIMEOUT + 5, waited
+
+            # Drop the worker: its nats-server goes away and comes back (same data); every
+            # reconnect meets the server's refusal while the callout is down.
+            seen = len(errors)
+            own.nats.nodes[0].process.stop()
+            own.nats.restart_node(0)
+
+            async def refused_again() -> bool:
+                return any("authorization" in e.lower() for e in errors[seen:])
+
+            await eventually(refused_again, within=20, what="a refused reconnect")
+            assert not worker.nc.is_connected
+
+            # The callout is back: a new connection is admitted...
+            start_callout(own.callout)
+
+            token = own.token("team-a", WORKER_SA)
+
+            async def admitted() -> bool:
+                # Not as_identity: a worker's settings retry a refused connect for ever.
+                nc = await asyncio.wait_for(
+                    nats.connect(
+                        servers=own.nats.urls,
+                        token=token,
+                        allow_reconnect=False,
+                        max_reconnect_attempts=0,
+                        connect_timeout=5,
+                    ),
+                    10,
+                )
+                await nc.close()
+                return True
+
+            await eventually(admitted, within=15, what="a new connection to be admitted")
+
+            # ... and the dropped worker reconnects by itself and works as before.
+            async def back() -> bool:
+                return worker.nc.is_connected
+
+            await eventually(back, within=20, what="the dropped worker to reconnect")
+            await round_trip(b"after")
+            assert worker.nc.stats["reconnects"] >= 1
+            permission = [e for e in errors if "permissions violation" in e.lower()]
+            assert not permission, permission
