@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import secrets
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -103,7 +104,14 @@ class Stack:
             worker_name=f"{namespace}-{name}",
             nats_token_file=str(self.token_file(token or self.token(namespace, name))),
             nats_inbox_prefix=f"_INBOX.{namespace}.{name}",
+            nats_ca=str(self.nats.ca_file) if self.nats.ca_file else None,
         )
+
+    def tls(self) -> ssl.SSLContext | None:
+        """What a client trusts the server with (the token crosses the wire: TLS only)."""
+        if self.nats.ca_file is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.nats.ca_file))
 
     def logs(self) -> str:
         return self.callout.log_path.read_text() + "".join(
@@ -183,7 +191,7 @@ def start_callout(callout: ManagedProcess) -> None:
 
 
 @contextlib.contextmanager
-def serving(kube: KubeControlPlane, workdir: Path) -> Iterator[Stack]:
+def serving(kube: KubeControlPlane, workdir: Path, *, tls: bool = True) -> Iterator[Stack]:
     """A nats-server whose clients all go through the auth callout, and the callout service as
     a process of its own, with a fresh issuer key and callout password in ``workdir``; both
     stopped (by PID) on the way out. The Kubernetes objects are the module fixture's."""
@@ -200,6 +208,7 @@ def serving(kube: KubeControlPlane, workdir: Path) -> Iterator[Stack]:
         auth_callout=AuthCallout(
             issuer=natsjwt.public_key(issuer), user="kadence-callout", password=password
         ),
+        tls=tls,  # the tokens cross the wire: as in a cluster, clients connect with TLS only
     )
     callout = ManagedProcess(
         name="kadence-nats-callout",
@@ -223,6 +232,7 @@ def serving(kube: KubeControlPlane, workdir: Path) -> Iterator[Stack]:
             **os.environ,
             "KUBECONFIG": str(kube.kubeconfig),
             "KADENCE_NATS_URL": server.url,
+            **({"KADENCE_NATS_CA": str(server.ca_file)} if server.ca_file else {}),
         }
         start_callout(callout)
         track([callout])
@@ -475,6 +485,7 @@ async def refused(stack: Stack, token: str | None) -> str:
         await nc.connect(
             servers=stack.nats.urls,
             token=token,
+            tls=stack.tls(),
             inbox_prefix="_INBOX.team-a.kadence-worker",
             allow_reconnect=False,
             max_reconnect_attempts=0,
@@ -617,7 +628,9 @@ async def test_without_the_callout_admitted_connections_work_and_new_ones_wait_f
 
     Its own nats-server and callout (the module's Kubernetes objects): killing the shared
     callout or restarting the shared server would break the tests around it."""
-    with serving(stack.kube, tmp_path) as own:
+    # Without TLS: its waits are the server's auth_timeout (2 s; with TLS nats-server waits its
+    # TLS timeout + 1 s, and nats-py returns from connect after 2 s without raising, unadmitted).
+    with serving(stack.kube, tmp_path, tls=False) as own:
         stream = constants.stream_name("team-a", QUEUE)
         async with as_operator(own) as op:
             await ensure_queue_stream(op.js, namespace="team-a", queue=QUEUE, ack_wait=30)
@@ -671,6 +684,7 @@ async def test_without_the_callout_admitted_connections_work_and_new_ones_wait_f
                     nats.connect(
                         servers=own.nats.urls,
                         token=token,
+                        tls=own.tls(),
                         allow_reconnect=False,
                         max_reconnect_attempts=0,
                         connect_timeout=5,
