@@ -22,6 +22,9 @@ variable                         meaning
 ``KADENCE_S3_ACCESS_KEY``        access key
 ``KADENCE_S3_SECRET_KEY``        secret key
 ``KADENCE_S3_SECURE``            use HTTPS (default true)
+``KADENCE_S3_REGION``            region to sign requests for; unset: asked of the bucket
+                                 (GetBucketLocation), which credentials limited to a key prefix
+                                 may not be allowed to do (see docs/security.md)
 ``KADENCE_OUTPUT_BUCKET``        bucket for run outputs (default ``kadence-outputs``)
 ``KADENCE_NAMESPACE``            namespace of the Queue served or published to (default ``default``)
 ``KADENCE_WORKER_NAME``          identity in results and Leases (default ``<hostname>-<pid>``)
@@ -83,6 +86,7 @@ class Settings(BaseModel):
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
     s3_secure: bool = True
+    s3_region: str | None = None
     output_bucket: str = DEFAULT_OUTPUT_BUCKET
     namespace: str = "default"
     kubeconfig: str | None = None
@@ -135,6 +139,7 @@ class Settings(BaseModel):
             "s3_endpoint": "KADENCE_S3_ENDPOINT",
             "s3_access_key": "KADENCE_S3_ACCESS_KEY",
             "s3_secret_key": "KADENCE_S3_SECRET_KEY",
+            "s3_region": "KADENCE_S3_REGION",
             "output_bucket": "KADENCE_OUTPUT_BUCKET",
             "namespace": "KADENCE_NAMESPACE",
             "worker_name": "KADENCE_WORKER_NAME",

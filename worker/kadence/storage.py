@@ -27,7 +27,7 @@ from typing import IO, Any, BinaryIO, Protocol, Self, cast
 
 import urllib3
 from minio import Minio
-from minio.error import MinioException
+from minio.error import MinioException, S3Error
 
 from kadence import constants
 from kadence.config import Settings
@@ -176,6 +176,7 @@ class S3Storage:
             access_key=settings.s3_access_key,
             secret_key=secret,
             secure=settings.s3_secure,
+            region=settings.s3_region,
         )
 
     def __repr__(self) -> str:
@@ -193,7 +194,7 @@ class S3Storage:
                 return
         try:
             # Ask first: workers may be allowed to write objects but not to create buckets.
-            if not self.client.bucket_exists(bucket):
+            if not self._bucket_exists(bucket):
                 try:
                     self.client.make_bucket(bucket)
                 except MinioException as error:
@@ -206,6 +207,23 @@ class S3Storage:
             raise StorageError(f"bucket {bucket!r} is not available: {error}") from error
         with self._lock:
             self._buckets.add(bucket)
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        """Whether ``bucket`` exists; True when these credentials may not ask.
+
+        Credentials limited to a key prefix (one namespace's outputs, see ``docs/security.md``)
+        are refused HeadBucket: SeaweedFS counts it as a read of the whole bucket, and on AWS it
+        needs ``s3:ListBucket``, which a prefix-limited policy grants only with a prefix. Such
+        credentials cannot create the bucket either, so the bucket is taken as there: if it is
+        not, the first write fails (NoSuchBucket) and the attempt is retried like any other
+        storage error.
+        """
+        try:
+            return self.client.bucket_exists(bucket)
+        except S3Error as error:
+            if error.code != "AccessDenied":
+                raise
+            return True
 
     def put(
         self, bucket: str, key: str, *, data: IO[bytes], length: int, content_type: str
