@@ -576,6 +576,22 @@ async def test_an_older_replace_run_ends_cancelled_without_stopping_the_newer(
     assert [r.state for r in succeeded] == [RunState.RUNNING, RunState.SUCCEEDED]
 
 
+def first_attempt(request: RunRequest, *, worker: str) -> tuple[Context, CancelFlag]:
+    """The context of attempt 1 of ``request`` on ``worker`` (no store), and its cancel flag."""
+    cancel = CancelFlag()
+    ctx = Context(
+        request=request,
+        attempt=1,
+        output=OutputWriter(
+            None, output_location(request, namespace=NAMESPACE, bucket="b", attempt=1)
+        ),
+        heartbeat=lambda: None,
+        worker=worker,
+        cancel_event=cancel,
+    )
+    return ctx, cancel
+
+
 async def test_a_holder_that_lost_its_lease_reports_no_final_state(
     worker_kubeconfig: Path, kube: KubeControlPlane
 ) -> None:
@@ -600,17 +616,7 @@ async def test_a_holder_that_lost_its_lease_reports_no_final_state(
     assert spec is not None
 
     async def resumed(lock: JobLock) -> Outcome:
-        cancel = CancelFlag()
-        ctx = Context(
-            request=request,
-            attempt=1,
-            output=OutputWriter(
-                None, output_location(request, namespace=NAMESPACE, bucket="b", attempt=1)
-            ),
-            heartbeat=lambda: None,
-            worker="w1",
-            cancel_event=cancel,
-        )
+        ctx, cancel = first_attempt(request, worker="w1")
         replaced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         replaced.set_result(None)  # the operator's cancel request, waiting when it resumes
         return await run_attempt(
@@ -764,17 +770,7 @@ async def test_a_holder_that_cannot_reach_the_api_server_reports_no_final_state(
         )
         spec = app.get("jobs.exclusive")
         assert spec is not None
-        cancel = CancelFlag()
-        ctx = Context(
-            request=request,
-            attempt=1,
-            output=OutputWriter(
-                None, output_location(request, namespace=NAMESPACE, bucket="b", attempt=1)
-            ),
-            heartbeat=lambda: None,
-            worker="cut",
-            cancel_event=cancel,
-        )
+        ctx, cancel = first_attempt(request, worker="cut")
         attempt = asyncio.ensure_future(
             run_attempt(spec, ctx, executor=None, cancel_event=cancel, store=None, lock=lock)
         )
