@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from pathlib import Path
 
 import nkeys
 import pytest
 
-from kadence_operator.identity import natsjwt
+from kadence_operator.identity import callout, natsjwt
 from kadence_operator.identity.callout import CalloutService
 from kadence_operator.identity.reviews import QueueAccess, Refused, Reviewed, Reviewer
 
@@ -141,3 +142,19 @@ async def test_an_api_failure_is_refused_without_echoing_the_response_body() -> 
     error = str(answer(decision.response)["error"])
     assert error == "Kubernetes API error reviewing the token: 503 Service Unavailable"
     assert TOKEN not in decision.summary + error
+
+
+def test_new_issuer_writes_an_owner_only_seed_and_prints_its_public_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed = tmp_path / "issuer.seed"
+    callout.main(["--new-issuer", str(seed)])
+    public = capsys.readouterr().out.strip()
+    assert public.startswith("A")
+    assert seed.stat().st_mode & 0o777 == 0o600
+    assert natsjwt.public_key(natsjwt.seed_key(seed.read_bytes())) == public
+    assert public not in seed.read_text()  # the file holds the seed, not what was printed
+    before = seed.read_bytes()
+    with pytest.raises(SystemExit, match="exists"):
+        callout.main(["--new-issuer", str(seed)])
+    assert seed.read_bytes() == before

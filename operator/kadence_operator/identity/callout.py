@@ -233,8 +233,29 @@ def _parser() -> argparse.ArgumentParser:
         help="account users are placed in (KADENCE_CALLOUT_ACCOUNT)",
     )
     parser.add_argument("--ca", default=env("KADENCE_NATS_CA"), help="CA bundle; enables TLS")
+    parser.add_argument(
+        "--new-issuer",
+        metavar="FILE",
+        help="write a fresh issuer account seed to FILE (never over an existing file), print its "
+        "public key for nats-server's auth_callout.issuer, and exit",
+    )
     parser.add_argument("--verbose", action="store_true")
     return parser
+
+
+def new_issuer(path: Path) -> str:
+    """Write a fresh account seed to ``path`` (owner-only, never over an existing file) and
+    return its public key: what nats-server's ``auth_callout { issuer }`` names."""
+    issuer = natsjwt.new_account_key()
+    try:
+        with path.open("xb") as out:  # exclusive: a second run must not replace a key in use
+            path.chmod(0o600)
+            out.write(bytes(issuer.seed) + b"\n")
+    except FileExistsError:
+        raise SystemExit(
+            f"kadence-nats-callout: {path} exists; not replacing an issuer seed"
+        ) from None
+    return natsjwt.public_key(issuer)
 
 
 async def run(args: argparse.Namespace, *, stop: asyncio.Event | None = None) -> None:
@@ -284,6 +305,9 @@ async def run(args: argparse.Namespace, *, stop: asyncio.Event | None = None) ->
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.new_issuer:
+        print(new_issuer(Path(args.new_issuer)))
+        return
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=config.LOG_FORMAT,

@@ -64,7 +64,7 @@ def _b64decode(text: str) -> bytes:
 
 
 def new_account_key() -> nkeys.KeyPair:
-    """A fresh account key pair (the callout's issuer, in tests and ``--new-issuer``)."""
+    """A fresh account key pair (the callout's issuer: ``kadence-nats-callout --new-issuer``)."""
     return seed_key(nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_ACCOUNT))
 
 
