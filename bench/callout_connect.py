@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import nats
-import requests
 
 from bench.common import BIN, REPO, cpu_seconds, load, machine, save, say
 from kadence_devstack.kube import KubeControlPlane
@@ -133,19 +132,7 @@ def objects() -> list[dict[str, Any]]:
 
 def token_for(kube: KubeControlPlane) -> str:
     """A TokenRequest for the worker, as the kubelet makes for a projected token."""
-    response = requests.post(
-        f"{kube.server}/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{SERVICE_ACCOUNT}/token",
-        headers={"Authorization": f"Bearer {kube.admin_token}"},
-        json={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"audiences": [AUDIENCE], "expirationSeconds": 3600},
-        },
-        verify=str(kube.ca_file),
-        timeout=10,
-    )
-    response.raise_for_status()
-    return str(response.json()["status"]["token"])
+    return kube.service_account_token(NAMESPACE, SERVICE_ACCOUNT, audiences=(AUDIENCE,))
 
 
 def secret_file(path: Path, data: bytes) -> Path:

@@ -27,7 +27,6 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
-import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from nats.aio.client import Client as NATS
@@ -77,18 +76,9 @@ class Stack:
     def token(
         self, namespace: str, name: str, *, audience: str | None = AUDIENCE, seconds: int = 3600
     ) -> str:
-        spec: dict[str, Any] = {"expirationSeconds": seconds}
-        if audience is not None:
-            spec["audiences"] = [audience]
-        response = requests.post(
-            f"{self.kube.server}/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-            headers={"Authorization": f"Bearer {self.kube.admin_token}"},
-            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
-            verify=str(self.kube.ca_file),
-            timeout=10,
+        return self.kube.service_account_token(
+            namespace, name, audiences=(audience,) if audience else (), expiration_seconds=seconds
         )
-        response.raise_for_status()
-        return str(response.json()["status"]["token"])
 
     def token_file(self, token: str) -> Path:
         path = self.workdir / f"token-{secrets.token_hex(4)}"

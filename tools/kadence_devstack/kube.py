@@ -181,27 +181,35 @@ class KubeControlPlane:
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
 
-    def kubeconfig_for_service_account(
-        self, namespace: str, name: str, *, expiration_seconds: int = 3600
-    ) -> Path:
-        """A kubeconfig that authenticates as ``system:serviceaccount:<namespace>:<name>``.
-
-        The ServiceAccount must exist; its token comes from the TokenRequest API, exactly as a
-        projected token in a pod would.
-        """
+    def service_account_token(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        audiences: tuple[str, ...] = (),
+        expiration_seconds: int = 3600,
+    ) -> str:
+        """A token of ``system:serviceaccount:<namespace>:<name>`` from the TokenRequest API,
+        exactly as the kubelet gets a projected one (``audiences``: none, the API server's)."""
+        spec: dict[str, object] = {"expirationSeconds": expiration_seconds}
+        if audiences:
+            spec["audiences"] = list(audiences)
         response = requests.post(
             f"{self.server}/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
             headers={"Authorization": f"Bearer {self.admin_token}"},
-            json={
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": expiration_seconds},
-            },
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
             verify=str(self.ca_file),
             timeout=10,
         )
         response.raise_for_status()
-        token = str(response.json()["status"]["token"])
+        return str(response.json()["status"]["token"])
+
+    def kubeconfig_for_service_account(
+        self, namespace: str, name: str, *, expiration_seconds: int = 3600
+    ) -> Path:
+        """A kubeconfig that authenticates as ``system:serviceaccount:<namespace>:<name>``
+        (the ServiceAccount must exist; :meth:`service_account_token`)."""
+        token = self.service_account_token(namespace, name, expiration_seconds=expiration_seconds)
         path = self.workdir / f"kubeconfig-sa-{namespace}-{name}"
         self._write_kubeconfig(path, user=f"{namespace}-{name}", token=token)
         return path
